@@ -1,0 +1,197 @@
+"""Load and validate JSONL data files in the OpenAI reinforcement fine-tuning format.
+
+What: each non-blank line is one JSON object with `messages` (the prompt, ending with a user message) and any
+other fields, which graders see as `{{item.<field>}}`. `validate_file` reports every problem in the file, each
+with its file, 1-based line and field (`messages[2].role`); `load_jsonl` returns a `Dataset` or raises one
+`RftError` listing them all.
+Simplified: content parts are checked for shape (objects with a string `type`, and a string `text` for text
+parts), not against every part type OpenAI knows; `tools` is only checked to be a list.
+How to run: `python -c "from rft.data import validate_file; print(validate_file('data.jsonl'))"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rft.data.dataset import Dataset, fingerprint
+from rft.errors import Problem, RftError
+
+MAX_ROWS = 50_000
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+@dataclass
+class ValidationReport:
+    """Result of `validate_file`. `sha256` is the fingerprint of the rows, or None when there are problems."""
+
+    path: str
+    n_rows: int
+    problems: list[Problem] = field(default_factory=list)
+    sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Python's json keeps the last of two equal keys silently; a duplicated "answer" is almost surely a bug.
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"duplicate key '{k}'")
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (use null or a string)")
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(v), "null" if v is None else type(v).__name__
+    )
+
+
+def _check_content(content: Any, where: str, add) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        add(f"content must be a string or a list of content parts, got {_type_name(content)}", where)
+        return
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            add(f"a content part must be an object like {{\"type\": \"text\", \"text\": \"...\"}}, got {_type_name(part)}", pw)
+        elif not isinstance(part.get("type"), str):
+            add("a content part needs a string 'type' (e.g. \"text\")", f"{pw}.type")
+        elif part["type"] == "text" and not isinstance(part.get("text"), str):
+            add("a text content part needs a string 'text'", f"{pw}.text")
+
+
+def check_row(row: Any, add) -> None:
+    """Check one parsed line; call `add(message, field)` for each problem. Shared with builtin row tests."""
+    if not isinstance(row, dict):
+        add(f"each line must be a JSON object with a 'messages' field, got {_type_name(row)}", None)
+        return
+    if "tools" in row and not isinstance(row["tools"], list):
+        add(f"'tools' must be an array of tool definitions, got {_type_name(row['tools'])}", "tools")
+    if "messages" not in row:
+        add("missing required field 'messages' (a list of {role, content} objects ending with a user message)", "messages")
+        return
+    msgs = row["messages"]
+    if not isinstance(msgs, list):
+        add(f"'messages' must be an array, got {_type_name(msgs)}", "messages")
+        return
+    if not msgs:
+        add("'messages' is empty; it needs at least one user message", "messages")
+        return
+    for i, m in enumerate(msgs):
+        w = f"messages[{i}]"
+        if not isinstance(m, dict):
+            add(f"each message must be an object with 'role' and 'content', got {_type_name(m)}", w)
+            continue
+        role = m.get("role")
+        if "role" not in m:
+            add(f"missing 'role' (one of {', '.join(ROLES)})", f"{w}.role")
+        elif role not in ROLES:
+            add(f"invalid role {json.dumps(role)}; expected one of {', '.join(ROLES)}", f"{w}.role")
+        if "content" not in m or m["content"] is None:
+            # An assistant turn that only calls tools may leave content out (OpenAI chat format).
+            if not (role == "assistant" and m.get("tool_calls")):
+                add("missing 'content' (a string or a list of content parts)", f"{w}.content")
+        else:
+            _check_content(m["content"], f"{w}.content", add)
+    last = msgs[-1]
+    if isinstance(last, dict) and last.get("role") in ROLES and last.get("role") != "user":
+        add(
+            f"the last message must have role 'user' (the model answers it), got '{last['role']}'",
+            f"messages[{len(msgs) - 1}].role",
+        )
+
+
+def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem], int]:
+    """Parse and check the whole file: (rows, line_numbers, problems, n_rows). Never raises for bad data."""
+    name = str(path)
+    problems: list[Problem] = []
+    p = Path(path)
+    if not p.exists():
+        return [], [], [Problem(f"file not found (looked in {p.absolute()})", file=name)], 0
+    if not p.is_file():
+        return [], [], [Problem("not a file (expected a .jsonl data file)", file=name)], 0
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return [], [], [Problem(f"cannot read the file: {e.strerror or e}", file=name)], 0
+
+    rows: list[dict] = []
+    line_numbers: list[int] = []
+    n_rows = 0
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark, as some Windows editors write
+
+        def add(message: str, fld: str | None, _line: int = lineno) -> None:
+            problems.append(Problem(message, file=name, line=_line, field=fld))
+
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            n_rows += 1
+            add(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8", None)
+            continue
+        if not text.strip():
+            continue  # blank lines are allowed
+        n_rows += 1
+        if n_rows == MAX_ROWS + 1:
+            add(f"too many rows: the limit is {MAX_ROWS:,}; split the file or sample it", None)
+        try:
+            row = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        except json.JSONDecodeError as e:
+            add(f"invalid JSON: {e.msg} (column {e.colno})", None)
+            continue
+        except ValueError as e:  # duplicate keys, NaN/Infinity
+            add(f"invalid JSON: {e}", None)
+            continue
+        before = len(problems)
+        check_row(row, add)
+        if len(problems) == before:
+            rows.append(row)
+            line_numbers.append(lineno)
+    if n_rows == 0:
+        problems.append(Problem("the file has no rows (it is empty or has only blank lines)", file=name))
+    return rows, line_numbers, problems, n_rows
+
+
+def validate_file(path: str | os.PathLike) -> ValidationReport:
+    """Check a JSONL data file and report every problem found (file, line, field, what was expected)."""
+    rows, _, problems, n_rows = _scan(path)
+    return ValidationReport(
+        path=str(path), n_rows=n_rows, problems=problems, sha256=None if problems else fingerprint(rows)
+    )
+
+
+def load_jsonl(path: str | os.PathLike) -> Dataset:
+    """Load a JSONL data file, or raise one `RftError` listing all its problems."""
+    rows, line_numbers, problems, _ = _scan(path)
+    if problems:
+        hint = None
+        if not Path(path).exists():
+            hint = f"relative paths are resolved from the current directory, {Path.cwd()}"
+        raise RftError(f"{path}: {len(problems)} problem(s) in the data file", problems=problems, hint=hint)
+    return Dataset(
+        name=str(path),
+        rows=tuple(rows),
+        sha256=fingerprint(rows),
+        source=str(Path(path).resolve()),
+        line_numbers=tuple(line_numbers),
+    )

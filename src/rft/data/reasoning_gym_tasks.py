@@ -1,0 +1,151 @@
+"""`builtin:reasoning_gym/<task>`: any reasoning-gym task as an rft dataset, and its scorer for graders.
+
+What: rows `{"messages": [user question], "answer": str, "rg_task": task, "rg_entry": entry}` where `rg_entry`
+is the reasoning-gym entry made JSON-safe (tuples become lists, other odd values strings), so a dataset can be
+written to JSONL and read back. `reasoning_gym_score(task, answer, entry)` calls the task's own `score_answer`.
+Simplified: tasks use reasoning-gym's default config (difficulty); only n, seed and split are exposed.
+How to run: `python -c "from rft.data import load_dataset as l; print(l('builtin:reasoning_gym/leg_counting?n=2').rows)"`.
+
+Three things about reasoning-gym that shape this module:
+- Item i of a dataset with seed s is generated from Random(s + i), so seed s+1 repeats seed s shifted by one.
+  The split therefore adds a large offset to the seed (`SPLIT_SEED_OFFSET`): train and validation draw from
+  disjoint seed ranges whatever seeds the user picks (tasks with few distinct questions can still repeat one).
+- Some tasks (boxnet, graph_color, propositional_logic, rubiks_cube, rush_hour) have no reference answer
+  (`answer` is None; the scorer checks a proposed solution). Their rows get `answer: ""`.
+- Some scorers compare against tuples in `metadata` (arc_agi, rearc grids), which JSON turns into lists;
+  `_RESTORE` turns them back before scoring.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+from rft.data.builtin import BuiltinRequest, register_builtin
+from rft.errors import RftError
+
+DEFAULTS = {"train": (1000, 0), "validation": (200, 1)}  # split -> (n, seed)
+SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_000_000}
+# composite needs a list of sub-datasets in its config, which a builtin name can't carry.
+_UNSUPPORTED = {"composite"}
+
+
+def reasoning_gym_task_names() -> list[str]:
+    from reasoning_gym.factory import DATASETS
+
+    return sorted(set(DATASETS) - _UNSUPPORTED)
+
+
+def _check_task(task: str) -> None:
+    names = reasoning_gym_task_names()
+    if task in names:
+        return
+    if task in _UNSUPPORTED:
+        raise RftError(f"reasoning-gym task '{task}' is not supported: it needs a list of sub-datasets in its config")
+    import difflib
+
+    close = difflib.get_close_matches(task, names, n=5, cutoff=0.5)
+    if not close:  # substring matches help for e.g. "arithmetic" -> basic_arithmetic, chain_sum ...
+        close = [t for t in names if task.lower() in t][:5]
+    suggest = f"; close matches: {', '.join(close)}" if close else ""
+    raise RftError(
+        f"unknown reasoning-gym task '{task}'{suggest}",
+        hint=f"{len(names)} tasks exist; list them with: "
+        "python -c \"from rft.data import list_builtins; print(list_builtins())\"",
+    )
+
+
+def json_safe(x: Any) -> Any:
+    """A JSON round-trippable copy: tuples/sets -> lists, non-string keys -> strings, NaN/inf and unknown
+    objects (Fraction, numpy scalars) -> numbers where exact, else strings."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (set, frozenset)):
+        return sorted((json_safe(v) for v in x), key=repr)
+    if x is None or isinstance(x, (str, bool, int)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else str(x)
+    for method in ("tolist", "item"):  # numpy arrays and scalars
+        fn = getattr(x, method, None)
+        if callable(fn):
+            try:
+                return json_safe(fn())
+            except (TypeError, ValueError):
+                pass
+    return str(x)
+
+
+def _grid(g: Any) -> Any:
+    return tuple(tuple(row) for row in g) if isinstance(g, list) else g
+
+
+def _restore_arc(entry: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(entry.get("metadata") or {})
+    for k in ("input", "output"):
+        if k in meta:
+            meta[k] = _grid(meta[k])
+    return {**entry, "metadata": meta}
+
+
+# task -> function undoing what JSON did to the entry, where the task's scorer cares.
+_RESTORE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"arc_agi": _restore_arc, "rearc": _restore_arc}
+
+
+@functools.lru_cache(maxsize=None)
+def _scorer(task: str) -> Callable[[str | None, dict[str, Any]], float]:
+    from reasoning_gym.factory import get_score_answer_fn
+
+    return get_score_answer_fn(task)
+
+
+def reasoning_gym_score(task: str, answer: str, entry: dict[str, Any]) -> float:
+    """Score `answer` with reasoning-gym's own scorer for `task` (1.0 = correct; partial credit is possible).
+
+    `entry` is the row's `rg_entry` (JSON-safe is fine). Exceptions from the scorer propagate: some scorers
+    raise on malformed answers (prime_factorization on "31x", boxnet on some inputs), and whether that counts
+    as unscored or as a wrong answer is the grader's decision.
+    """
+    _check_task(task)
+    restore = _RESTORE.get(task)
+    return float(_scorer(task)(answer, restore(entry) if restore else entry))
+
+
+def reasoning_gym_rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """n rows of `task`, generated by reasoning-gym with this exact seed (no split offset)."""
+    import reasoning_gym
+
+    _check_task(task)
+    try:
+        ds = reasoning_gym.create_dataset(task, size=n, seed=seed)
+    except Exception as e:  # config validation raises AssertionError/ValueError/TypeError depending on the task
+        raise RftError(f"reasoning-gym could not create task '{task}' (n={n}, seed={seed}): {e}") from e
+    rows = []
+    for i in range(n):
+        try:
+            entry = ds[i]
+        except Exception as e:
+            raise RftError(f"reasoning-gym task '{task}' failed on item {i} (seed={seed}): {e!r}") from e
+        safe = json_safe(entry)
+        rows.append(
+            {
+                "messages": [{"role": "user", "content": str(entry["question"])}],
+                "answer": "" if entry.get("answer") is None else str(entry["answer"]),
+                "rg_task": task,
+                "rg_entry": safe,
+            }
+        )
+    return rows
+
+
+@register_builtin("reasoning_gym", tasks=reasoning_gym_task_names)
+def reasoning_gym_builtin(req: BuiltinRequest) -> tuple[list[dict[str, Any]], int, int]:
+    """Default n is 1000 (train) / 200 (validation); the seed reasoning-gym gets is seed + the split's offset."""
+    default_n, default_seed = DEFAULTS[req.split]
+    n = default_n if req.n is None else req.n
+    seed = default_seed if req.seed is None else req.seed
+    assert req.task is not None  # parse_ref guarantees it for families
+    return reasoning_gym_rows(req.task, n, seed + SPLIT_SEED_OFFSET[req.split]), n, seed

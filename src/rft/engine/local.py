@@ -1,0 +1,262 @@
+"""Local transformers engine: batched generation with a KV cache, written out so no work is wasted.
+
+What it does, per call:
+- renders each chat prompt with the model's chat template and tokenizes it;
+- groups prompts by length into batches of at most `max_batch_size` sequences, left-padded;
+- prefills each *unique* prompt once and repeats its KV cache `n` times (the n completions of one prompt
+  share the prefill);
+- decodes token by token; rows that finished (EOS, a stop string, or `max_new_tokens`) are dropped from the
+  batch and its KV cache, so finished sequences cost nothing;
+- samples with temperature / top-k / top-p from a seeded `torch.Generator` and returns, for every token,
+  log p under the temperature-scaled distribution (before truncation), which is what the GRPO loss
+  recomputes as the old policy.
+
+Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
+preallocated KV cache); other architectures fall back to the transformers forward with a DynamicCache.
+Compute dtype: on CPUs with fast bf16 matrix units, generation runs in bf16 on a copy of the weights,
+refreshed from the fp32 master weights with `sync_weights()` after each optimizer step.
+Simplifications: no paged attention or continuous batching across calls; one device.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from rft.engine import GenerationStats, SamplingParams
+from rft.types import Completion
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Chat-template token ids for a prompt ending in a user turn, with the assistant header appended."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(out, dict) or hasattr(out, "input_ids"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def eos_ids(tokenizer, model) -> set[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gc = getattr(model, "generation_config", None)
+    e = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if isinstance(e, int):
+        ids.add(e)
+    elif isinstance(e, (list, tuple)):
+        ids.update(int(x) for x in e)
+    return ids
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
+    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution."""
+    if params.temperature <= 0:
+        logp = torch.log_softmax(logits, dim=-1)  # [B, V]
+        tok = logits.argmax(dim=-1)  # [B]
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    scaled = logits / params.temperature  # [B, V]
+    logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
+    filt = scaled
+    if params.top_k and params.top_k > 0 and params.top_k < filt.shape[-1]:
+        kth = torch.topk(filt, params.top_k, dim=-1).values[:, -1:]  # [B, 1]
+        filt = filt.masked_fill(filt < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, idx = torch.sort(filt, descending=True, dim=-1)  # [B, V]
+        probs = torch.softmax(sorted_logits, dim=-1)
+        cum = probs.cumsum(-1)
+        remove = cum - probs > params.top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        filt = torch.full_like(filt, float("-inf")).scatter(-1, idx, sorted_logits)
+    probs = torch.softmax(filt, dim=-1)  # [B, V]
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [B]
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+class _HFDecoder:
+    """Fallback for architectures the fast decoder does not cover: transformers forward + DynamicCache."""
+
+    def __init__(self, model, dtype):
+        self.model = model
+        self.dtype = dtype
+
+    def sync(self):
+        pass
+
+    def _ctx(self):
+        if next(self.model.parameters()).dtype != self.dtype:
+            return torch.autocast(next(self.model.parameters()).device.type, dtype=self.dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.inference_mode()
+    def prefill(self, input_ids, attn, max_new):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+        with self._ctx():
+            out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos,
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float(), {"cache": cache, "attn": attn, "pos": pos[:, -1] + 1}
+
+    @staticmethod
+    def repeat(state, n):
+        state["cache"].batch_repeat_interleave(n)
+        return {"cache": state["cache"], "attn": state["attn"].repeat_interleave(n, 0),
+                "pos": state["pos"].repeat_interleave(n, 0)}
+
+    @staticmethod
+    def select(state, rows):
+        state["cache"].batch_select_indices(rows)
+        return {"cache": state["cache"], "attn": state["attn"][rows], "pos": state["pos"][rows]}
+
+    @torch.inference_mode()
+    def decode(self, tok, state):
+        attn = torch.cat([state["attn"], torch.ones_like(state["attn"][:, :1])], 1)
+        with self._ctx():
+            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=state["pos"][:, None],
+                             past_key_values=state["cache"], use_cache=True)
+        state["attn"] = attn
+        state["pos"] = state["pos"] + 1
+        return out.logits[:, -1].float()
+
+
+class LocalEngine:
+    """Batched generation on a local transformers causal LM (see module docstring).
+
+    `compute_dtype` is the dtype generation runs in (default: the model's). With the fast decoder the
+    engine keeps its own packed copy of the weights in that dtype; call `sync_weights()` after every
+    optimizer step so rollouts use the current policy.
+    """
+
+    def __init__(self, model, tokenizer, *, compute_dtype: torch.dtype | None = None, max_batch_size: int = 64,
+                 fast: bool | None = None):
+        from rft.engine import fast_llama
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.compute_dtype = compute_dtype or next(model.parameters()).dtype
+        self.max_batch_size = max_batch_size
+        self.eos = eos_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
+        use_fast = fast_llama.supports(model) if fast is None else fast
+        self.backend = "fast" if use_fast else "transformers"
+        self.decoder = fast_llama.FastDecoder(model, self.compute_dtype) if use_fast else _HFDecoder(model, self.compute_dtype)
+        self.last_stats = GenerationStats()
+
+    def sync_weights(self) -> None:
+        """Refresh the engine's copy of the weights from the model (after each optimizer step)."""
+        self.decoder.sync()
+
+    # -- generation --------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[list[dict]], params: SamplingParams) -> list[list[Completion]]:
+        ids = [render_prompt(self.tokenizer, m) for m in prompts]
+        return self.generate_ids(ids, params)
+
+    def generate_ids(self, prompt_ids: Sequence[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        t0 = time.perf_counter()
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int(params.seed))
+        n = max(1, params.n)
+        per_batch = max(1, self.max_batch_size // n)  # unique prompts per batch; each becomes n rows
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths together
+        results: list[list[Completion] | None] = [None] * len(prompt_ids)
+        completion_tokens = 0
+        for start in range(0, len(order), per_batch):
+            chunk = order[start : start + per_batch]
+            outs = self._generate_batch([list(prompt_ids[i]) for i in chunk], n, params, gen)
+            for j, i in enumerate(chunk):
+                results[i] = outs[j * n : (j + 1) * n]
+                completion_tokens += sum(len(c.token_ids) for c in results[i])
+        self.last_stats = GenerationStats(
+            prompt_tokens=sum(len(p) for p in prompt_ids) * n,
+            completion_tokens=completion_tokens,
+            seconds=time.perf_counter() - t0,
+        )
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[list[int]], n: int, params: SamplingParams, gen) -> list[Completion]:
+        dev = self.device
+        P = len(prompts)
+        L = max(len(p) for p in prompts)
+        input_ids = torch.full((P, L), self.pad_id, dtype=torch.long, device=dev)  # [P, L]
+        attn = torch.zeros((P, L), dtype=torch.long, device=dev)  # [P, L]
+        for i, p in enumerate(prompts):
+            input_ids[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attn[i, L - len(p) :] = 1
+        dec = self.decoder
+        logits, state = dec.prefill(input_ids, attn, params.max_new_tokens)  # [P, V]
+        if n > 1:
+            state = dec.repeat(state, n)
+            logits = logits.repeat_interleave(n, dim=0)  # [B, V]
+        B = P * n
+        active = list(range(B))  # row r of the running batch holds sequence active[r]
+        done = [False] * B
+        toks: list[list[int]] = [[] for _ in range(B)]
+        lps: list[list[float]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        texts: list[str | None] = [None] * B
+        stop = tuple(params.stop)
+        for step in range(params.max_new_tokens):
+            tok, lp = sample_next(logits, params, gen)  # [b], [b]
+            n_live = 0
+            for s, t, l in zip(active, tok.tolist(), lp.tolist()):
+                if done[s]:
+                    continue
+                toks[s].append(t)
+                lps[s].append(l)
+                if t in self.eos:
+                    finish[s], done[s] = "stop", True
+                elif stop:
+                    text = self.tokenizer.decode(toks[s], skip_special_tokens=True)
+                    hits = [text.find(x) for x in stop if x in text]
+                    if hits:
+                        finish[s], done[s], texts[s] = "stop", True, text[: min(hits)]
+                n_live += not done[s]
+            if n_live == 0 or step + 1 == params.max_new_tokens:
+                break
+            # Drop finished rows once they are a quarter of the batch: compaction copies the cache,
+            # so doing it for every single finished row would cost more than it saves.
+            if len(active) - n_live >= max(1, len(active) // 4):
+                keep = [r for r, s in enumerate(active) if not done[s]]
+                rows = torch.tensor(keep, dtype=torch.long, device=dev)
+                state = dec.select(state, rows)
+                tok = tok[rows]
+                active = [active[r] for r in keep]
+            logits = dec.decode(tok, state)  # [b, V]
+        outs = []
+        for s in range(B):
+            text = texts[s] if texts[s] is not None else self.tokenizer.decode(toks[s], skip_special_tokens=True)
+            outs.append(Completion(text=text, token_ids=tuple(toks[s]), logprobs=tuple(lps[s]),
+                                   finish_reason=finish[s], prompt_tokens=len(prompts[s // n])))
+        return outs
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def best_cpu_dtype() -> torch.dtype:
+    """bf16 where the CPU has native bf16 matrix support (AMX or AVX512-BF16), else fp32."""
+    try:
+        caps = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover
+        caps = ""
+    if "AMX" in caps.upper() or _cpu_flag("avx512_bf16") or _cpu_flag("amx_bf16"):
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return flag in line.split()
+    except OSError:
+        pass
+    return False

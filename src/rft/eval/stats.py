@@ -1,0 +1,62 @@
+"""Statistics for evaluation reports.
+
+- `wilson_ci(k, n)`: Wilson score interval for a pass rate (good coverage at small n and near 0 or 1).
+- `mean_ci(xs)`: mean with a 95% interval; Wilson when every score is 0 or 1, else a Student-t interval.
+- `pass_at_k(n, c, k)`: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al., 2021).
+"""
+
+from __future__ import annotations
+
+import math
+
+from rft.types import MetricCI
+
+Z95 = 1.959963984540054
+
+
+def wilson_ci(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _t_quantile_975(df: int) -> float:
+    # Student-t 97.5% quantiles; beyond 30 the normal value is within 2%.
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+             12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+    if df >= 30:
+        return Z95 + 2.5 / df  # close approximation for large df
+    keys = sorted(table)
+    best = max(k for k in keys if k <= df)
+    return table[best]
+
+
+def mean_ci(xs: list[float]) -> MetricCI:
+    n = len(xs)
+    if n == 0:
+        return MetricCI(float("nan"), float("nan"), float("nan"), 0)
+    mean = sum(xs) / n
+    if all(x in (0.0, 1.0) for x in xs):
+        lo, hi = wilson_ci(int(sum(xs)), n)
+        return MetricCI(mean, lo, hi, n)
+    if n == 1:
+        return MetricCI(mean, float("nan"), float("nan"), 1)
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    half = _t_quantile_975(n - 1) * math.sqrt(var / n)
+    return MetricCI(mean, mean - half, mean + half, n)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n (c correct) passes."""
+    if k > n:
+        raise ValueError(f"k={k} > n={n}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod

@@ -1,0 +1,35 @@
+"""Answer extraction: the layer between a completion's text and its grader.
+
+With `rft.extraction.pattern` set, the first or last regex match of the completion is exposed to graders as
+`{{sample.extracted}}` (group 1 when the pattern has a group). No match gives the empty string: the model did
+not produce an answer, which is a wrong answer (0), not an unscored one. `sample.output_text` is never
+changed, so OpenAI graders keep their exact semantics.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from rft.config import ExtractionConfig
+from rft.graders.templating import make_sample
+
+
+@lru_cache(maxsize=64)
+def _compile(pattern: str):
+    return re.compile(pattern)
+
+
+def extract(text: str, cfg: ExtractionConfig) -> str | None:
+    if not cfg.pattern:
+        return None
+    rx = _compile(cfg.pattern)
+    matches = list(rx.finditer(text))
+    if not matches:
+        return ""
+    m = matches[0] if cfg.occurrence == "first" else matches[-1]
+    return m.group(1) if rx.groups else m.group(0)
+
+
+def sample_from_text(text: str, cfg: ExtractionConfig, *, finish_reason: str | None = None, response_format=None) -> dict:
+    return make_sample(text, extracted=extract(text, cfg), finish_reason=finish_reason)

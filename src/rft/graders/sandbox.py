@@ -1,0 +1,1200 @@
+"""Sandbox for user-supplied Python grader code: a pool of reusable worker processes with OS-level limits.
+
+What it does
+------------
+`SandboxPool.run(source, sample, item)` runs `grade(sample, item)` from `source` and returns a `SandboxResult`
+(a float, or why there is none). Each pool slot is a *worker* ("zygote") process that is started once and reused:
+
+1. The worker starts as `python -I sandbox.py --worker` in its own session, with stdin on /dev/null, a scrubbed
+   environment (no API keys, tokens, `HF_TOKEN`; only PATH, HOME, TMPDIR, LANG and thread-count variables) and
+   a private scratch directory as its working directory.
+2. Where the kernel allows (root, or unprivileged user namespaces), it enters new network, PID, mount, IPC and
+   UTS namespaces and pivots into a fresh root: a read-only tmpfs in which only the directories Python needs
+   are bind-mounted read-only (/usr, the interpreter's prefix, the venv's site-packages, the dynamic-linker
+   cache), plus a fresh /proc for its own PID namespace, a minimal /dev, and size-limited tmpfs at /scratch
+   (the working directory) and /tmp. When started as root it then drops to an unprivileged uid that is unique
+   to the pool slot; otherwise it drops every capability. `no_new_privs` is set either way.
+3. The worker executes the grader module's top level once (imports, constants) and caches it by sha256.
+4. Each call forks a fresh child from the worker. The child gets RLIMIT_CPU (per call, so it never
+   accumulates), RLIMIT_AS (memory, default 2 GB), RLIMIT_NPROC (processes), RLIMIT_FSIZE (file size) and
+   RLIMIT_CORE=0, closes the worker's control pipes, and calls `grade`. Its stdout/stderr (Python-level and
+   raw fd 1/2 writes) go to pipes that the worker drains, keeping the first `output_bytes` of each and
+   counting the rest. The result travels over a separate pipe as JSON; exit codes and printed text never count.
+5. The worker enforces the wall-clock limit (default 120 s). When the call ends or times out, every other
+   process in the sandbox is SIGKILLed (`kill(-1)` from PID 1 of the namespace catches double-forked,
+   `setsid` daemons too), the scratch directories are emptied, and the worker is ready for the next call.
+   The parent keeps a second, longer deadline: a worker that does not answer (its top level hung, it was
+   killed) is killed as a whole (its process group and its namespace's PID 1) and replaced, so the pool size
+   is restored. A hung grader costs one timeout for its own sample; the other pool slots keep working.
+
+What it protects against (namespace mode, which is what Linux with root or user namespaces gives)
+-----------------------------------------------------------------------------------------------------
+Infinite loops and blocking calls (wall clock + CPU limit), memory bombs (RLIMIT_AS: allocations fail with
+MemoryError, reported as a runtime error), fork bombs (RLIMIT_NPROC, counted per slot uid when started as
+root), orphaned and daemonised descendants (killed with the namespace), output floods (captured output is
+capped; the parent never holds more than the cap), network access (an empty network namespace: even
+127.0.0.1 is unreachable, DNS fails), reading host files (the dataset, checkpoints, ~/.ssh, /etc/passwd and
+/proc of other processes are simply not in the sandbox's filesystem), writing outside the scratch
+directories (the root is read-only), Python-level escapes (`sys.modules['os'].system`, `ctypes`,
+`__subclasses__` walks all run, but inside the same OS boundary), and state leaking between samples (each
+call is a fresh fork; scratch is emptied).
+
+What it does not protect against
+--------------------------------
+- Kernel exploits: there is no seccomp filter, so the whole syscall surface is reachable. Run untrusted
+  graders in a VM or a container runtime such as gVisor when that matters.
+- CPU use by several sandboxes at once is not throttled (no cgroups); only per-call CPU time is capped.
+- RLIMIT_AS bounds address space, not resident memory of the whole sandbox: a grader that forks up to the
+  process limit can use up to nproc x memory. tmpfs scratch counts against host memory (bounded by its size).
+- Without root, RLIMIT_NPROC counts all processes of the invoking user, so it is set to the user's current
+  count plus `nproc` (best effort).
+- The result channel is a pipe inside the grader's own process: code that `grade()` itself executes (for
+  example model-written code run with `exec`) can forge the score. Run such code in a subprocess from grade().
+- The module top level runs once per worker, inside the sandbox but under the parent's deadline only.
+
+Fallback ("basic" mode) when namespaces are not permitted (e.g. a container without CAP_SYS_ADMIN and with
+user namespaces disabled, or macOS): the same process model, rlimits, scrubbed environment, scratch cwd and
+output caps, plus a Python-level `socket` block installed before user code runs. That block is not a
+boundary: `ctypes`, `subprocess` and `os.system` reach the network; the host filesystem is readable and
+writable with the invoking user's rights; `setsid` daemons escape the per-call kill. `SandboxPool.isolation`
+reports which protections are active, and the test-suite skips (naming the limitation) what it cannot check.
+
+How to run
+----------
+    from rft.graders.sandbox import SandboxPool, SandboxLimits
+    pool = SandboxPool(size=2, limits=SandboxLimits(timeout_s=5))
+    print(pool.run("def grade(sample, item):\\n    return 1.0\\n", {"output_text": "x"}, {}))
+    print(pool.isolation)
+    pool.close()
+
+Benchmark: `python bench/grader_throughput.py`. Tests: `pytest tests/graders/test_sandbox.py`.
+
+This file is also the worker program (`python -I sandbox.py --worker CONFIG`), so its top level imports only
+the standard library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared: configuration, results, message framing
+# ----------------------------------------------------------------------------------------------------------
+
+MAX_SOURCE_BYTES = 256 * 1024
+_HEADER = struct.Struct("!I")
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-call limits. `cpu_s=None` means the same as `timeout_s`. `isolation`: "auto" uses namespaces where
+    the kernel allows and falls back to "basic"; "namespaces" fails if they are not available; "basic" never
+    tries them."""
+
+    timeout_s: float = 120.0
+    cpu_s: float | None = None
+    memory_mb: int = 2048
+    nproc: int = 64
+    fsize_mb: int = 1024
+    scratch_mb: int = 1024
+    output_bytes: int = 64 * 1024
+    isolation: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "namespaces", "basic"):
+            raise ValueError(f"isolation must be auto, namespaces or basic, got {self.isolation!r}")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What one call produced.
+
+    status: "ok" (value is a finite float), "error" (the grader raised, returned a non-number, or its module
+    failed to load; a python_grader_runtime_error), or "timeout" / "crash" / "cpu_limit" (the sandbox killed
+    or lost the call; a python_grader_server_error).
+    """
+
+    status: str
+    value: float | None = None
+    error: str = ""
+    traceback: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def is_server_error(self) -> bool:
+        return self.status in ("timeout", "crash", "cpu_limit")
+
+
+def _send(fd: int, obj) -> None:
+    data = json.dumps(obj, allow_nan=False, default=_json_default).encode()
+    buf = memoryview(_HEADER.pack(len(data)) + data)
+    while buf:
+        n = os.write(fd, buf)
+        buf = buf[n:]
+
+
+def _json_default(o):
+    # Samples and items come from JSON, but be lenient with tuples and the like.
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+    """Read exactly n bytes; None on EOF; raises TimeoutError past the deadline."""
+    chunks, got = [], 0
+    while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                raise TimeoutError
+        try:
+            chunk = os.read(fd, n - got)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd: int, deadline: float | None = None):
+    head = _read_exact(fd, _HEADER.size, deadline)
+    if head is None:
+        return None
+    (n,) = _HEADER.unpack(head)
+    if n > _MAX_MESSAGE:
+        raise ValueError(f"message too large ({n} bytes)")
+    body = _read_exact(fd, n, deadline)
+    if body is None:
+        return None
+    return json.loads(body)
+
+
+def source_sha256(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Worker side: namespace setup (Linux), the call loop
+# ----------------------------------------------------------------------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+# The environment a grader sees. Thread pools are pinned to one thread: each one reserves address space
+# (RLIMIT_AS) and counts against RLIMIT_NPROC.
+_SCRUBBED_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+}
+
+
+class _Libc:
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL(None, use_errno=True)
+        self.lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+    def check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"{what}: {os.strerror(e)}")
+
+    def unshare(self, flags: int) -> None:
+        self.check(self.lib.unshare(ctypes.c_int(flags)), "unshare")
+
+    def mount(self, src, dst, fstype, flags, data=None) -> None:
+        enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
+        self.check(self.lib.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {dst}")
+
+    def umount2(self, target: str, flags: int) -> None:
+        self.check(self.lib.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+    def pivot_root(self, new: str, old: str) -> None:
+        nr = _SYS_PIVOT_ROOT.get(platform.machine())
+        if nr is None:
+            raise OSError(errno.ENOSYS, f"pivot_root syscall number unknown for {platform.machine()}")
+        self.check(self.lib.syscall(ctypes.c_long(nr), new.encode(), old.encode()), "pivot_root")
+
+    def prctl(self, option: int, arg: int) -> None:
+        self.check(self.lib.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                                  ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl {option}")
+
+    def drop_all_capabilities(self) -> None:
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+        hdr = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        data = (Data * 2)()
+        self.check(self.lib.capset(ctypes.byref(hdr), data), "capset")
+
+
+def _statvfs_lock_flags(path: str) -> int:
+    """Mount flags a read-only bind remount must keep (inside a user namespace, dropping them is EPERM)."""
+    try:
+        f = os.statvfs(path).f_flag
+    except OSError:
+        return 0
+    out = 0
+    for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC)):
+        if f & st:
+            out |= ms
+    return out
+
+
+def _bind_paths() -> list[str]:
+    """Host directories the sandboxed interpreter needs, read-only."""
+    paths = ["/usr", "/opt/conda"] if os.path.isdir("/opt/conda") else ["/usr"]
+    for p in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+        if os.path.isdir(p) and not os.path.islink(p):
+            paths.append(p)
+    for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        paths.append(p)
+    for p in sys.path:
+        if p and os.path.isdir(p):
+            paths.append(p)
+    # Keep only outermost directories.
+    out: list[str] = []
+    for p in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}, key=len):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _setup_namespaces(cfg: dict, libc: _Libc, as_root: bool, scratch_mb: int) -> None:
+    """Runs as PID 1 of a fresh PID namespace with CAP_SYS_ADMIN in its mount namespace: build the new root."""
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    root = cfg["host_dir"] + "/root"
+    os.makedirs(root, exist_ok=True)
+    libc.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    binds = _bind_paths()
+    for src in binds:
+        dst = root + src
+        os.makedirs(dst, exist_ok=True)
+        libc.mount(src, dst, None, MS_BIND | MS_REC)
+        libc.mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _statvfs_lock_flags(src))
+    for link in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+        if os.path.islink(link) and not os.path.lexists(root + link):
+            os.symlink(os.readlink(link), root + link)
+    # Minimal /etc: the dynamic-linker cache (needed to load shared libraries by name), timezone, alternatives.
+    os.makedirs(root + "/etc", exist_ok=True)
+    for name in ("ld.so.cache", "ld.so.conf"):
+        src = "/etc/" + name
+        if os.path.isfile(src) and not src.startswith(tuple(b + "/" for b in binds)):
+            open(root + src, "w").close()
+            libc.mount(src, root + src, None, MS_BIND)
+            libc.mount(None, root + src, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _statvfs_lock_flags(src))
+    for name in ("ld.so.conf.d", "alternatives"):
+        src = "/etc/" + name
+        if os.path.isdir(src):
+            os.makedirs(root + src, exist_ok=True)
+            libc.mount(src, root + src, None, MS_BIND)
+            libc.mount(None, root + src, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _statvfs_lock_flags(src))
+    if os.path.islink("/etc/localtime"):
+        os.symlink(os.readlink("/etc/localtime"), root + "/etc/localtime")
+    # /dev: a few character devices bound from the host, shm, and the fd links.
+    os.makedirs(root + "/dev", exist_ok=True)
+    libc.mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=0755")
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        open(root + "/dev/" + dev, "w").close()
+        libc.mount("/dev/" + dev, root + "/dev/" + dev, None, MS_BIND)
+    os.makedirs(root + "/dev/shm")
+    libc.mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, root + "/dev/" + name)
+    os.makedirs(root + "/proc")
+    libc.mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    uid_opts = f",uid={cfg['uid']},gid={cfg['uid']}" if as_root else ""
+    for d, mode in (("/scratch", "0700"), ("/tmp", "1777")):
+        os.makedirs(root + d)
+        libc.mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode={mode}{uid_opts}")
+    os.makedirs(root + "/.oldroot")
+    libc.pivot_root(root, root + "/.oldroot")
+    os.chdir("/")
+    libc.umount2("/.oldroot", MNT_DETACH)
+    os.rmdir("/.oldroot")
+    libc.mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _set_limits(cfg: dict, *, nproc_base: int = 0) -> None:
+    import resource
+
+    def lim(which, soft, hard=None):
+        hard = soft if hard is None else hard
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (ValueError, OSError):
+            pass  # e.g. a hard limit already lower than ours: keep the stricter one
+
+    mem = cfg["memory_mb"] * 1024 * 1024
+    lim(resource.RLIMIT_AS, mem)
+    lim(resource.RLIMIT_FSIZE, cfg["fsize_mb"] * 1024 * 1024)
+    lim(resource.RLIMIT_CORE, 0)
+    if hasattr(resource, "RLIMIT_NPROC"):
+        lim(resource.RLIMIT_NPROC, nproc_base + cfg["nproc"])
+
+
+def _world_traversable(paths: list[str]) -> bool:
+    for p in paths:
+        cur = p
+        while cur and cur != "/":
+            try:
+                if not os.stat(cur).st_mode & 0o001:
+                    return False
+            except OSError:
+                return False
+            cur = os.path.dirname(cur)
+    return True
+
+
+def _count_user_processes(uid: int) -> int:
+    n = 0
+    try:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/status") as f:
+                        for line in f:
+                            if line.startswith("Uid:"):
+                                n += int(line.split()[1]) == uid
+                                break
+                except OSError:
+                    pass
+    except OSError:
+        return 0
+    return n
+
+
+class _Capture:
+    def __init__(self, cap: int):
+        self.cap, self.buf, self.total = cap, bytearray(), 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.cap - len(self.buf)
+        if room > 0:
+            self.buf += data[:room]
+
+    def text(self) -> str:
+        s = self.buf.decode("utf-8", "replace")
+        if self.total > len(self.buf):
+            s += f"\n[output truncated: {self.total} bytes written, first {len(self.buf)} kept]"
+        return s
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.buf)
+
+
+class _Worker:
+    """The zygote: loads grader modules, forks one child per call."""
+
+    def __init__(self, cfg: dict, req_fd: int, resp_fd: int, isolation: dict):
+        self.cfg, self.req_fd, self.resp_fd, self.isolation = cfg, req_fd, resp_fd, isolation
+        self.modules: dict[str, dict] = {}
+        self.sources: dict[str, str] = {}
+        self.scratch = isolation["scratch"]
+        self.is_pid1 = os.getpid() == 1
+
+    def serve(self) -> None:
+        _send(self.resp_fd, {"op": "hello", "isolation": self.isolation})
+        while True:
+            msg = _recv(self.req_fd)
+            if msg is None or msg.get("op") == "exit":
+                return
+            t0 = time.monotonic()
+            try:
+                out = self.call(msg)
+            except Exception as e:  # a bug in the worker itself, not in the grader
+                out = {"status": "crash", "error": f"sandbox worker error: {e!r}", "traceback": traceback.format_exc()[-4000:]}
+            out["id"] = msg.get("id")
+            out["loaded"] = msg.get("sha") in self.modules
+            out["seconds"] = time.monotonic() - t0
+            _send(self.resp_fd, out)
+
+    # -- loading -------------------------------------------------------------------------------------------
+    def load(self, sha: str, source: str) -> dict | None:
+        """Execute the module top level once; returns an error dict or None."""
+        import io
+
+        ns: dict = {"__name__": "grader", "__builtins__": __builtins__}
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = io.StringIO()
+        try:
+            code = compile(source, "grader.py", "exec")
+            exec(code, ns)  # noqa: S102 - this is the sandbox
+        except BaseException as e:  # SystemExit and KeyboardInterrupt from the top level too
+            return {"status": "error", "error": f"the grader module failed to load: {_exc_text(e)}",
+                    "traceback": _tail(traceback.format_exc())}
+        finally:
+            sys.stdout, sys.stderr = saved
+            os.chdir(self.scratch)
+        if not callable(ns.get("grade")):
+            return {"status": "error", "error": "the grader source defines no function grade(sample, item)"}
+        self.modules[sha] = ns
+        self.sources[sha] = source
+        return None
+
+    # -- one call --------------------------------------------------------------------------------------------
+    def call(self, msg: dict) -> dict:
+        sha = msg["sha"]
+        if sha not in self.modules:
+            if "source" not in msg:
+                return {"status": "need_source"}
+            err = self.load(sha, msg["source"])
+            if err:
+                return err
+        grade = self.modules[sha]["grade"]
+        timeout = float(msg.get("timeout") or self.cfg["timeout_s"])
+        cpu = float(msg.get("cpu") or self.cfg["cpu_s"] or timeout)
+        cap = int(self.cfg["output_bytes"])
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the call child
+            try:
+                os.close(res_r), os.close(out_r), os.close(err_r)
+                os.close(self.req_fd), os.close(self.resp_fd)
+                import linecache
+
+                # Tracebacks show the grader's source lines.
+                source = self.sources[sha]
+                linecache.cache["grader.py"] = (len(source), None, source.splitlines(True), "grader.py")
+                self._child(grade, msg.get("sample"), msg.get("item"), res_w, out_w, err_w, cpu)
+            finally:
+                os._exit(70)
+        os.close(res_w), os.close(out_w), os.close(err_w)
+        self._last_pgid = pid  # the child makes itself a process-group leader
+        deadline = time.monotonic() + timeout
+        outs = {out_r: _Capture(cap), err_r: _Capture(cap)}
+        result = bytearray()
+        open_fds = {res_r, out_r, err_r}
+        status = None
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = None
+        exited, wstatus, rusage = False, 0, None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                status = "timeout"
+                break
+            watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
+            r, _, _ = select.select(watch, [], [], min(left, 0.05 if pidfd is None else left))
+            for fd in r:
+                if fd == pidfd:
+                    continue
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    open_fds.discard(fd)
+                elif fd == res_r:
+                    if len(result) < _MAX_MESSAGE:
+                        result += data
+                else:
+                    outs[fd].feed(data)
+            if pidfd is None or pidfd in r or res_r not in open_fds:
+                wpid, wstatus, rusage = os.wait4(pid, os.WNOHANG)
+                if wpid == pid:
+                    exited = True
+                    break
+        if pidfd is not None:
+            os.close(pidfd)
+        if not exited:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, wstatus, rusage = os.wait4(pid, 0)
+        self._kill_all()
+        # The child has exited: whatever it wrote is in the pipes. Drain them (descendants are dead by now,
+        # so every write end is closed and EOF comes quickly).
+        end = time.monotonic() + 1.0
+        while open_fds and time.monotonic() < end:
+            r, _, _ = select.select(list(open_fds), [], [], 0.1)
+            for fd in r:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    open_fds.discard(fd)
+                elif fd == res_r:
+                    if len(result) < _MAX_MESSAGE:
+                        result += data
+                else:
+                    outs[fd].feed(data)
+        for fd in (res_r, out_r, err_r):
+            os.close(fd)
+        self._clean_scratch()
+        out = {"stdout": outs[out_r].text(), "stderr": outs[err_r].text(),
+               "stdout_truncated": outs[out_r].truncated, "stderr_truncated": outs[err_r].truncated}
+        if status == "timeout":
+            out.update(status="timeout", error=f"grade() did not return within the {timeout:g} s wall-clock limit; killed")
+            return out
+        parsed = _parse_child_result(bytes(result), pid)
+        if parsed is not None:
+            out.update(parsed)
+            return out
+        if os.WIFSIGNALED(wstatus):
+            sig = os.WTERMSIG(wstatus)
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            used = (rusage.ru_utime + rusage.ru_stime) if rusage is not None else 0.0
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and used >= cpu):
+                out.update(status="cpu_limit", error=f"grade() used more than {cpu:g} s of CPU time; killed ({name})")
+            else:
+                out.update(status="crash", error=f"the grader process was killed by {name}")
+        else:
+            code = os.WEXITSTATUS(wstatus)
+            out.update(status="crash", error=f"the grader process exited (code {code}) before grade() returned a result")
+        return out
+
+    def _child(self, grade, sample, item, res_w, out_w, err_w, cpu) -> None:
+        import io
+        import math
+        import numbers
+        import resource
+
+        os.setpgid(0, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w), os.close(err_w)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True)
+        # Per-call CPU limit: the child's CPU clock starts at zero. SIGXCPU at the soft limit, SIGKILL at hard.
+        soft = max(1, int(math.ceil(cpu)))
+        try:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+        except (ValueError, OSError):
+            pass
+        me = os.getpid()
+        try:
+            value = grade(sample, item)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                msg = {"status": "error", "error": f"grade() must return a float, got {type(value).__name__}: {_short_repr(value)}"}
+            else:
+                f = float(value)
+                if math.isfinite(f):
+                    msg = {"status": "ok", "value": f}
+                else:
+                    msg = {"status": "error", "error": f"grade() returned {f!r}; a score must be a finite number"}
+        except MemoryError as e:
+            msg = {"status": "error", "error": f"MemoryError: grade() exceeded the memory limit ({self.cfg['memory_mb']} MB address space)",
+                   "traceback": _user_traceback(e)}
+        except BaseException as e:  # SystemExit from sys.exit() is a failure, never a pass
+            msg = {"status": "error", "error": _exc_text(e), "traceback": _user_traceback(e)}
+        msg["pid"] = me
+        try:
+            sys.stdout.flush(), sys.stderr.flush()
+        except Exception:
+            pass
+        try:
+            _send(res_w, msg)
+        except Exception:
+            pass
+
+    def _kill_all(self) -> None:
+        """Kill and reap everything the (already reaped) call child started."""
+        if self.is_pid1:
+            # PID 1 of the namespace: kill(-1) reaches every other process in it, daemons included. Repeat until
+            # none is left, so a process forked while we were killing does not survive.
+            while True:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    wpid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if wpid == 0:
+                    time.sleep(0.001)
+            return
+        # Basic mode: the call child's process group, then (Linux) every process re-parented to us as the
+        # child subreaper, which catches setsid() daemons that left the group.
+        try:
+            os.killpg(self._last_pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, TypeError):
+            pass
+        for _ in range(100):
+            kids = _children_of(os.getpid())
+            for k in kids:
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            while True:
+                try:
+                    wpid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if wpid == 0:
+                    break
+            if not kids:
+                break
+
+    _last_pgid: int | None = None
+
+    def _clean_scratch(self) -> None:
+        dirs = [self.scratch] + (["/tmp", "/dev/shm"] if self.isolation.get("mount_namespace") else [])
+        for d in dirs:
+            try:
+                for entry in os.scandir(d):
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+        try:
+            os.chdir(self.scratch)
+        except OSError:
+            pass
+
+
+def _parse_child_result(data: bytes, pid: int) -> dict | None:
+    """The first well-formed message written by the call child itself (not by a process it forked)."""
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        (n,) = _HEADER.unpack_from(data, pos)
+        body = data[pos + _HEADER.size: pos + _HEADER.size + n]
+        pos += _HEADER.size + n
+        if len(body) < n:
+            return None
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(msg, dict) and msg.get("pid") == pid and msg.get("status") in ("ok", "error"):
+            msg.pop("pid", None)
+            if msg["status"] == "ok" and not isinstance(msg.get("value"), (int, float)):
+                return None
+            return msg
+    return None
+
+
+def _children_of(ppid: int) -> list[int]:
+    """Pids whose parent is `ppid` (Linux /proc; empty elsewhere)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for d in names:
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                stat = f.read()
+            # "pid (comm) state ppid ...": comm may contain spaces and parentheses; split after the last ')'.
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[1]) == ppid:
+                out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _exc_text(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:
+        text = "<exception message could not be rendered>"
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _user_traceback(e: BaseException) -> str:
+    """The traceback from the grader's frames on (the sandbox's own frame is dropped), tail only."""
+    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    try:
+        return _tail("".join(traceback.format_exception(type(e), e, tb)))
+    except Exception:
+        return _tail(traceback.format_exc())
+
+
+def _tail(text: str, n: int = 4000) -> str:
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def _short_repr(v) -> str:
+    try:
+        r = repr(v)
+    except Exception:
+        r = "<unrepresentable>"
+    return r if len(r) <= 200 else r[:200] + "..."
+
+
+def _block_sockets() -> None:
+    """Basic mode only: make Python-level socket creation fail. Not a boundary (ctypes, subprocess bypass it)."""
+    import socket
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "network access is disabled in the grader sandbox")
+
+    class NoSocket(socket.socket):
+        def __init__(self, *a, **k):
+            denied()
+
+    socket.socket = NoSocket  # type: ignore[misc]
+    socket.create_connection = denied  # type: ignore[assignment]
+    socket.getaddrinfo = denied  # type: ignore[assignment]
+    socket.socketpair = denied  # type: ignore[assignment]
+
+
+def _worker_main(argv: list[str]) -> None:
+    cfg = json.loads(argv[0])
+    req_fd, resp_fd = cfg["req_fd"], cfg["resp_fd"]
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    isolation = {"mode": "basic", "network_namespace": False, "pid_namespace": False, "mount_namespace": False,
+                 "uid_dropped": False, "capabilities_dropped": False, "socket_block": False, "reason": ""}
+    use_ns = cfg["isolation"] in ("auto", "namespaces") and sys.platform.startswith("linux")
+    uid = cfg["uid"]
+    if use_ns:
+        libc = _Libc()
+        real_uid, real_gid = os.getuid(), os.getgid()
+        try:
+            flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+            if not as_root:
+                flags |= CLONE_NEWUSER
+            libc.unshare(flags)
+            if not as_root:
+                with open("/proc/self/setgroups", "w") as f:
+                    f.write("deny")
+                with open("/proc/self/uid_map", "w") as f:
+                    f.write(f"0 {real_uid} 1")
+                with open("/proc/self/gid_map", "w") as f:
+                    f.write(f"0 {real_gid} 1")
+        except OSError as e:
+            if cfg["isolation"] == "namespaces":
+                _send(resp_fd, {"op": "fatal", "error": f"cannot create namespaces: {e}"})
+                os._exit(3)
+            use_ns = False
+            isolation["reason"] = f"namespaces not permitted here ({e})"
+        else:
+            # The next fork becomes PID 1 of the new PID namespace. This process stays outside, tells the
+            # parent the child's pid (so it can kill PID 1, which takes the whole namespace down), and waits.
+            go_r, go_w = os.pipe()
+            child = os.fork()
+            if child:
+                os.close(go_r)
+                _send(resp_fd, {"op": "pid", "pid": child})
+                os.close(go_w)
+                os.close(req_fd)
+                os.close(resp_fd)
+                signal.signal(signal.SIGTERM, lambda *a: (os.kill(child, signal.SIGKILL), os._exit(1)))
+                while True:
+                    try:
+                        _, st = os.waitpid(child, 0)
+                        break
+                    except InterruptedError:
+                        continue
+                os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 1)
+            os.close(go_w)
+            os.read(go_r, 1)  # wait until the parent knows our pid
+            os.close(go_r)
+            try:
+                _setup_namespaces(cfg, libc, as_root, cfg["scratch_mb"])
+                isolation.update(mode="namespaces", network_namespace=True, pid_namespace=True, mount_namespace=True)
+            except OSError as e:
+                # Half-built mounts are not a safe state to fall back from: refuse, and let the parent decide.
+                _send(resp_fd, {"op": "fatal", "error": f"sandbox filesystem setup failed: {e}"})
+                os._exit(3)
+    if use_ns:
+        scratch = "/scratch"
+    else:
+        scratch = cfg["host_dir"] + "/scratch"
+        os.makedirs(scratch, exist_ok=True)
+        if as_root:
+            os.chown(scratch, uid, uid)
+            os.chmod(scratch, 0o700)
+    os.chdir(scratch)
+    os.environ.clear()
+    os.environ.update(_SCRUBBED_ENV)
+    os.environ.update(HOME=scratch, TMPDIR=scratch)
+    if cfg.get("extra_sys_path"):
+        sys.path[:0] = [p for p in cfg["extra_sys_path"] if p not in sys.path]
+    nproc_base = 0
+    # Import what the call child needs now: after the uid drop or pivot the files may be out of reach.
+    import io, math, numbers, resource  # noqa: E401,F401
+
+    if as_root and (use_ns or _world_traversable(_bind_paths())):
+        # A slot-unique uid: RLIMIT_NPROC counts per uid, and files it creates are its own.
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        isolation["uid_dropped"] = True
+    elif as_root:
+        isolation["reason"] = "; ".join(filter(None, [isolation["reason"], "still root: the interpreter's files are not readable by other users"]))
+    elif use_ns:
+        _Libc().drop_all_capabilities()
+        isolation["capabilities_dropped"] = True
+        nproc_base = _count_user_processes(os.getuid())
+    else:
+        nproc_base = _count_user_processes(os.getuid())
+    if sys.platform.startswith("linux"):
+        libc = _Libc()
+        opts = [(PR_SET_NO_NEW_PRIVS, 1), (PR_SET_PDEATHSIG, signal.SIGKILL)]
+        if not use_ns:
+            opts.append((PR_SET_CHILD_SUBREAPER, 1))  # daemons that leave the call's group come back to us
+        for opt, arg in opts:
+            try:
+                libc.prctl(opt, arg)
+            except OSError:
+                pass
+    _set_limits(cfg, nproc_base=nproc_base)
+    if not isolation["network_namespace"]:
+        _block_sockets()
+        isolation["socket_block"] = True
+    isolation["scratch"] = scratch
+    isolation["uid"] = os.getuid()
+    _Worker(cfg, req_fd, resp_fd, isolation).serve()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parent side: the pool
+# ----------------------------------------------------------------------------------------------------------
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox could not start a worker (a setup problem, not a grader problem)."""
+
+
+_UID_BASE = 1_800_000_000  # far above any real account; each pool slot gets its own uid
+
+
+class _WorkerHandle:
+    """Parent-side handle of one worker process."""
+
+    def __init__(self, pool: "SandboxPool", slot: int):
+        self.pool, self.slot = pool, slot
+        lim = pool.limits
+        self.host_dir = tempfile.mkdtemp(prefix=f"rft-sandbox-{os.getpid()}-{slot}-")
+        os.chmod(self.host_dir, 0o755)
+        self.uid = _UID_BASE + (os.getpid() % 100_000) * 256 + slot
+        self.loaded: set[str] = set()
+        self.ns_pid: int | None = None
+        self.isolation: dict = {}
+        self.calls = 0
+        req_r, self.req_w = os.pipe()
+        self.resp_r, resp_w = os.pipe()
+        cfg = {
+            "req_fd": req_r, "resp_fd": resp_w, "host_dir": self.host_dir, "uid": self.uid,
+            "timeout_s": lim.timeout_s, "cpu_s": lim.cpu_s, "memory_mb": lim.memory_mb, "nproc": lim.nproc,
+            "fsize_mb": lim.fsize_mb, "scratch_mb": lim.scratch_mb, "output_bytes": lim.output_bytes,
+            "isolation": lim.isolation, "extra_sys_path": pool.extra_sys_path,
+        }
+        import subprocess
+
+        self.log_path = os.path.join(self.host_dir, "worker.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", os.path.abspath(__file__), "--worker", json.dumps(cfg)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(req_r, resp_w),
+                env=dict(_SCRUBBED_ENV), cwd=self.host_dir, start_new_session=True, close_fds=True,
+            )
+        os.close(req_r)
+        os.close(resp_w)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                msg = _recv(self.resp_r, deadline)
+                if msg is None:
+                    raise SandboxUnavailable(f"the sandbox worker exited during start-up: {self._log_tail()}")
+                if msg.get("op") == "pid":
+                    self.ns_pid = int(msg["pid"])
+                elif msg.get("op") == "fatal":
+                    raise SandboxUnavailable(msg.get("error", "unknown error"))
+                elif msg.get("op") == "hello":
+                    self.isolation = msg["isolation"]
+                    break
+        except TimeoutError:
+            self.kill()
+            raise SandboxUnavailable("the sandbox worker did not start within 60 s") from None
+        except BaseException:
+            self.kill()
+            raise
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-2000:].decode("utf-8", "replace").strip() or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def call(self, sha: str, source: str, sample, item, timeout: float, cpu: float | None) -> SandboxResult:
+        self.calls += 1
+        msg = {"op": "call", "id": self.calls, "sha": sha, "sample": sample, "item": item, "timeout": timeout, "cpu": cpu}
+        if sha not in self.loaded:
+            msg["source"] = source
+        t0 = time.monotonic()
+        try:
+            _send(self.req_w, msg)
+        except ValueError as e:  # NaN/inf or similar in the sample/item
+            return SandboxResult("error", error=f"the sample or item cannot be sent to the grader as JSON: {e}")
+        except OSError as e:
+            self.kill()
+            return SandboxResult("crash", error=f"the sandbox worker is gone ({e}): {self._log_tail()}")
+        # The worker enforces `timeout` itself; this deadline only catches a worker that stopped answering
+        # (its module top level hangs, or it was killed).
+        deadline = t0 + timeout + self.pool.grace_s
+        try:
+            out = _recv(self.resp_r, deadline)
+        except TimeoutError:
+            self.kill()
+            return SandboxResult("timeout", error=f"the grader did not answer within {timeout:g} s (plus {self.pool.grace_s:g} s grace); "
+                                 "its worker was killed and replaced", seconds=time.monotonic() - t0)
+        except (OSError, ValueError) as e:
+            self.kill()
+            return SandboxResult("crash", error=f"lost contact with the sandbox worker: {e}", seconds=time.monotonic() - t0)
+        if out is None:
+            self.kill()
+            return SandboxResult("crash", error=f"the sandbox worker died: {self._log_tail()}", seconds=time.monotonic() - t0)
+        if out.get("status") == "need_source":  # the worker lost the module; resend once
+            self.loaded.discard(sha)
+            return self.call(sha, source, sample, item, timeout, cpu)
+        if out.get("loaded"):
+            self.loaded.add(sha)
+        return SandboxResult(
+            status=out.get("status", "crash"), value=out.get("value"), error=out.get("error", ""),
+            traceback=out.get("traceback", ""), stdout=out.get("stdout", ""), stderr=out.get("stderr", ""),
+            stdout_truncated=bool(out.get("stdout_truncated")), stderr_truncated=bool(out.get("stderr_truncated")),
+            seconds=time.monotonic() - t0,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kill the worker: PID 1 of its namespace (which takes every sandboxed process with it) and its group."""
+        for pid in (self.ns_pid,):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            pass
+        for fd in (self.req_w, self.resp_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.req_w = self.resp_r = -1
+        shutil.rmtree(self.host_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        if self.req_w >= 0 and self.alive:
+            try:
+                _send(self.req_w, {"op": "exit"})
+                self.proc.wait(timeout=2)
+            except Exception:
+                pass
+        self.kill()
+
+
+class SandboxPool:
+    """A pool of sandbox workers; thread-safe. `run()` blocks until a worker is free, then runs one call.
+
+    size: how many calls run at once (default: the CPU count, at least 2). grace_s: extra time the parent
+    waits past the per-call timeout before it gives up on a worker and replaces it.
+    """
+
+    def __init__(self, size: int | None = None, limits: SandboxLimits | None = None, *, grace_s: float = 5.0,
+                 extra_sys_path: list[str] | None = None):
+        if not hasattr(os, "fork"):
+            raise SandboxUnavailable("python graders need a POSIX system with fork() (Linux or macOS)")
+        self.limits = limits or SandboxLimits()
+        self.size = max(1, size or max(2, os.cpu_count() or 2))
+        self.grace_s = grace_s
+        self.extra_sys_path = list(extra_sys_path or [])
+        self._idle: list[_WorkerHandle] = []
+        self._free_slots = list(range(self.size))
+        self._cond = threading.Condition()
+        self._closed = False
+        self.stats = {"calls": 0, "timeouts": 0, "crashes": 0, "workers_started": 0, "workers_replaced": 0}
+        self._isolation: dict | None = None
+
+    # -- worker checkout -----------------------------------------------------------------------------------
+    def _acquire(self) -> _WorkerHandle:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise SandboxUnavailable("the sandbox pool is closed")
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.alive:
+                        return w
+                    w.kill()  # died while idle (e.g. the OOM killer): free its slot
+                    self._free_slots.append(w.slot)
+                    self.stats["workers_replaced"] += 1
+                if self._free_slots:
+                    slot = self._free_slots.pop()
+                    break
+                self._cond.wait()
+        try:
+            w = _WorkerHandle(self, slot)
+        except BaseException:
+            with self._cond:
+                self._free_slots.append(slot)
+                self._cond.notify()
+            raise
+        with self._cond:
+            self.stats["workers_started"] += 1
+            if self._isolation is None:
+                self._isolation = dict(w.isolation)
+        return w
+
+    def _release(self, w: _WorkerHandle) -> None:
+        with self._cond:
+            if w.alive and not self._closed:
+                self._idle.append(w)
+            else:
+                if w.req_w >= 0:
+                    w.kill()
+                self.stats["workers_replaced"] += 1
+                self._free_slots.append(w.slot)
+            self._cond.notify()
+
+    # -- public --------------------------------------------------------------------------------------------
+    def run(self, source: str, sample, item, *, timeout_s: float | None = None, cpu_s: float | None = None) -> SandboxResult:
+        """Run `grade(sample, item)` from `source` in a sandbox worker."""
+        timeout = float(timeout_s or self.limits.timeout_s)
+        sha = source_sha256(source)
+        w = self._acquire()
+        try:
+            res = w.call(sha, source, sample, item, timeout, cpu_s or self.limits.cpu_s)
+        finally:
+            self._release(w)
+        with self._cond:
+            self.stats["calls"] += 1
+            self.stats["timeouts"] += res.status == "timeout"
+            self.stats["crashes"] += res.status == "crash"
+        return res
+
+    @property
+    def isolation(self) -> dict:
+        """What this machine lets the sandbox enforce (starts a worker if none ran yet)."""
+        if self._isolation is None:
+            self._release(self._acquire())
+        return dict(self._isolation or {})
+
+    def worker_pids(self) -> list[int]:
+        with self._cond:
+            return [w.proc.pid for w in self._idle] + [w.ns_pid for w in self._idle if w.ns_pid]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for w in idle:
+            w.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_POOLS: dict[tuple, SandboxPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(limits: SandboxLimits | None = None, size: int | None = None) -> SandboxPool:
+    """One pool per (limits, size) per process, so python graders reuse warm workers."""
+    limits = limits or SandboxLimits()
+    key = (limits, size)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None or pool._closed:
+            pool = _POOLS[key] = SandboxPool(size, limits)
+        return pool
+
+
+@atexit.register
+def close_shared_pools() -> None:
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for p in pools:
+        p.close()
+
+
+def describe_isolation(iso: dict) -> str:
+    """A one-line, honest summary of what is enforced."""
+    if iso.get("mode") == "namespaces":
+        who = "unprivileged slot uid" if iso.get("uid_dropped") else "no capabilities"
+        return f"namespaces (network, pid, mount; read-only root; {who}) + rlimits"
+    return ("basic: rlimits, scrubbed env, scratch cwd, Python-level socket block only "
+            f"(no OS network/filesystem isolation{': ' + iso['reason'] if iso.get('reason') else ''})")
+
+
+__all__ = ["MAX_SOURCE_BYTES", "SandboxLimits", "SandboxPool", "SandboxResult", "SandboxUnavailable",
+           "close_shared_pools", "describe_isolation", "shared_pool", "source_sha256"]
+
+
+if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+    _worker_main(sys.argv[2:])

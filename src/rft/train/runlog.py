@@ -1,0 +1,88 @@
+"""The run folder: events.jsonl, metrics.jsonl, samples/, checkpoints/, reports.
+
+Every line is appended and flushed as it happens, so a crash loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from rft.home import runs_dir
+
+
+def new_job_id() -> str:
+    return "ftjob-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, job_id: str):
+        self.dir = Path(run_dir)
+        self.job_id = job_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "samples").mkdir(exist_ok=True)
+        (self.dir / "checkpoints").mkdir(exist_ok=True)
+        self._n_events = 0
+
+    @classmethod
+    def create(cls, output_dir: str | None, job_id: str | None = None) -> "RunLog":
+        job_id = job_id or new_job_id()
+        d = Path(output_dir) if output_dir else runs_dir() / job_id
+        return cls(d, job_id)
+
+    def _append(self, name: str, obj: dict) -> None:
+        with open(self.dir / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def event(self, message: str, *, level: str = "info", type: str = "message", data: Any = None) -> dict:
+        self._n_events += 1
+        ev = {
+            "id": f"ftevent-{self.job_id}-{self._n_events:05d}",
+            "object": "fine_tuning.job.event",
+            "created_at": int(time.time()),
+            "level": level,
+            "message": message,
+            "type": type,
+            "data": data,
+        }
+        self._append("events.jsonl", ev)
+        return ev
+
+    def metrics(self, row: dict) -> None:
+        self._append("metrics.jsonl", row)
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        path = self.dir / "samples" / f"step_{step:06d}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n")
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        p = self.dir / name
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable))
+        os.replace(tmp, p)
+        return p
+
+    def write_text(self, name: str, text: str) -> Path:
+        p = self.dir / name
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
+        return p
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
