@@ -48,7 +48,7 @@ def scripted_judge():
         ctx.__exit__(None, None, None)
 
 
-TEST_LIMITS = SandboxLimits(timeout_s=3.0, memory_mb=768, nproc=64, fsize_mb=64, scratch_mb=64, output_bytes=4096)
+TEST_LIMITS = SandboxLimits(timeout_s=3.0, memory_mb=768, nproc=64, fsize_mb=16, scratch_mb=48, output_bytes=4096)
 
 
 @pytest.fixture(scope="session")

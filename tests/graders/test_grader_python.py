@@ -115,6 +115,7 @@ def test_runtime_error_details_have_the_traceback_and_stderr(python_sandbox):
 def test_module_that_fails_to_load(python_sandbox):
     r = build({"type": "python", "source": "raise RuntimeError('at import')\ndef grade(s, i):\n    return 1.0\n"}).grade(make_sample("x"), {})
     assert r.error == "python_grader_runtime_error" and "failed to load" in r.details and "at import" in r.details
+    assert "sandbox.py" not in r.details and "grader.py\", line 1" in r.details
 
 
 def test_sees_sample_and_item(python_sandbox):

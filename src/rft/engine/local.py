@@ -78,8 +78,13 @@ class _HFDecoder:
     """Fallback for architectures the fast decoder does not cover: transformers forward + DynamicCache."""
 
     def __init__(self, model, dtype):
+        import inspect
+
         self.model = model
         self.dtype = dtype
+        # transformers 5.x renamed `past_key_values` to `cache`
+        params = inspect.signature(type(model).forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
 
     def sync(self):
         pass
@@ -97,7 +102,7 @@ class _HFDecoder:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
         with self._ctx():
             out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
         return out.logits[:, -1].float(), {"cache": cache, "attn": attn, "pos": pos[:, -1] + 1}
 
     @staticmethod
@@ -116,7 +121,7 @@ class _HFDecoder:
         attn = torch.cat([state["attn"], torch.ones_like(state["attn"][:, :1])], 1)
         with self._ctx():
             out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=state["pos"][:, None],
-                             past_key_values=state["cache"], use_cache=True)
+                             use_cache=True, **{self.cache_kw: state["cache"]})
         state["attn"] = attn
         state["pos"] = state["pos"] + 1
         return out.logits[:, -1].float()

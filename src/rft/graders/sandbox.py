@@ -91,7 +91,8 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+import weakref
+from dataclasses import dataclass
 
 # ----------------------------------------------------------------------------------------------------------
 # Shared: configuration, results, message framing
@@ -167,6 +168,16 @@ def _json_default(o):
     return str(o)
 
 
+def _wait_readable(fd: int, timeout: float) -> bool:
+    # poll(), not select(): the parent may hold more than 1024 file descriptors (select's limit).
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        return bool(p.poll(max(0, int(timeout * 1000) + 1)))
+    r, _, _ = select.select([fd], [], [], timeout)
+    return bool(r)
+
+
 def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
     """Read exactly n bytes; None on EOF; raises TimeoutError past the deadline."""
     chunks, got = [], 0
@@ -175,8 +186,7 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
+            if not _wait_readable(fd, left):
                 raise TimeoutError
         try:
             chunk = os.read(fd, n - got)
@@ -292,17 +302,20 @@ def _statvfs_lock_flags(path: str) -> int:
     return out
 
 
-def _bind_paths() -> list[str]:
-    """Host directories the sandboxed interpreter needs, read-only."""
+def _bind_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Host directories the sandboxed interpreter needs (plus `extra`), read-only."""
     paths = ["/usr", "/opt/conda"] if os.path.isdir("/opt/conda") else ["/usr"]
     for p in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.isdir(p) and not os.path.islink(p):
             paths.append(p)
-    for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        paths.append(p)
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths += prefixes
+    # Other sys.path entries only when they are package directories: an editable install's source tree (rft's
+    # own `src/`, a project checkout) is not exposed.
     for p in sys.path:
-        if p and os.path.isdir(p):
+        if p and os.path.isdir(p) and os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages"):
             paths.append(p)
+    paths += [p for p in extra if os.path.isdir(p)]
     # Keep only outermost directories.
     out: list[str] = []
     for p in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}, key=len):
@@ -317,7 +330,12 @@ def _setup_namespaces(cfg: dict, libc: _Libc, as_root: bool, scratch_mb: int) ->
     root = cfg["host_dir"] + "/root"
     os.makedirs(root, exist_ok=True)
     libc.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
-    binds = _bind_paths()
+    # Writable, size-limited scratch first, so that a read-only bind below /tmp (an extra_sys_path) lands on top.
+    uid_opts = f",uid={cfg['uid']},gid={cfg['uid']}" if as_root else ""
+    for d, mode in (("/scratch", "0700"), ("/tmp", "1777")):
+        os.makedirs(root + d)
+        libc.mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode={mode}{uid_opts}")
+    binds = _bind_paths(cfg.get("extra_sys_path") or ())
     for src in binds:
         dst = root + src
         os.makedirs(dst, exist_ok=True)
@@ -355,10 +373,6 @@ def _setup_namespaces(cfg: dict, libc: _Libc, as_root: bool, scratch_mb: int) ->
         os.symlink(target, root + "/dev/" + name)
     os.makedirs(root + "/proc")
     libc.mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    uid_opts = f",uid={cfg['uid']},gid={cfg['uid']}" if as_root else ""
-    for d, mode in (("/scratch", "0700"), ("/tmp", "1777")):
-        os.makedirs(root + d)
-        libc.mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode={mode}{uid_opts}")
     os.makedirs(root + "/.oldroot")
     libc.pivot_root(root, root + "/.oldroot")
     os.chdir("/")
@@ -468,15 +482,19 @@ class _Worker:
         """Execute the module top level once; returns an error dict or None."""
         import io
 
+        class Sink(io.TextIOBase):  # top-level prints are discarded (and cannot fill memory)
+            def write(self, s):
+                return len(s)
+
         ns: dict = {"__name__": "grader", "__builtins__": __builtins__}
         saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = io.StringIO()
+        sys.stdout = sys.stderr = Sink()
         try:
             code = compile(source, "grader.py", "exec")
             exec(code, ns)  # noqa: S102 - this is the sandbox
         except BaseException as e:  # SystemExit and KeyboardInterrupt from the top level too
             return {"status": "error", "error": f"the grader module failed to load: {_exc_text(e)}",
-                    "traceback": _tail(traceback.format_exc())}
+                    "traceback": _user_traceback(e)}
         finally:
             sys.stdout, sys.stderr = saved
             os.chdir(self.scratch)
@@ -801,6 +819,8 @@ def _worker_main(argv: list[str]) -> None:
     cfg = json.loads(argv[0])
     req_fd, resp_fd = cfg["req_fd"], cfg["resp_fd"]
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if cfg.get("force_userns"):  # tests: take the unprivileged (user namespace) path even when root
+        as_root = False
     isolation = {"mode": "basic", "network_namespace": False, "pid_namespace": False, "mount_namespace": False,
                  "uid_dropped": False, "capabilities_dropped": False, "socket_block": False, "reason": ""}
     use_ns = cfg["isolation"] in ("auto", "namespaces") and sys.platform.startswith("linux")
@@ -873,7 +893,7 @@ def _worker_main(argv: list[str]) -> None:
     # Import what the call child needs now: after the uid drop or pivot the files may be out of reach.
     import io, math, numbers, resource  # noqa: E401,F401
 
-    if as_root and (use_ns or _world_traversable(_bind_paths())):
+    if as_root and (use_ns or _world_traversable(_bind_paths(cfg.get("extra_sys_path") or ()))):
         # A slot-unique uid: RLIMIT_NPROC counts per uid, and files it creates are its own.
         os.setgroups([])
         os.setgid(uid)
@@ -889,8 +909,12 @@ def _worker_main(argv: list[str]) -> None:
         nproc_base = _count_user_processes(os.getuid())
     if sys.platform.startswith("linux"):
         libc = _Libc()
-        opts = [(PR_SET_NO_NEW_PRIVS, 1), (PR_SET_PDEATHSIG, signal.SIGKILL)]
-        if not use_ns:
+        opts = [(PR_SET_NO_NEW_PRIVS, 1)]
+        if use_ns:
+            # Our parent is the single-threaded intermediate process: die with it. (Not in basic mode: there the
+            # parent is the rft process, and the death signal fires when the *thread* that started us exits.)
+            opts.append((PR_SET_PDEATHSIG, signal.SIGKILL))
+        else:
             opts.append((PR_SET_CHILD_SUBREAPER, 1))  # daemons that leave the call's group come back to us
         for opt, arg in opts:
             try:
@@ -936,7 +960,7 @@ class _WorkerHandle:
             "req_fd": req_r, "resp_fd": resp_w, "host_dir": self.host_dir, "uid": self.uid,
             "timeout_s": lim.timeout_s, "cpu_s": lim.cpu_s, "memory_mb": lim.memory_mb, "nproc": lim.nproc,
             "fsize_mb": lim.fsize_mb, "scratch_mb": lim.scratch_mb, "output_bytes": lim.output_bytes,
-            "isolation": lim.isolation, "extra_sys_path": pool.extra_sys_path,
+            "isolation": lim.isolation, "extra_sys_path": pool.extra_sys_path, "force_userns": pool._force_userns,
         }
         import subprocess
 
@@ -1058,7 +1082,11 @@ class SandboxPool:
     """A pool of sandbox workers; thread-safe. `run()` blocks until a worker is free, then runs one call.
 
     size: how many calls run at once (default: the CPU count, at least 2). grace_s: extra time the parent
-    waits past the per-call timeout before it gives up on a worker and replaces it.
+    waits past the per-call timeout before it gives up on a worker and replaces it. extra_sys_path: more
+    directories graders may import from (added to sys.path and, in namespace mode, mounted read-only; by
+    default only the interpreter, its site-packages and the system libraries are visible; when started as root
+    the sandbox runs as an unprivileged uid, so they must be world-readable). Call `close()`
+    when done (pools still open at exit are closed then).
     """
 
     def __init__(self, size: int | None = None, limits: SandboxLimits | None = None, *, grace_s: float = 5.0,
@@ -1075,6 +1103,8 @@ class SandboxPool:
         self._closed = False
         self.stats = {"calls": 0, "timeouts": 0, "crashes": 0, "workers_started": 0, "workers_replaced": 0}
         self._isolation: dict | None = None
+        self._force_userns = False  # tests only: exercise the unprivileged path on a root machine
+        _ALL_POOLS.add(self)  # closed at exit, so no worker or scratch directory outlives the process
 
     # -- worker checkout -----------------------------------------------------------------------------------
     def _acquire(self) -> _WorkerHandle:
@@ -1159,6 +1189,7 @@ class SandboxPool:
         self.close()
 
 
+_ALL_POOLS: "weakref.WeakSet[SandboxPool]" = weakref.WeakSet()
 _POOLS: dict[tuple, SandboxPool] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -1176,10 +1207,10 @@ def shared_pool(limits: SandboxLimits | None = None, size: int | None = None) ->
 
 @atexit.register
 def close_shared_pools() -> None:
+    """Close every pool of this process (registered at exit)."""
     with _POOLS_LOCK:
-        pools = list(_POOLS.values())
         _POOLS.clear()
-    for p in pools:
+    for p in list(_ALL_POOLS):
         p.close()
 
 

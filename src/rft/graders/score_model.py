@@ -54,7 +54,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from rft.errors import Problem, RftError, did_you_mean
 from rft.graders.base import Grader, GraderError, register_grader
@@ -111,7 +111,9 @@ class LocalJudge:
                 try:
                     model, tok = models.load(models.resolve(self.ref))
                 except RftError as e:
-                    raise JudgeServerError(f"judge model '{self.ref}': {e}") from None
+                    raise JudgeServerError(
+                        f"judge model '{self.ref}': {e}\n(a score_model/label_model `model` must be a local model reference, "
+                        "an http(s)://host/v1/<model> URL, or mapped with rft.graders.score_model.set_judge)") from None
                 self._engine = LocalEngine(model, tok)
             return self._engine
 

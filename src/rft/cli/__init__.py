@@ -1,0 +1,1 @@
+"""The `rft` command (thin: parse, call the library, print)."""

@@ -1,0 +1,326 @@
+"""The `rft` command line. Every command calls a library function; this module only parses and prints.
+
+User mistakes (bad files, unknown keys, missing models) print a clear message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rft.errors import RftError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="rft: reinforcement fine-tuning for open models (OpenAI RFT job specs and graders).")
+models_app = typer.Typer(no_args_is_help=True, help="List and prepare model references.")
+data_app = typer.Typer(no_args_is_help=True, help="Validate datasets.")
+grader_app = typer.Typer(no_args_is_help=True, help="Validate and run graders.")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(grader_app, name="grader")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def find_example(name: str) -> Path:
+    """examples/<name> from the working directory or the source checkout, else the packaged copy."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        p = base / "examples" / name
+        if p.exists():
+            return p
+    from importlib.resources import files
+
+    p = Path(str(files("rft") / "resources" / name))
+    if p.exists():
+        return p
+    raise RftError(f"example {name} not found")
+
+
+# --------------------------------------------------------------------------------------------- train
+def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_json: bool, quiet: bool) -> dict:
+    from rft.config import load_job
+    from rft.train.loop import run_job
+
+    job = load_job(job_path, overrides)
+    console = err if as_json else out
+    log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{s}[/dim]"))
+    progress_cb, stop = _progress(console, disabled=quiet)
+    try:
+        result = run_job(job, output_dir=output_dir, progress=progress_cb, log=log)
+    finally:
+        stop()
+    if as_json:
+        _print_json(result)
+    else:
+        _summary(result, console)
+    return result
+
+
+def _progress(console: Console, disabled: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if disabled:
+        return None, lambda: None
+    prog = Progress(
+        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("reward {task.fields[reward]}"), TextColumn("val {task.fields[val]}"),
+        TextColumn("{task.fields[step_time]}/step"), TextColumn("elapsed"), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+    )
+    state = {"task": None, "started": False}
+
+    def cb(step: int, total: int, m: dict) -> None:
+        if not state["started"]:
+            prog.start()
+            state["started"] = True
+            state["task"] = prog.add_task("train", total=total, reward="-", val="-", step_time="-")
+        fields = {"reward": f"{m['reward']:.3f}", "step_time": f"{m['time/step']:.1f}s"}
+        if "val_accuracy" in m:
+            fields["val"] = f"{m['val_accuracy']:.3f}"
+        prog.update(state["task"], completed=step, **fields)
+
+    def stop():
+        if state["started"]:
+            prog.stop()
+
+    return cb, stop
+
+
+def _ci(ev: dict | None) -> str:
+    if not ev:
+        return "-"
+    lo, hi = ev["accuracy_ci95"]
+    return f"{ev['accuracy']:.3f}  [{lo:.3f}, {hi:.3f}]"
+
+
+def _summary(r: dict, console: Console) -> None:
+    t = Table(title=f"rft job {r['id']}: {r['status']}", show_header=True, header_style="bold")
+    t.add_column("")
+    t.add_column("value")
+    t.add_row("baseline accuracy (greedy, 95% CI)", _ci(r.get("baseline_eval")))
+    t.add_row("final accuracy (greedy, 95% CI)", _ci(r.get("final_eval")))
+    if r.get("baseline_eval") and r.get("final_eval"):
+        d = r["final_eval"]["accuracy"] - r["baseline_eval"]["accuracy"]
+        t.add_row("change", f"{d:+.3f}  ({len(r.get('improved_items', []))} items improved, {len(r.get('regressed_items', []))} regressed)")
+    t.add_row("validation items", str((r.get("final_eval") or r.get("baseline_eval") or {}).get("n", "-")))
+    t.add_row("training time", f"{r['train_seconds']:.1f} s for {r['trained_steps']} steps ({r['train_seconds'] / max(1, r['trained_steps']):.1f} s/step)")
+    t.add_row("report", r["paths"]["report"])
+    t.add_row("plot", r["paths"]["plot"])
+    t.add_row("final checkpoint", str(r["paths"]["checkpoint"]))
+    console.print(t)
+
+
+@app.command()
+def train(
+    job: Path = typer.Argument(..., help="Job spec (YAML or JSON, OpenAI fine-tuning job body + rft section)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. rft.sampling.temperature=0.7"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Run folder (default $RFT_HOME/runs/<job id>)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final job object as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
+):
+    """Run a reinforcement fine-tuning job: baseline eval, GRPO training, final eval, report."""
+    _train(job, overrides or [], output_dir, as_json, quiet)
+
+
+@app.command()
+def demo(
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Run folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final job object as JSON."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for examples/quickstart.yaml"),
+):
+    """Fine-tune the embedded model on arithmetic (examples/quickstart.yaml) and show the result."""
+    path = find_example("quickstart.yaml")
+    (err if as_json else out).print(f"[bold]rft demo[/bold]: running {path}")
+    _train(path, overrides or [], output_dir, as_json, False)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="Model reference: smollm2-135m-instruct, a model directory, or a checkpoint."),
+    data: str = typer.Option(..., "--data", help="JSONL file or builtin:<name>."),
+    grader: Path = typer.Option(..., "--grader", help="Grader JSON (OpenAI grader object)."),
+    n: int = typer.Option(0, "--n", help="Sampled completions per item for pass@k (0: greedy only)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N items."),
+    extract: Optional[str] = typer.Option(None, "--extract", help="Regex whose last match is {{sample.extracted}}."),
+    split: str = typer.Option("validation", "--split", help="Split for builtin datasets."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Evaluate a model on a dataset with a grader: greedy accuracy with 95% CI, optional pass@k."""
+    from rft.api import evaluate_model
+
+    rep = evaluate_model(model, data, str(grader), n=n, max_new_tokens=max_new_tokens, limit=limit,
+                         extract=extract, split=split)
+    if as_json:
+        _print_json(rep.summary())
+        return
+    t = Table(title=f"eval {model} on {data}")
+    t.add_column("metric")
+    t.add_column("value")
+    t.add_row("accuracy (greedy, 95% CI)", f"{rep.accuracy.mean:.3f}  [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}]")
+    t.add_row("items", str(rep.accuracy.n))
+    t.add_row("unscored", f"{rep.unscored_frac:.3f}")
+    for k, v in rep.pass_at_k.items():
+        t.add_row(f"pass@{k}", f"{v:.3f}")
+    t.add_row("mean completion tokens", f"{rep.mean_completion_tokens:.1f}")
+    t.add_row("seconds", f"{rep.seconds:.1f}")
+    out.print(t)
+
+
+# -------------------------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")):
+    """List known model references (embedded models and their cache state)."""
+    from rft.models import list_models
+
+    rows = list_models()
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table()
+    for c in ("id", "status", "kind", "path"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["id"], r["status"], r["kind"], r["path"])
+    out.print(t)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument("smollm2-135m-instruct"), force: bool = typer.Option(False, "--force")):
+    """Prepare an embedded model (convert it once to safetensors in the cache)."""
+    from rft.models import EMBEDDED, prepare_embedded
+    from rft.errors import did_you_mean
+
+    if name not in EMBEDDED:
+        raise RftError(f"'{name}' is not an embedded model{did_you_mean(name, list(EMBEDDED))}; available: {', '.join(EMBEDDED)}",
+                       hint="local models need no pull: pass their directory as the model reference")
+    path = prepare_embedded(name, force=force, log=lambda s: err.print(s))
+    out.print(f"{name}: ready at {path}")
+
+
+# ---------------------------------------------------------------------------------------------- data
+@data_app.command("validate")
+def data_validate(file: str = typer.Argument(..., help="JSONL file (OpenAI RFT format) or builtin:<name>."),
+                  as_json: bool = typer.Option(False, "--json")):
+    """Check a dataset; report every problem with its line and field."""
+    from rft.data import load_dataset, validate_file
+
+    if file.startswith("builtin:"):
+        ds = load_dataset(file)
+        res = {"path": file, "rows": len(ds), "sha256": ds.sha256, "problems": []}
+    else:
+        rep = validate_file(file)
+        res = {"path": file, "rows": rep.n_rows, "sha256": rep.sha256, "problems": [str(p) for p in rep.problems]}
+        if rep.problems:
+            if as_json:
+                _print_json(res | {"status": "invalid"})
+                raise typer.Exit(2)
+            raise RftError(f"{file}: {len(rep.problems)} problem(s)", rep.problems)
+    if as_json:
+        _print_json(res | {"status": "valid"})
+    else:
+        out.print(f"[green]ok[/green] {file}: {res['rows']} rows, sha256 {res['sha256']}")
+
+
+# -------------------------------------------------------------------------------------------- grader
+@grader_app.command("validate")
+def grader_validate(file: Path):
+    """Static checks of a grader JSON (schema, templates, formula, python source)."""
+    from rft import graders
+
+    spec = graders.load_grader_file(str(file))
+    graders.build(spec, source=str(file)).close()
+    out.print(f"[green]ok[/green] {file}: {spec.get('type')} grader '{spec.get('name', spec.get('type'))}' is valid")
+
+
+@grader_app.command("run")
+def grader_run(
+    file: Path,
+    sample: Optional[str] = typer.Option(None, "--sample", help="The model output to grade."),
+    sample_file: Optional[Path] = typer.Option(None, "--sample-file"),
+    item: Optional[str] = typer.Option(None, "--item", help="The dataset row as JSON."),
+    item_file: Optional[Path] = typer.Option(None, "--item-file"),
+    data: Optional[Path] = typer.Option(None, "--data", help="JSONL rows (grades many with --samples)."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="JSONL of samples, one per data row ({\"output_text\": ...} or a string)."),
+):
+    """Run a grader on one sample (OpenAI graders/run response shape) or on many (--data + --samples)."""
+    from rft import graders
+    from rft.graders import run as grun
+
+    spec = graders.load_grader_file(str(file))
+    graders.build(spec, source=str(file)).close()
+    if data or samples:
+        if not (data and samples):
+            raise RftError("--data and --samples go together")
+        from rft.data import load_jsonl
+
+        rows = list(load_jsonl(str(data)).rows)
+        texts = []
+        for i, line in enumerate(samples.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                v = json.loads(line)
+            except ValueError as e:
+                raise RftError(f"{samples}:{i}: invalid JSON: {e}") from None
+            texts.append(v if isinstance(v, str) else v.get("output_text", ""))
+        if len(texts) != len(rows):
+            raise RftError(f"{samples} has {len(texts)} samples but {data} has {len(rows)} rows")
+        summary = grun.grade_file(spec, rows, texts)
+        _print_json({k: v for k, v in summary.items() if k != "results"})
+        return
+    if sample_file:
+        sample = sample_file.read_text()
+    if sample is None:
+        raise RftError("give --sample TEXT or --sample-file FILE")
+    it = {}
+    if item_file:
+        item = item_file.read_text()
+    if item:
+        try:
+            it = json.loads(item)
+        except ValueError as e:
+            raise RftError(f"--item is not valid JSON: {e}") from None
+    _print_json(grun.run_grader(spec, sample, it))
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except RftError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()
