@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from rft.errors import RftError
@@ -302,7 +303,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except RftError as e:
-        err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {rich_escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

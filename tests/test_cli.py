@@ -1,0 +1,99 @@
+"""The command line: bad input gives a clear message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RFT = [sys.executable, "-m", "rft.cli.main"]
+GOOD_GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.extracted}}",
+               "reference": "{{item.answer}}", "operation": "eq"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run(RFT + list(args), capture_output=True, text=True, cwd=cwd, env=os.environ.copy(), timeout=300)
+
+
+def _job(tmp_path: Path, **over) -> Path:
+    job = {"model": "smollm2-135m-instruct", "training_file": "builtin:arithmetic",
+           "method": {"type": "reinforcement", "reinforcement": {"grader": GOOD_GRADER}}}
+    job.update(over)
+    p = tmp_path / "job.json"
+    p.write_text(json.dumps(job))
+    return p
+
+
+def _assert_user_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+def test_missing_job_file(tmp_path):
+    _assert_user_error(run("train", str(tmp_path / "nope.yaml")), "job file not found")
+
+
+def test_unknown_config_key_with_did_you_mean(tmp_path):
+    p = _job(tmp_path)
+    _assert_user_error(run("train", str(p), "rft.sampling.temprature=0.5"), "temprature", "did you mean 'temperature'")
+    raw = json.loads(p.read_text())
+    raw["valdation_file"] = "x"
+    p.write_text(json.dumps(raw))
+    _assert_user_error(run("train", str(p)), "valdation_file", "validation_file")
+
+
+def test_unknown_grader_type(tmp_path):
+    p = _job(tmp_path, method={"type": "reinforcement", "reinforcement": {"grader": {"type": "string_chek"}}})
+    _assert_user_error(run("train", str(p)), "unknown grader type 'string_chek'", "string_check")
+
+
+def test_invalid_jsonl_names_line_and_field(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}], "answer": "1"}\n{not json}\n{"answer": 2}\n')
+    r = run("data", "validate", str(data))
+    _assert_user_error(r, "train.jsonl:2", "train.jsonl:3", "messages")
+    p = _job(tmp_path, training_file=str(data))
+    _assert_user_error(run("train", str(p)), "train.jsonl:2")
+
+
+def test_missing_data_file(tmp_path):
+    p = _job(tmp_path, training_file=str(tmp_path / "missing.jsonl"))
+    _assert_user_error(run("train", str(p)), "missing.jsonl")
+
+
+def test_model_reference_that_does_not_exist(tmp_path):
+    p = _job(tmp_path, model="meta-llama/Llama-3-8B")
+    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "hub id", "directory")
+    p = _job(tmp_path, model=str(tmp_path / "no_such_model"))
+    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "not found")
+
+
+def test_bad_override_syntax(tmp_path):
+    _assert_user_error(run("train", str(_job(tmp_path)), "justakey"), "key=value")
+
+
+def test_data_validate_ok_and_json(tmp_path):
+    data = tmp_path / "ok.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}], "answer": "1"}\n')
+    r = run("data", "validate", str(data), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"] == 1
+
+
+def test_models_list_json():
+    r = run("models", "list", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)[0]["id"] == "smollm2-135m-instruct"
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    for c in ("train", "demo", "eval", "models", "data", "grader"):
+        assert c in r.stdout
