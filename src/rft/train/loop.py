@@ -7,7 +7,7 @@
     final      evaluation, checkpoint, report (json, markdown, plot)
 
 Run it with `rft train JOB.yaml` or `rft demo`; the library entry point is `run_job(job)`.
-Simplifications: one process, one device; rollouts and training alternate (no overlap); sequences are
+Simplifications: one process, one device; rollouts and training alternate (no overlap); completions are
 right-padded per micro-batch rather than packed.
 """
 
@@ -182,18 +182,21 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
     # 4. policy update -----------------------------------------------------------------------------
     t0 = time.perf_counter()
     flat_prompts = [p for p in prompt_ids for _ in range(G)]
-    batch = build_batch(flat_prompts, [(list(c.token_ids), list(c.logprobs)) for c in flat], adv.advantages.reshape(-1),
-                        pad_id=tok.pad_token_id)
-    B = batch.input_ids.shape[0]
+    batch = build_batch(prompt_ids, [(list(c.token_ids), list(c.logprobs)) for c in flat], adv.advantages.reshape(-1),
+                        pad_id=tok.pad_token_id, group=G)
+    B = batch.comp_in.shape[0]
     norm = algo.LossNorm(sequences=B, tokens=int(batch.comp_mask.sum()), max_len=s.max_new_tokens)
-    mb = job.rft.train.micro_batch_size or B
+    # micro-batches hold whole groups (they share one prompt pass)
+    per_mb = max(1, (job.rft.train.micro_batch_size or B) // G)
     learnable = bool((adv.advantages != 0).any())
     stats = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_low": 0.0, "clip_high": 0.0, "grad_norm": 0.0}
     ntok = max(1.0, float(batch.comp_mask.sum()))
-    for it in range(a.num_iterations):
+    # Nothing to learn (every group has zero variance or is unscored) and no KL term: skip the passes.
+    iterations = a.num_iterations if (learnable or a.beta > 0) else 0
+    for it in range(iterations):
         opt.zero_grad(set_to_none=True)
-        for start in range(0, B, mb):
-            sub = batch.slice(slice(start, start + mb))
+        for start in range(0, batch.n_prompts, per_mb):
+            sub = batch.prompts(start, start + per_mb)
             logp, ent = completion_logprobs(model, sub, temperature=s.temperature, compute_dtype=compute_dtype,
                                             with_entropy=(it == 0))
             # num_iterations == 1: the update is exactly on-policy, so the old policy is this forward pass
@@ -202,14 +205,14 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
             ref = None
             if a.beta > 0:
                 with torch.no_grad():
-                    ref_ctx = ref_model() if callable(ref_model) and not isinstance(ref_model, torch.nn.Module) else nullcontext()
-                    with ref_ctx:
-                        target = model if not isinstance(ref_model, torch.nn.Module) else ref_model
-                        ref, _ = completion_logprobs(target, sub, temperature=s.temperature, compute_dtype=compute_dtype)
+                    if isinstance(ref_model, torch.nn.Module):
+                        ref, _ = completion_logprobs(ref_model, sub, temperature=s.temperature, compute_dtype=compute_dtype)
+                    else:  # LoRA: the base model with the adapter disabled is the reference
+                        with ref_model():
+                            ref, _ = completion_logprobs(model, sub, temperature=s.temperature, compute_dtype=compute_dtype)
             out = algo.policy_loss(a.loss, logp, old, sub.advantages, sub.comp_mask, norm, epsilon=a.epsilon,
                                    epsilon_high=a.epsilon_high, beta=a.beta, ref_logp=ref)
-            if learnable or a.beta > 0:
-                out.loss.backward()
+            out.loss.backward()
             if it == 0:
                 m = sub.comp_mask
                 stats["loss"] += float(out.loss.detach())
@@ -227,7 +230,8 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         opt.step()
     lr = sched.get_last_lr()[0]
     sched.step()
-    engine.sync_weights()
+    if iterations:
+        engine.sync_weights()
     t_training = time.perf_counter() - t0
     t_total = time.perf_counter() - t_step
 
@@ -245,7 +249,8 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         "frac_reward_zero_std": adv.zero_std_groups / len(rows),
         "unscored_frac": adv.unscored / len(grades),
         "kl": stats["kl"],
-        "entropy": stats["entropy"],
+        "entropy": stats["entropy"] if iterations else None,
+        "skipped_update": iterations == 0,
         "clip_ratio/low_mean": stats["clip_low"],
         "clip_ratio/high_mean": stats["clip_high"],
         "clip_ratio/region_mean": stats["clip_low"] + stats["clip_high"],

@@ -1,8 +1,11 @@
-"""The policy-side tensors of a training step: building the batch from rollouts and computing per-token
-log-probabilities (with gradient) of the completions under the current model.
+"""The policy-side tensors of a training step: the batch built from rollouts, and per-token log-probabilities
+(with gradient) of the completions under the current model.
 
-Only completion positions go through the LM head: the prompt's hidden states are computed (they are the
-context) but never projected to the vocabulary, which saves most of the head's cost on prompt-heavy tasks.
+Prompt sharing: the G completions of a prompt share it, so the prompt (all but its last token) runs through
+the model once per *unique* prompt, and its KV cache is repeated G times (a differentiable op) for the
+completion pass. On prompt-heavy tasks this removes most of the training FLOPs. The completion pass feeds
+[last prompt token] + completion[:-1], so every position's hidden state predicts one completion token, and
+only those positions go through the LM head.
 """
 
 from __future__ import annotations
@@ -15,40 +18,57 @@ import torch
 
 @dataclass
 class TrainBatch:
-    input_ids: torch.Tensor  # [B, T] prompt + completion, right-padded
-    attention_mask: torch.Tensor  # [B, T]
-    comp_pos: torch.Tensor  # [B, Lc] index of the position whose logits predict completion token j
-    comp_ids: torch.Tensor  # [B, Lc] completion token ids (pad where mask is 0)
+    prompt_ids: torch.Tensor  # [U, P] unique prompts without their last token, left-padded (P may be 0)
+    prompt_mask: torch.Tensor  # [U, P]
+    prompt_len: torch.Tensor  # [U] full prompt lengths
+    group: int  # completions per prompt (G); rows u*G .. u*G+G-1 belong to prompt u
+    comp_in: torch.Tensor  # [B, Lc] last prompt token + completion[:-1], right-padded
+    comp_ids: torch.Tensor  # [B, Lc] completion tokens (targets)
     comp_mask: torch.Tensor  # [B, Lc] 1.0 for real completion tokens
     old_logp: torch.Tensor  # [B, Lc] rollout log-probs (temperature-scaled)
     advantages: torch.Tensor  # [B]
 
-    def slice(self, idx: slice) -> "TrainBatch":
-        return TrainBatch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+    @property
+    def n_prompts(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def prompts(self, start: int, stop: int) -> "TrainBatch":
+        """The sub-batch of prompts [start, stop) with all their completions."""
+        r = slice(start * self.group, stop * self.group)
+        return TrainBatch(self.prompt_ids[start:stop], self.prompt_mask[start:stop], self.prompt_len[start:stop],
+                          self.group, self.comp_in[r], self.comp_ids[r], self.comp_mask[r], self.old_logp[r],
+                          self.advantages[r])
 
 
 def build_batch(prompt_ids: list[list[int]], completions: list[tuple[list[int], list[float]]], advantages: torch.Tensor,
-                pad_id: int) -> TrainBatch:
-    B = len(prompt_ids)
+                pad_id: int, group: int) -> TrainBatch:
+    """prompt_ids: the U unique prompts; completions: U*group (token ids, rollout log-probs), grouped by prompt."""
+    U, B = len(prompt_ids), len(completions)
+    assert B == U * group, (U, B, group)
+    P = max(len(p) for p in prompt_ids) - 1
+    prompt = torch.full((U, max(P, 0)), pad_id, dtype=torch.long)
+    pmask = torch.zeros((U, max(P, 0)), dtype=torch.long)
+    for u, p in enumerate(prompt_ids):
+        head = p[:-1]
+        if head:
+            prompt[u, P - len(head):] = torch.tensor(head, dtype=torch.long)
+            pmask[u, P - len(head):] = 1
     lc = max(1, max(len(c[0]) for c in completions))
-    T = max(len(p) + len(c[0]) for p, c in zip(prompt_ids, completions))
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, T), dtype=torch.long)
-    comp_pos = torch.zeros((B, lc), dtype=torch.long)
+    comp_in = torch.full((B, lc), pad_id, dtype=torch.long)
     comp_ids = torch.full((B, lc), pad_id, dtype=torch.long)
     comp_mask = torch.zeros((B, lc), dtype=torch.float32)
     old = torch.zeros((B, lc), dtype=torch.float32)
-    for i, (p, (ids, lps)) in enumerate(zip(prompt_ids, completions)):
-        seq = list(p) + list(ids)
-        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attn[i, : len(seq)] = 1
+    for i, (ids, lps) in enumerate(completions):
         n = len(ids)
+        comp_in[i, 0] = prompt_ids[i // group][-1]
+        if n > 1:
+            comp_in[i, 1:n] = torch.tensor(ids[:-1], dtype=torch.long)
         if n:
-            comp_pos[i, :n] = torch.arange(len(p) - 1, len(p) - 1 + n)
             comp_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
             comp_mask[i, :n] = 1.0
             old[i, :n] = torch.tensor(lps, dtype=torch.float32)
-    return TrainBatch(input_ids, attn, comp_pos, comp_ids, comp_mask, old, advantages.float())
+    plen = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+    return TrainBatch(prompt, pmask, plen, group, comp_in, comp_ids, comp_mask, old, advantages.float())
 
 
 def _base_and_head(model):
@@ -56,17 +76,41 @@ def _base_and_head(model):
     return inner.model, inner.lm_head
 
 
+def _cache_kw(body) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
+
+
 def completion_logprobs(model, batch: TrainBatch, *, temperature: float, compute_dtype: torch.dtype,
                         with_entropy: bool = False):
     """-> (logp [B, Lc] with grad, entropy [B, Lc] detached or None)."""
+    from transformers import DynamicCache
+
     body, head = _base_and_head(model)
-    dev_type = batch.input_ids.device.type
+    G = batch.group
+    dev_type = batch.comp_in.device.type
     ctx = torch.autocast(dev_type, dtype=compute_dtype) if compute_dtype != torch.float32 else nullcontext()
+    B, Lc = batch.comp_in.shape
+    P = batch.prompt_ids.shape[1]
+    ckw = _cache_kw(body)
     with ctx:
-        hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # [B, T, E]
-        E = hidden.shape[-1]
-        h = hidden.gather(1, batch.comp_pos[..., None].expand(-1, -1, E))  # [B, Lc, E]
-        logits = head(h)  # [B, Lc, V]
+        kwargs = {}
+        if P > 0:
+            cache = DynamicCache(config=body.config)
+            ppos = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
+            body(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, position_ids=ppos, use_cache=True,
+                 **{ckw: cache})
+            cache.batch_repeat_interleave(G)  # [U, ...] -> [B, ...], differentiable
+            kwargs[ckw] = cache
+            mask = torch.cat([batch.prompt_mask.repeat_interleave(G, 0), torch.ones_like(batch.comp_in)], 1)  # [B, P+Lc]
+        else:
+            mask = torch.ones_like(batch.comp_in)
+        start = (batch.prompt_len - 1).repeat_interleave(G)  # [B] position of the last prompt token
+        cpos = start[:, None] + torch.arange(Lc)[None]  # [B, Lc]
+        hidden = body(input_ids=batch.comp_in, attention_mask=mask, position_ids=cpos, use_cache=P > 0,
+                      **kwargs).last_hidden_state  # [B, Lc, E]
+        logits = head(hidden)  # [B, Lc, V]
     logits = logits.float() / max(temperature, 1e-6)  # the rollout sampled from logits / T
     logp_all = torch.log_softmax(logits, dim=-1)  # [B, Lc, V]
     logp = logp_all.gather(-1, batch.comp_ids[..., None]).squeeze(-1)  # [B, Lc]
