@@ -262,9 +262,9 @@ def parse_job(raw: dict, source: str | None = None) -> JobSpec:
         problems.append(Problem(f"unknown advantage '{job.rft.algorithm.advantage}'{did_you_mean(job.rft.algorithm.advantage, list(algo.ADVANTAGES))}; valid: {', '.join(algo.ADVANTAGES)}", file=source, field="rft.algorithm.advantage"))
     if job.rft.algorithm.loss not in algo.LOSSES:
         problems.append(Problem(f"unknown loss '{job.rft.algorithm.loss}'{did_you_mean(job.rft.algorithm.loss, list(algo.LOSSES))}; valid: {', '.join(algo.LOSSES)}", file=source, field="rft.algorithm.loss"))
-    from rft import graders
+    from rft.graders.run import validate_reinforcement_grader
 
-    for p in graders.validate(job.grader, "method.reinforcement.grader"):
+    for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader"):
         problems.append(Problem(p.message, file=source, field=p.field))
     if job.rft.extraction.pattern:
         import re

@@ -181,6 +181,44 @@ def eval_cmd(
     out.print(t)
 
 
+@app.command()
+def preflight(
+    job: Path = typer.Argument(..., help="Job spec."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+    prompts: int = typer.Option(16, "--prompts", help="Training prompts to sample."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Before training: learnability (pass-rate histogram, zero-variance groups), grader health, step-time forecast."""
+    from rft.config import load_job
+    from rft.preflight import run_preflight
+
+    spec = load_job(job, overrides or [])
+    rep = run_preflight(spec, prompts=prompts, log=lambda s: err.print(s))
+    if as_json:
+        _print_json(rep)
+        return
+    t = Table(title=f"preflight {job}")
+    t.add_column("")
+    t.add_column("value")
+    t.add_row("prompts sampled x group size", f"{rep['prompts_sampled']} x {rep['group_size']}")
+    t.add_row("mean pass rate", f"{rep['pass_rate_mean']:.3f}")
+    t.add_row("pass-rate histogram (prompts)", "  ".join(f"{k}: {v}" for k, v in rep["pass_rate_histogram"].items()))
+    t.add_row("groups with zero reward variance", f"{rep['zero_variance_group_frac']:.1%}")
+    t.add_row("unscored samples", f"{rep['unscored_frac']:.1%}" + (f"  {rep['grader_error_rates']}" if rep["grader_error_rates"] else ""))
+    t.add_row("grader latency (mean)", f"{rep['grader_latency_ms_mean']:.2f} ms")
+    st = rep["step"]
+    t.add_row("step", f"{st['completions']} completions, ~{st['tokens']} tokens")
+    t.add_row("step time (measured)", ", ".join(f"{x:.1f}s" for x in st["measured_seconds"]) +
+              f"  (sampling {st['sampling_seconds']:.1f}s, grading {st['grading_seconds']:.2f}s, training {st['training_seconds']:.1f}s)")
+    t.add_row("step time (forecast)", f"{st['forecast_seconds']:.1f} s")
+    f = rep["forecast"]
+    t.add_row("run forecast", f"{f['total_steps']} steps: ~{f['train_seconds'] / 60:.1f} min training + ~{f['eval_seconds'] / 60:.1f} min evaluation")
+    for r in rep["recommendations"]:
+        t.add_row("recommendation", r)
+    t.add_row("preflight took", f"{rep['seconds']:.1f} s")
+    out.print(t)
+
+
 # -------------------------------------------------------------------------------------------- models
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")):

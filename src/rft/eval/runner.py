@@ -29,7 +29,7 @@ def evaluate(
     seed: int = 0,
     step: int | None = None,
     max_items: int | None = None,
-    grader_workers: int = 1,
+    grader_workers: int | None = None,
     pass_threshold: float = 1.0,
 ) -> EvalReport:
     t0 = time.perf_counter()

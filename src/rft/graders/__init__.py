@@ -22,8 +22,10 @@ for _mod in ("string_check", "text_similarity", "python_grader", "score_model", 
             raise
 
 
-def grade_many(grader: Grader, samples: list[dict], items: list[dict], *, max_workers: int = 1) -> list[GradeResult]:
-    """Grade samples[i] against items[i]. Graders that wait on I/O (sandbox, HTTP) run concurrently."""
+def grade_many(grader: Grader, samples: list[dict], items: list[dict], *, max_workers: int | None = None) -> list[GradeResult]:
+    """Grade samples[i] against items[i]. Graders that wait on I/O (sandbox, HTTP) run concurrently
+    (`grader.concurrency` at a time unless max_workers says otherwise); one slow sample never blocks the rest."""
+    max_workers = max_workers or getattr(grader, "concurrency", 1)
     if max_workers <= 1 or len(samples) <= 1:
         return [grader.grade(s, it) for s, it in zip(samples, items)]
     with ThreadPoolExecutor(max_workers=max_workers) as ex:

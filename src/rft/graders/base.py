@@ -69,6 +69,11 @@ class Grader:
         except GraderError as e:
             return GradeResult(None, e.kind, e.details, latency_s=time.perf_counter() - t0, name=self.name)
 
+    @property
+    def concurrency(self) -> int:
+        """How many samples may be graded at once (I/O-bound graders: sandbox pools, HTTP)."""
+        return 1
+
     def close(self) -> None:
         """Release resources (worker pools, connections)."""
 

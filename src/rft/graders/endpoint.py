@@ -99,6 +99,8 @@ class _Retryable(Exception):
 
 @register_grader("endpoint")
 class EndpointGrader(Grader):
+    concurrency = 8  # requests in flight; the shared token bucket enforces rate_limit
+
     type = "endpoint"
     allowed_fields = {"type", "name", "url", "headers", "rate_limit", "pass_threshold", "timeout_s"}
     required_fields = {"type", "url"}

@@ -90,6 +90,10 @@ class MultiGrader(Grader):
             self.formula, self.formula_error = None, e
 
     @property
+    def concurrency(self) -> int:
+        return max(g.concurrency for g in self.graders.values())
+
+    @property
     def usage(self) -> dict[str, dict[str, int]]:
         """Judge token usage summed over the model sub-graders, per judge model."""
         total: dict[str, dict[str, int]] = {}

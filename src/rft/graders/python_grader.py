@@ -145,6 +145,10 @@ class PythonGrader(Grader):
         return problems
 
     @property
+    def concurrency(self) -> int:
+        return self.pool.size
+
+    @property
     def pool(self) -> SandboxPool:
         if self._pool is None:
             self._pool = _default_pool()

@@ -105,7 +105,7 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-call limits. `cpu_s=None` means the same as `timeout_s`. `isolation`: "auto" uses namespaces where
+    """Per-call limits. `cpu_s=None` means `timeout_s` + 1 s (CPU seconds, rounded up). `isolation`: "auto" uses namespaces where
     the kernel allows and falls back to "basic"; "namespaces" fails if they are not available; "basic" never
     tries them."""
 
@@ -515,7 +515,9 @@ class _Worker:
                 return err
         grade = self.modules[sha]["grade"]
         timeout = float(msg.get("timeout") or self.cfg["timeout_s"])
-        cpu = float(msg.get("cpu") or self.cfg["cpu_s"] or timeout)
+        # Default CPU limit: the wall clock plus a second, so a single-threaded busy loop is reported as a timeout;
+        # the CPU limit then only fires first for graders burning several cores at once.
+        cpu = float(msg.get("cpu") or self.cfg["cpu_s"] or timeout + 1.0)
         cap = int(self.cfg["output_bytes"])
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
