@@ -97,3 +97,49 @@ def test_help_lists_commands():
     assert r.returncode == 0
     for c in ("train", "demo", "eval", "models", "data", "grader"):
         assert c in r.stdout
+
+
+def _tiny_job(tmp_path, tiny_model_dir) -> Path:
+    p = tmp_path / "tiny.json"
+    p.write_text(json.dumps({
+        "model": str(tiny_model_dir), "training_file": "builtin:arithmetic", "validation_file": "builtin:arithmetic",
+        "method": {"type": "reinforcement", "reinforcement": {"grader": GOOD_GRADER}},
+        "rft": {"extraction": {"pattern": "-?\\d+"}, "sampling": {"n": 2, "max_new_tokens": 4},
+                "eval": {"max_items": 4}, "train": {"max_steps": 1, "dtype": "float32"}},
+    }))
+    return p
+
+
+def test_train_json_prints_the_job_object(tmp_path, tiny_model_dir):
+    r = run("train", str(_tiny_job(tmp_path, tiny_model_dir)), "--json", "--output-dir", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["object"] == "fine_tuning.job" and job["status"] == "succeeded"
+    for k in ("id", "model", "created_at", "finished_at", "hyperparameters", "trained_tokens", "training_file",
+              "validation_file", "seed", "result_files", "run_dir", "baseline_eval", "final_eval", "fine_tuned_model"):
+        assert k in job, k
+    assert job["run_dir"] == str(tmp_path / "run")
+
+
+def test_eval_command_on_a_checkpoint(tmp_path, tiny_model_dir):
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps(GOOD_GRADER))
+    r = run("eval", str(tiny_model_dir), "--data", "builtin:arithmetic", "--grader", str(grader), "--limit", "6",
+            "--extract", "-?\\d+", "--max-new-tokens", "4", "--n", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["n"] == 6 and 0 <= rep["accuracy"] <= 1 and set(rep["pass_at_k"]) == {"1", "2"}
+
+
+def test_grader_validate_and_run(tmp_path):
+    g = tmp_path / "g.json"
+    g.write_text(json.dumps({"type": "string_check", "name": "s", "input": "{{sample.output_text}}",
+                             "reference": "{{item.answer}}", "operation": "ilike"}))
+    assert run("grader", "validate", str(g)).returncode == 0
+    r = run("grader", "run", str(g), "--sample", "The answer is ABC", "--item", '{"answer": "abc"}')
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["reward"] == 1.0 and out["metadata"]["type"] == "string_check"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "multi", "graders": {"a": GOOD_GRADER}, "calculate_output": "a +* 2"}))
+    _assert_user_error(run("grader", "validate", str(bad)), "calculate_output")

@@ -117,6 +117,18 @@ class ExtractionConfig(_Strict):
     occurrence: Literal["first", "last"] = "last"
 
 
+class SandboxConfig(_Strict):
+    """Limits for `python` graders (see rft.graders.sandbox for what is and is not protected)."""
+
+    timeout_s: float = 120.0  # wall clock per call
+    cpu_s: float | None = None  # None: timeout_s + 1
+    memory_mb: int = 2048
+    nproc: int = 64
+    fsize_mb: int = 1024
+    workers: int | None = None  # pool size (None: max(2, CPU count))
+    isolation: Literal["auto", "namespaces", "basic"] = "auto"
+
+
 class TrainConfig(_Strict):
     prompts_per_step: int = 2  # used when hyperparameters.batch_size is auto
     max_steps: int | None = None
@@ -136,6 +148,7 @@ class RftSection(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class JobSpec(_Strict):

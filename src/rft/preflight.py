@@ -27,7 +27,7 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 2, log
     t_start = time.perf_counter()
     loop.set_seed(job.seed)
     train_ds, val_ds = loop.load_data(job)
-    grader = graders.build(job.grader, "method.reinforcement.grader")
+    grader = loop.build_grader(job)
     try:
         loop.reference_check(job, grader, train_ds)
         if val_ds is not None:
@@ -75,12 +75,14 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 2, log
         params = [p for p in tmodel.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=derived["learning_rate"])
         sched = loop.make_scheduler(opt, job, derived["total_steps"])
+        ref = None if job.rft.algorithm.beta == 0 else (tmodel.disable_adapter if job.rft.lora.enabled
+                                                         else copy.deepcopy(tmodel).to(compute_dtype).eval())
         step_metrics = []
         tcur = loop.DataCursor(len(train_ds), job.seed + 2)
         for k in range(timing_steps):
             trows = [train_ds.rows[i] for i in tcur.take(derived["prompts_per_step"])]
             res = loop.train_step(k + 1, trows, job=job, derived=derived, model=tmodel, tok=tok, engine=teng,
-                                  grader=grader, opt=opt, sched=sched, ref_model=None if job.rft.algorithm.beta == 0 else copy.deepcopy(tmodel),
+                                  grader=grader, opt=opt, sched=sched, ref_model=ref,
                                   compute_dtype=compute_dtype, params=params)
             step_metrics.append(res.metrics)
         m = step_metrics[-1]

@@ -86,7 +86,8 @@ def plot_curves(metrics_path: Path, evals: list[dict], baseline: dict | None, ou
     ax[1].set_ylabel("greedy accuracy")
     ax[1].set_title("validation")
     ax[1].set_ylim(0, 1.02)
-    ax[1].legend(loc="lower right")
+    if es or baseline:
+        ax[1].legend(loc="lower right")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

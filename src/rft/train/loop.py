@@ -59,6 +59,17 @@ def compute_dtype_for(job: JobSpec) -> torch.dtype:
     return best_cpu_dtype() if not torch.cuda.is_available() else torch.bfloat16
 
 
+def build_grader(job: JobSpec):
+    """The job's grader, with python graders running in a sandbox pool sized and limited by `rft.sandbox`."""
+    from rft.graders.python_grader import configure_sandbox
+    from rft.graders.sandbox import SandboxLimits
+
+    sb = job.rft.sandbox
+    configure_sandbox(SandboxLimits(timeout_s=sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb, nproc=sb.nproc,
+                                    fsize_mb=sb.fsize_mb, isolation=sb.isolation), size=sb.workers)
+    return graders.build(job.grader, "method.reinforcement.grader")
+
+
 def load_data(job: JobSpec) -> tuple[Dataset, Dataset | None]:
     train = load_dataset(job.training_file, split="train")
     val = load_dataset(job.validation_file, split="validation") if job.validation_file else None
@@ -98,20 +109,34 @@ def load_policy(job: JobSpec, resolved: models.ResolvedModel):
     return model, tok
 
 
-def make_scheduler(opt, job: JobSpec, total_steps: int):
-    o = job.rft.optimizer
+class LrSchedule:
+    """Learning rate as a function of the step (1-based): linear warmup, then constant, linear or cosine decay.
+    Set explicitly every step, so a step that skips the update still advances the schedule."""
 
-    def factor(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
+    def __init__(self, opt, job: JobSpec, total_steps: int):
+        self.opt, self.o, self.total = opt, job.rft.optimizer, total_steps
+        self.base = [g["lr"] for g in opt.param_groups]
+
+    def factor(self, step: int) -> float:
+        o, i = self.o, step - 1
+        if o.warmup_steps and i < o.warmup_steps:
+            return (i + 1) / o.warmup_steps
         if o.schedule == "constant":
             return 1.0
-        progress = (step - o.warmup_steps) / max(1, total_steps - o.warmup_steps)
+        progress = (i - o.warmup_steps) / max(1, self.total - o.warmup_steps)
         if o.schedule == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    def apply(self, step: int) -> float:
+        f = self.factor(step)
+        for g, base in zip(self.opt.param_groups, self.base):
+            g["lr"] = base * f
+        return self.base[0] * f
+
+
+def make_scheduler(opt, job: JobSpec, total_steps: int) -> LrSchedule:
+    return LrSchedule(opt, job, total_steps)
 
 
 class DataCursor:
@@ -190,13 +215,16 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
     per_mb = max(1, (job.rft.train.micro_batch_size or B) // G)
     learnable = bool((adv.advantages != 0).any())
     stats = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_low": 0.0, "clip_high": 0.0, "grad_norm": 0.0}
+    tt = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "sync": 0.0}
     ntok = max(1.0, float(batch.comp_mask.sum()))
+    lr = sched.apply(step)
     # Nothing to learn (every group has zero variance or is unscored) and no KL term: skip the passes.
     iterations = a.num_iterations if (learnable or a.beta > 0) else 0
     for it in range(iterations):
         opt.zero_grad(set_to_none=True)
         for start in range(0, batch.n_prompts, per_mb):
             sub = batch.prompts(start, start + per_mb)
+            tf = time.perf_counter()
             logp, ent = completion_logprobs(model, sub, temperature=s.temperature, compute_dtype=compute_dtype,
                                             with_entropy=(it == 0))
             # num_iterations == 1: the update is exactly on-policy, so the old policy is this forward pass
@@ -212,7 +240,10 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
                             ref, _ = completion_logprobs(model, sub, temperature=s.temperature, compute_dtype=compute_dtype)
             out = algo.policy_loss(a.loss, logp, old, sub.advantages, sub.comp_mask, norm, epsilon=a.epsilon,
                                    epsilon_high=a.epsilon_high, beta=a.beta, ref_logp=ref)
+            tb = time.perf_counter()
+            tt["forward"] += tb - tf
             out.loss.backward()
+            tt["backward"] += time.perf_counter() - tb
             if it == 0:
                 m = sub.comp_mask
                 stats["loss"] += float(out.loss.detach())
@@ -221,6 +252,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
                 stats["clip_high"] += float(out.clip_high.sum()) / ntok
                 if out.kl is not None:
                     stats["kl"] += float((out.kl * m).sum()) / ntok
+        to = time.perf_counter()
         gn = torch.nn.utils.clip_grad_norm_(params, job.rft.optimizer.grad_clip if job.rft.optimizer.grad_clip > 0 else float("inf"))
         if it == 0:
             stats["grad_norm"] = float(gn)
@@ -228,10 +260,11 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
             raise RftError(f"step {step}: gradient norm is {float(gn)}; stopping before the weights are corrupted",
                            hint="lower the learning rate, or use rft.train.dtype=float32")
         opt.step()
-    lr = sched.get_last_lr()[0]
-    sched.step()
+        tt["optimizer"] += time.perf_counter() - to
     if iterations:
+        ts = time.perf_counter()
         engine.sync_weights()
+        tt["sync"] = time.perf_counter() - ts
     t_training = time.perf_counter() - t0
     t_total = time.perf_counter() - t_step
 
@@ -263,6 +296,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         "time/sampling": t_sampling,
         "time/grading": t_grading,
         "time/training": t_training,
+        **{f"time/training/{k}": v for k, v in tt.items()},
         "time/step": t_total,
         "tokens_per_second": n_tokens / t_total,
         "sampling/tokens_per_second": sum(lengths) / max(t_sampling, 1e-9),
@@ -271,7 +305,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         vals = [g.sub_scores.get(name) for g in grades if g.sub_scores.get(name) is not None]
         if vals:
             metrics[f"rewards/{name}/mean"] = sum(vals) / len(vals)
-    metrics.update({f"errors/{k}": v for k, v in err_rates.items() if v > 0})
+    metrics.update({f"errors/{k}": v for k, v in err_rates.items()})
     advs = adv.advantages.reshape(-1).tolist()
     sample_rows = [
         {"step": step, "prompt": rows[i // G]["messages"][-1]["content"], "completion": c.text,
@@ -292,7 +326,7 @@ def run_job(job: JobSpec, *, output_dir: str | None = None, progress: Callable |
     # --- setup: files, grader, config -------------------------------------------------------------
     run.event("Validating training and validation files")
     train_ds, val_ds = load_data(job)
-    grader = graders.build(job.grader, "method.reinforcement.grader")
+    grader = build_grader(job)
     reference_check(job, grader, train_ds)
     if val_ds is not None:
         reference_check(job, grader, val_ds)
@@ -347,7 +381,8 @@ def _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_
         else:
             import copy
 
-            ref_model = copy.deepcopy(model).eval()
+            # the frozen reference only runs forward passes: keep it in the compute dtype (no per-pass casts)
+            ref_model = copy.deepcopy(model).to(compute_dtype).eval()
             for p in ref_model.parameters():
                 p.requires_grad_(False)
     model_name = job.model
