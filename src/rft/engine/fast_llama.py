@@ -163,35 +163,55 @@ class FastDecoder:
         return cos.to(self.dtype)[:, None], sin.to(self.dtype)[:, None]
 
     # -- prefill and decode ------------------------------------------------------------------------
-    @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, attn: torch.Tensor, max_new: int) -> tuple[torch.Tensor, dict]:
-        """input_ids/attn [B, L] left-padded -> (last-position logits [B, V] fp32, state)."""
-        B, L = input_ids.shape
-        T = L + max_new
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
-        valid = torch.zeros((B, T), dtype=torch.bool, device=self.device)  # [B, T] key is a real token
-        valid[:, :L] = attn.bool()
-        causal = torch.ones((L, L), dtype=torch.bool, device=self.device).tril()  # [L, L]
-        mask = causal[None] & valid[:, None, :L]  # [B, L, L]
-        mask |= torch.eye(L, dtype=torch.bool, device=self.device)[None]  # pad queries see themselves (no NaN)
-        mask = mask[:, None]  # [B, 1, L, L]
+    def _block(self, x, pos, mask, kc, vc, start: int, rows=slice(None)):
+        """Run every layer over x [b, L, E] (positions pos [b, L]); write K/V at cache index [start, start+L)
+        and attend to cache keys [0, start+L) under mask [b, 1, L, start+L]. Returns the final hidden states."""
+        b, L, _ = x.shape
         cos, sin = self._cos_sin(pos)
-        x = F.embedding(input_ids, self.embed)  # [B, L, E]
-        kc = torch.empty((self.n_layers, B, self.n_kv, T, self.head_dim), dtype=self.dtype, device=self.device)
-        vc = torch.empty_like(kc)
         G = self.n_heads // self.n_kv
         for i, lw in enumerate(self.layers):
             h = self._rms(x, lw["ln1"])
             q, k, v = self._qkv(lw, h)
             q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-            kc[i, :, :, :L] = k
-            vc[i, :, :, :L] = v
+            kc[i, rows, :, start : start + L] = k
+            vc[i, rows, :, start : start + L] = v
+            keys, vals = kc[i, rows, :, : start + L], vc[i, rows, :, : start + L]  # [b, K, S, D]
             if G > 1:
-                k = k.repeat_interleave(G, dim=1)
-                v = v.repeat_interleave(G, dim=1)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # [B, H, L, D]
-            x = x + self._lin(o.transpose(1, 2).reshape(B, L, -1), lw["wo"], lw.get("wo_pp"))
+                keys = keys.repeat_interleave(G, dim=1)
+                vals = vals.repeat_interleave(G, dim=1)
+            o = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, scale=self.scale)  # [b, H, L, D]
+            x = x + self._lin(o.transpose(1, 2).reshape(b, L, -1), lw["wo"], lw.get("wo_pp"))
             x = x + self._mlp(lw, self._rms(x, lw["ln2"]))
+        return x
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, attn: torch.Tensor, max_new: int, shared_prefix: int = 0):
+        """input_ids/attn [B, L] -> (last-position logits [B, V] fp32, state).
+
+        Rows are left-padded. With `shared_prefix = p > 0` the first p columns are identical, unpadded tokens in
+        every row (layout [prefix | padding | suffix]): the prefix runs once, for one row, and its K/V are copied
+        to the others; padding in the middle is masked and positions skip it, so the result is the same."""
+        B, L = input_ids.shape
+        T = L + max_new
+        dev = self.device
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+        valid = torch.zeros((B, T), dtype=torch.bool, device=dev)  # [B, T] key is a real token
+        valid[:, :L] = attn.bool()
+        kc = torch.empty((self.n_layers, B, self.n_kv, T, self.head_dim), dtype=self.dtype, device=dev)
+        vc = torch.empty_like(kc)
+        p = shared_prefix if 0 < shared_prefix < L else 0
+        if p:
+            causal = torch.ones((p, p), dtype=torch.bool, device=dev).tril()[None, None]  # [1, 1, p, p]
+            x0 = F.embedding(input_ids[:1, :p], self.embed)  # [1, p, E]
+            self._block(x0, pos[:1, :p], causal, kc, vc, 0, rows=slice(0, 1))
+            kc[:, 1:, :, :p] = kc[:, :1, :, :p]
+            vc[:, 1:, :, :p] = vc[:, :1, :, :p]
+        Ls = L - p
+        causal = torch.ones((Ls, L), dtype=torch.bool, device=dev).tril(diagonal=p)  # [Ls, L] query j sees keys <= p+j
+        mask = causal[None] & valid[:, None, :L]  # [B, Ls, L]
+        mask[:, torch.arange(Ls), p + torch.arange(Ls)] = True  # pad queries see themselves (no NaN)
+        x = F.embedding(input_ids[:, p:], self.embed)  # [B, Ls, E]
+        x = self._block(x, pos[:, p:], mask[:, None], kc, vc, p)
         x = self._rms(x[:, -1], self.norm)  # [B, E]
         logits = self._lin(x, self.head, self.packed.get("head")).float()  # [B, V]
         state = {"k": kc, "v": vc, "valid": valid, "t": L, "pos": pos[:, -1] + 1}

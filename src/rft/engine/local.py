@@ -198,7 +198,20 @@ class LocalEngine:
             input_ids[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
             attn[i, L - len(p) :] = 1
         dec = self.decoder
-        logits, state = dec.prefill(input_ids, attn, params.max_new_tokens)  # [P, V]
+        shared = 0
+        if self.backend == "fast" and P > 1:
+            # Prompts usually share a system prompt: prefill it once (layout [prefix | padding | suffix]).
+            shared = _common_prefix(prompts, max_len=min(len(p) for p in prompts) - 1)
+            if shared >= 8:
+                for i, p in enumerate(prompts):
+                    input_ids[i, :shared] = torch.tensor(p[:shared], dtype=torch.long)
+                    input_ids[i, shared : L - len(p) + shared] = self.pad_id
+                    attn[i, :shared] = 1
+                    attn[i, shared : L - len(p) + shared] = 0
+            else:
+                shared = 0
+        logits, state = dec.prefill(input_ids, attn, params.max_new_tokens, shared) if shared else \
+            dec.prefill(input_ids, attn, params.max_new_tokens)  # [P, V]
         if n > 1:
             state = dec.repeat(state, n)
             logits = logits.repeat_interleave(n, dim=0)  # [B, V]
@@ -243,6 +256,14 @@ class LocalEngine:
             outs.append(Completion(text=text, token_ids=tuple(toks[s]), logprobs=tuple(lps[s]),
                                    finish_reason=finish[s], prompt_tokens=len(prompts[s // n])))
         return outs
+
+
+def _common_prefix(seqs: list[list[int]], max_len: int) -> int:
+    n = 0
+    first = seqs[0]
+    while n < max_len and all(s[n] == first[n] for s in seqs[1:]):
+        n += 1
+    return n
 
 
 def _is_peft(model) -> bool:
