@@ -23,7 +23,7 @@ from rft.train import loop
 from rft.types import ERROR_KINDS
 
 
-def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 2, log=print) -> dict:
+def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log=print) -> dict:
     t_start = time.perf_counter()
     loop.set_seed(job.seed)
     train_ds, val_ds = loop.load_data(job)
@@ -85,11 +85,13 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 2, log
                                   grader=grader, opt=opt, sched=sched, ref_model=ref,
                                   compute_dtype=compute_dtype, params=params)
             step_metrics.append(res.metrics)
-        m = step_metrics[-1]
+        # The first step warms kernels up; forecast from the median of the others.
+        warm = sorted(step_metrics[1:] or step_metrics, key=lambda x: x["time/step"])
+        m = warm[len(warm) // 2]
         # Zero-variance steps skip the update; forecast with the share of learnable groups seen above.
         learnable_share = 1 - zero_var / max(1, len(rows))
         p_all_dead = (1 - learnable_share) ** derived["prompts_per_step"]
-        train_time = max(x["time/training"] for x in step_metrics)
+        train_time = m["time/training"]
         step_forecast = m["time/sampling"] + m["time/grading"] + (1 - p_all_dead) * train_time
         eval_forecast = 0.0
         if val_ds is not None:
