@@ -59,7 +59,7 @@ def test_hanging_python_grader_costs_one_timeout(tiny_model_dir, tmp_path):
     assert all(s["reward"] is not None for s in samples if not s["error"])
     assert m["unscored_frac"] == pytest.approx(2 / len(samples))
     # one timeout (2 s) per hanging sample at most, run concurrently with the rest: not a stalled step
-    assert m["time/grading"] < 2 * 2 + 5
+    assert m["time/grading"] < 2 * 2 + 20
 
 
 def test_unscored_limit_stops_the_run(tiny_model_dir, tmp_path):

@@ -708,9 +708,15 @@ class _Worker:
 
     def _clean_scratch(self) -> None:
         dirs = [self.scratch] + (["/tmp", "/dev/shm"] if self.isolation.get("mount_namespace") else [])
+        if not hasattr(self, "_binds"):
+            # Read-only binds can sit below /tmp (a venv or checkout under /tmp): never walk into them. Walking
+            # a read-only venv with rmtree after every call cost ~300 ms per call and deleted nothing.
+            self._binds = _bind_paths(self.cfg.get("extra_sys_path") or ()) if self.isolation.get("mount_namespace") else []
         for d in dirs:
             try:
                 for entry in os.scandir(d):
+                    if any(b == entry.path or b.startswith(entry.path + "/") for b in self._binds):
+                        continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             shutil.rmtree(entry.path, ignore_errors=True)
