@@ -29,6 +29,7 @@ def test_openai_multi_grader_job_runs_unchanged(tiny_model_dir, tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     # multi records each sub-grader's mean; every error flag's rate is a metric
     assert "rewards/exact/mean" in m and "rewards/similar/mean" in m
+    assert m["rewards/exact/latency_mean"] >= 0 and m["rewards/similar/latency_mean"] >= 0
     assert m["errors/invalid_variable_error"] == 0.0
 
 

@@ -46,6 +46,7 @@ class GradeResult:
     details: str | None = None
     sub_scores: dict[str, float | None] = field(default_factory=dict)
     latency_s: float = 0.0
+    sub_latency_s: dict[str, float] = field(default_factory=dict)  # multi: each sub-grader's latency
     name: str = ""
 
     @property

@@ -75,10 +75,10 @@ def _progress(console: Console, disabled: bool = False):
     if disabled:
         return None, lambda: None
     prog = Progress(
-        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]training"), BarColumn(bar_width=20), MofNCompleteColumn(),
         TextColumn("reward {task.fields[reward]}"), TextColumn("val {task.fields[val]}"),
-        TextColumn("{task.fields[step_time]}/step"), TextColumn("elapsed"), TimeElapsedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("{task.fields[step_time]}/step"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False,
     )
     state = {"task": None, "started": False}
 
@@ -108,8 +108,8 @@ def _ci(ev: dict | None) -> str:
 
 def _summary(r: dict, console: Console) -> None:
     t = Table(title=f"rft job {r['id']}: {r['status']}", show_header=True, header_style="bold")
-    t.add_column("")
-    t.add_column("value")
+    t.add_column("", no_wrap=True)
+    t.add_column("value", overflow="fold")
     t.add_row("baseline accuracy (greedy, 95% CI)", _ci(r.get("baseline_eval")))
     t.add_row("final accuracy (greedy, 95% CI)", _ci(r.get("final_eval")))
     if r.get("baseline_eval") and r.get("final_eval"):
@@ -294,6 +294,7 @@ def grader_run(
     item_file: Optional[Path] = typer.Option(None, "--item-file"),
     data: Optional[Path] = typer.Option(None, "--data", help="JSONL rows (grades many with --samples)."),
     samples: Optional[Path] = typer.Option(None, "--samples", help="JSONL of samples, one per data row ({\"output_text\": ...} or a string)."),
+    as_json: bool = typer.Option(False, "--json", help="With --data: print the summary (and per-row results) as JSON."),
 ):
     """Run a grader on one sample (OpenAI graders/run response shape) or on many (--data + --samples)."""
     from rft import graders
@@ -319,7 +320,23 @@ def grader_run(
         if len(texts) != len(rows):
             raise RftError(f"{samples} has {len(texts)} samples but {data} has {len(rows)} rows")
         summary = grun.grade_file(spec, rows, texts)
-        _print_json({k: v for k, v in summary.items() if k != "results"})
+        if as_json:
+            _print_json(summary)
+            return
+        t = Table(title=f"{summary['grader']['type']} grader '{summary['grader']['name']}' on {len(rows)} samples")
+        t.add_column("metric")
+        t.add_column("value", overflow="fold")
+        ms = summary["mean_score"]
+        t.add_row("mean score (scored samples)", "-" if ms is None else f"{ms:.4f}")
+        if summary.get("pass_rate") is not None:
+            t.add_row("pass rate", f"{summary['pass_rate']:.3f}")
+        t.add_row("unscored", f"{summary['unscored']} ({summary['unscored_frac']:.1%})")
+        for k, v in summary["error_rates"].items():
+            if v:
+                t.add_row(f"  {k}", f"{v:.1%}")
+        t.add_row("latency mean / p95", f"{summary['latency_mean_s'] * 1000:.2f} ms / {summary['latency_p95_s'] * 1000:.2f} ms")
+        t.add_row("seconds", f"{summary['seconds']:.2f}")
+        out.print(t)
         return
     if sample_file:
         sample = sample_file.read_text()

@@ -74,10 +74,11 @@ def plot_curves(metrics_path: Path, evals: list[dict], baseline: dict | None, ou
     ax[0].set_title("training reward")
     ax[0].legend()
     ax[0].grid(alpha=0.3)
-    es = [e["step"] for e in evals]
-    ea = [e["accuracy"] for e in evals]
-    lo = [e["accuracy"] - e["accuracy_ci95"][0] for e in evals]
-    hi = [e["accuracy_ci95"][1] - e["accuracy"] for e in evals]
+    points = ([baseline] if baseline else []) + list(evals)  # the baseline is the step-0 point
+    es = [e.get("step") or 0 for e in points]
+    ea = [e["accuracy"] for e in points]
+    lo = [e["accuracy"] - e["accuracy_ci95"][0] for e in points]
+    hi = [e["accuracy_ci95"][1] - e["accuracy"] for e in points]
     if es:
         ax[1].errorbar(es, ea, yerr=[lo, hi], fmt="o-", capsize=3, label="validation accuracy (95% CI)")
     if baseline:

@@ -108,8 +108,10 @@ class MultiGrader(Grader):
         t0 = time.perf_counter()
         results = {k: g.grade(sample, item) for k, g in self.graders.items()}
         subs = {k: r.score for k, r in results.items()}
+        lat = {k: r.latency_s for k, r in results.items()}
         done = lambda score, error=None, details=None: GradeResult(  # noqa: E731
-            score, error, details, sub_scores=subs, latency_s=time.perf_counter() - t0, name=self.name)
+            score, error, details, sub_scores=subs, latency_s=time.perf_counter() - t0, name=self.name,
+            sub_latency_s=lat)
         for key, r in results.items():
             if not r.scored:
                 return done(None, r.error, f"sub-grader '{key}': {r.details or r.error}")

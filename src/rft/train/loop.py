@@ -305,6 +305,9 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         vals = [g.sub_scores.get(name) for g in grades if g.sub_scores.get(name) is not None]
         if vals:
             metrics[f"rewards/{name}/mean"] = sum(vals) / len(vals)
+        lats = [g.sub_latency_s[name] for g in grades if name in g.sub_latency_s]
+        if lats:
+            metrics[f"rewards/{name}/latency_mean"] = sum(lats) / len(lats)
     metrics.update({f"errors/{k}": v for k, v in err_rates.items()})
     advs = adv.advantages.reshape(-1).tolist()
     sample_rows = [
