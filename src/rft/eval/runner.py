@@ -57,12 +57,14 @@ def evaluate(
                 flat_s.append(sample_from_text(c.text, extraction, finish_reason=c.finish_reason))
                 flat_r.append(r)
         sgr = grade_many(grader, flat_s, flat_r, max_workers=grader_workers)
+        # a sample "passes" at the grader's own pass_threshold when it has one, else at a full score
+        threshold = grader.pass_threshold if getattr(grader, "pass_threshold", None) is not None else pass_threshold
         ks = sorted({1, samples})
         for k in ks:
             vals = []
             for i in range(len(rows)):
                 g = sgr[i * samples : (i + 1) * samples]
-                c = sum(1 for x in g if x.score is not None and x.score >= pass_threshold)
+                c = sum(1 for x in g if x.score is not None and x.score >= threshold)
                 vals.append(pass_at_k(samples, c, k))
             pak[k] = sum(vals) / len(vals) if vals else float("nan")
     return EvalReport(

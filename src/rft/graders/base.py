@@ -70,6 +70,15 @@ class Grader:
             return GradeResult(None, e.kind, e.details, latency_s=time.perf_counter() - t0, name=self.name)
 
     @property
+    def pass_threshold(self) -> float | None:
+        """OpenAI's optional `pass_threshold` (text_similarity, score_model, endpoint); it never changes the reward."""
+        return self.spec.get("pass_threshold")
+
+    def passed(self, score: float | None) -> bool | None:
+        t = self.pass_threshold
+        return None if t is None or score is None else score >= t
+
+    @property
     def concurrency(self) -> int:
         """How many samples may be graded at once (I/O-bound graders: sandbox pools, HTTP)."""
         return 1

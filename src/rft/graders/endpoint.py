@@ -141,14 +141,6 @@ class EndpointGrader(Grader):
                     problems.append(Problem(f"{key} must be a {'positive ' if positive else ''}number, got {v!r}", field=f"{where}.{key}"))
         return problems
 
-    @property
-    def pass_threshold(self) -> float | None:
-        return self.spec.get("pass_threshold")
-
-    def passed(self, score: float | None) -> bool | None:
-        t = self.pass_threshold
-        return None if t is None or score is None else score >= t
-
     def _post_once(self, body: bytes, headers: dict[str, str]) -> float:
         url = self.spec["url"]
         if self.bucket is not None:

@@ -456,14 +456,6 @@ class _ModelGrader(Grader):
             return GraderError("model_grader_refusal_error", f"the judge refused: {shown!r}")
         return GraderError("model_grader_parse_error", f"expected {expected}; the judge said: {shown!r}")
 
-    @property
-    def pass_threshold(self) -> float | None:
-        return self.spec.get("pass_threshold")
-
-    def passed(self, score: float | None) -> bool | None:
-        t = self.pass_threshold
-        return None if t is None or score is None else score >= t
-
 
 @register_grader("score_model")
 class ScoreModelGrader(_ModelGrader):

@@ -223,14 +223,6 @@ class TextSimilarityGrader(Grader):
                     problems += check(spec[key], f"{where}.{key}")
         return problems + _check_threshold(spec, where)
 
-    @property
-    def pass_threshold(self) -> float | None:
-        return self.spec.get("pass_threshold")
-
-    def passed(self, score: float | None) -> bool | None:
-        t = self.pass_threshold
-        return None if t is None or score is None else score >= t
-
     def score(self, sample, item):
         a = render(self.spec["input"], sample, item)
         b = render(self.spec["reference"], sample, item)

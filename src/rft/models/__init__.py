@@ -13,7 +13,6 @@ weights; weights are only ever read from safetensors (`use_safetensors=True`, no
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rft.errors import RftError
+from rft.hashing import sha256_file
 from rft.home import cache_dir
 
 EMBEDDED = {
@@ -98,7 +98,7 @@ def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=prin
             {
                 "name": name,
                 "source": str(src),
-                "source_sha256": _sha256_file(src),
+                "source_sha256": sha256_file(src),
                 "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
             indent=2,
@@ -109,14 +109,6 @@ def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=prin
     os.replace(tmp, out)
     log(f"prepared {name} in {time.time() - t0:.1f}s")
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve(ref: str, *, prepare: bool = True) -> ResolvedModel:

@@ -6,7 +6,6 @@ last: a checkpoint without a matching manifest is incomplete and is never loaded
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -16,14 +15,7 @@ from pathlib import Path
 import torch
 
 from rft.errors import RftError
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from rft.hashing import sha256_file
 
 
 def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
@@ -45,7 +37,7 @@ def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {str(p.relative_to(tmp)): {"sha256": _sha256(p), "size": p.stat().st_size} for p in files},
+        "files": {str(p.relative_to(tmp)): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(out, ignore_errors=True)
@@ -65,7 +57,7 @@ def verify_checkpoint(path: Path) -> dict:
         p = path / rel
         if not p.exists():
             bad.append(f"{rel}: missing")
-        elif p.stat().st_size != info["size"] or _sha256(p) != info["sha256"]:
+        elif p.stat().st_size != info["size"] or sha256_file(p) != info["sha256"]:
             bad.append(f"{rel}: sha256 does not match the manifest")
     if bad:
         raise RftError(f"checkpoint {path} failed verification (tampered or corrupt): " + "; ".join(bad))
