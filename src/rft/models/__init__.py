@@ -117,8 +117,11 @@ def resolve(ref: str, *, prepare: bool = True) -> ResolvedModel:
         path = prepare_embedded(ref) if prepare else embedded_dir(ref)
         return ResolvedModel(ref, path, "embedded")
     if ref.startswith(("ckpt:", "alias:")):
-        from rft.registry import resolve_ref  # noqa: PLC0415  (registry is optional at import time)
-
+        try:
+            from rft.registry import resolve_ref  # noqa: PLC0415
+        except ImportError:
+            raise RftError(f"'{ref}': checkpoint ids and aliases need the job registry, which this version does not "
+                           "have yet", hint="pass the checkpoint directory instead, e.g. ~/.rft/runs/<job id>/checkpoints/final") from None
         return resolve_ref(ref)
     p = Path(ref).expanduser()
     if p.exists():
