@@ -100,10 +100,9 @@ def _progress(console: Console, disabled: bool = False):
 
 
 def _ci(ev: dict | None) -> str:
-    if not ev:
-        return "-"
-    lo, hi = ev["accuracy_ci95"]
-    return f"{ev['accuracy']:.3f}  [{lo:.3f}, {hi:.3f}]"
+    from rft.eval.report import format_ci
+
+    return format_ci(ev, with_n=False, missing="-")
 
 
 def _summary(r: dict, console: Console) -> None:

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 
-def _fmt_ci(ev: dict | None) -> str:
+def format_ci(ev: dict | None, *, with_n: bool = True, missing: str = "n/a") -> str:
+    """'0.930 [0.886, 0.958] (n=200)' for an eval summary."""
     if not ev:
-        return "n/a"
+        return missing
     lo, hi = ev["accuracy_ci95"]
-    return f"{ev['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={ev['n']})"
+    return f"{ev['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (f" (n={ev['n']})" if with_n else "")
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -29,14 +30,14 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         "| | greedy accuracy [95% CI] |",
         "|---|---|",
-        f"| baseline | {_fmt_ci(b)} |",
-        f"| final | {_fmt_ci(f)} |",
+        f"| baseline | {format_ci(b)} |",
+        f"| final | {format_ci(f)} |",
         "",
     ]
     if report.get("evals"):
         lines += ["## Evaluations during training", "", "| step | accuracy [95% CI] | unscored |", "|---|---|---|"]
         for ev in report["evals"]:
-            lines.append(f"| {ev['step']} | {_fmt_ci(ev)} | {ev['unscored_frac']:.3f} |")
+            lines.append(f"| {ev['step']} | {format_ci(ev)} | {ev['unscored_frac']:.3f} |")
         lines.append("")
     if report.get("regressed_items") is not None:
         lines += [
