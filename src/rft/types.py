@@ -35,6 +35,10 @@ class Completion:
     logprobs: tuple[float, ...]
     finish_reason: str  # "stop" (EOS or stop string) | "length"
     prompt_tokens: int = 0
+    # Predicted outputs (speculative decoding with a user-supplied draft): how many draft tokens the model
+    # verified and kept, and how many it rejected. Both 0 when the request carried no prediction.
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
 
 @dataclass(frozen=True)
