@@ -101,13 +101,21 @@ class EvalConfig(_Strict):
     temperature: float = 1.0  # for the pass@k samples
     baseline: bool = True
     final: bool = True
+    # A second validation set that measures what must not get worse (gates.max_guard_regression), graded by
+    # guard_grader (OpenAI grader JSON; default: the job's grader).
+    guard_file: str | None = None
+    guard_grader: dict | None = None
 
 
 class CheckpointConfig(_Strict):
     save_final: bool = True
-    at_eval: bool = False  # also save at every evaluation
-    keep_best: int = 3
+    at_eval: bool = True  # save a model checkpoint (registered, gated) at every evaluation
+    keep_best: int = Field(2, ge=0)  # model checkpoints kept by validation score, plus the latest and the final
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # Exact-resume training state (weights, optimizer, RNG, data cursor): every `state_interval` steps
+    # (None: at every evaluation) and whenever the job pauses; the newest `keep_states` are kept.
+    state_interval: int | None = Field(None, ge=1)
+    keep_states: int = Field(2, ge=1)
 
 
 class ExtractionConfig(_Strict):
@@ -139,6 +147,11 @@ class TrainConfig(_Strict):
     reference_output: str | None = None  # template; every row's reference must pass the grader
 
 
+# Imported here, after ExtractionConfig: rft.eval's package imports this module for it.
+from rft.eval.gates import GatesConfig  # noqa: E402
+from rft.train.monitor import MonitorConfig  # noqa: E402
+
+
 class RftSection(_Strict):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -149,6 +162,8 @@ class RftSection(_Strict):
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    monitor: MonitorConfig | None = None  # reward-integrity monitor (None: off)
 
 
 class JobSpec(_Strict):

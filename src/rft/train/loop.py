@@ -318,59 +318,287 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
     return StepResult(metrics, sample_rows)
 
 
+# ================================================================================================ jobs
+EXIT_PAUSED = 75  # the job saved its state and stopped (pause request, SIGTERM, monitor): `rft jobs resume` continues
+EXIT_CANCELLED = 3
+
+
+class JobStopped(Exception):
+    """Raised out of the loop when a job pauses (request, SIGTERM, monitor policy) or is cancelled."""
+
+    def __init__(self, status: str, message: str, job: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.job = job
+        self.exit_code = EXIT_PAUSED if status == "paused" else EXIT_CANCELLED
+
+
+class _Signals:
+    """SIGTERM (and SIGINT twice-safe) -> a flag the loop checks at each step boundary, where it saves its state
+    and stops. Installed only in the main thread; restored on exit."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.term = False
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM,):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.term = True
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+def _absolute_paths(spec: dict) -> dict:
+    """Relative data paths in a stored spec become absolute, so `rft jobs resume` works from any directory."""
+    spec = dict(spec)
+    for k in ("training_file", "validation_file"):
+        v = spec.get(k)
+        if isinstance(v, str) and not v.startswith("builtin:") and Path(v).exists():
+            spec[k] = str(Path(v).resolve())
+    ev = dict((spec.get("rft") or {}).get("eval") or {})
+    if isinstance(ev.get("guard_file"), str) and Path(ev["guard_file"]).exists():
+        ev["guard_file"] = str(Path(ev["guard_file"]).resolve())
+        spec["rft"] = dict(spec["rft"]) | {"eval": ev}
+    return spec
+
+
+def model_sha256(resolved: models.ResolvedModel) -> str:
+    """One hash for a model directory: its manifest's hash if it has one, else the hash of its weight files."""
+    import hashlib
+
+    from rft.hashing import sha256_file
+
+    p = Path(resolved.path)
+    if (p / "manifest.json").exists():
+        return sha256_file(p / "manifest.json")
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("config.json")):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def run_job(job: JobSpec, *, output_dir: str | None = None, progress: Callable | None = None,
             log: Callable[[str], None] = print, job_id: str | None = None) -> dict:
-    """Run a whole job; returns the final job object (OpenAI fine_tuning.job fields + rft's)."""
+    """Run a whole job, recorded in the registry; returns the final job object (OpenAI fine_tuning.job fields + rft's).
+    Raises JobStopped if it is paused or cancelled part-way (its state is saved; `resume_job` continues it)."""
+    from rft.registry import Registry
+
+    reg = Registry()
+    run = RunLog.create(output_dir, job_id)
+    reg.create_job(run.job_id, spec=_absolute_paths(job.model_dump(mode="json")), model=job.model, run_dir=str(run.dir),
+                   status="validating_files")
+    run.attach(reg)
+    run.event("Job created", data={"model": job.model, "training_file": job.training_file})
+    return _execute(job, run, reg, progress=progress, log=log, resume=None)
+
+
+def resume_job(job_id: str, *, config_path: str | None = None, overrides: list[str] | None = None,
+               allow_config_change: bool = False, progress: Callable | None = None, log: Callable[[str], None] = print,
+               actor: str | None = None) -> dict:
+    """Continue a paused or interrupted job from its last complete training state."""
+    from rft.config import apply_overrides, load_raw, parse_job
+    from rft.registry import RESUMABLE, Registry, default_actor
+
+    reg = Registry()
+    row = reg.get_job(job_id)
+    if row["status"] not in RESUMABLE:
+        extra = f" (pid {row['pid']})" if row["status"] == "running" else ""
+        raise RftError(f"job {row['id']} is {row['status']}{extra}; only paused, interrupted or failed jobs can be resumed")
+    raw = load_raw(config_path) if config_path else dict(row["spec"])
+    job = parse_job(apply_overrides(raw, overrides or []), config_path or f"job {row['id']} (stored spec)")
+    run = RunLog(Path(row["run_dir"]), row["id"])
+    run.attach(reg)
+    reg.claim_job(row["id"], status="validating_files", error=None, requested=None, finished_at=None)
+    reg.audit(actor or default_actor(), "job.resume", row["id"], {"status": row["status"], "step": row["step"]},
+              {"status": "validating_files"}, detail={"config_path": config_path, "overrides": overrides or [],
+                                                      "allow_config_change": allow_config_change})
+    run.event(f"Resuming job (was {row['status']} at step {row['step']})")
+    return _execute(job, run, reg, progress=progress, log=log, resume={"allow_config_change": allow_config_change,
+                                                                        "actor": actor or default_actor()})
+
+
+def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | None) -> dict:
     t_job = time.time()
     set_seed(job.seed)
-    run = RunLog.create(output_dir, job_id)
-    run.event("Job created", data={"model": job.model, "training_file": job.training_file})
-
-    # --- setup: files, grader, config -------------------------------------------------------------
-    run.event("Validating training and validation files")
-    train_ds, val_ds = load_data(job)
-    grader = build_grader(job)
-    reference_check(job, grader, train_ds)
-    if val_ds is not None:
-        reference_check(job, grader, val_ds)
-    derived = resolve(job, len(train_ds))
-    resolved = resolved_dict(job, derived)
-    cfg_sha = config_sha256(resolved)
-    run.write_text("resolved_config.yaml", f"# sha256 of canonical JSON: {cfg_sha}\n" + dump_yaml(resolved))
-    resolved_model = models.resolve(job.model)
-    compute_dtype = compute_dtype_for(job)
-    job_obj = {
-        "id": run.job_id, "object": "fine_tuning.job", "created_at": int(t_job), "model": job.model,
-        "training_file": job.training_file, "validation_file": job.validation_file, "seed": job.seed,
-        "suffix": job.suffix, "metadata": job.metadata, "method": job.method.model_dump(mode="json"),
-        "hyperparameters": {k: derived[k] for k in ("n_epochs", "learning_rate", "eval_interval")}
-        | {"batch_size": derived["prompts_per_step"]},
-        "status": "validating_files", "run_dir": str(run.dir), "config_sha256": cfg_sha,
-        "training_file_sha256": train_ds.sha256, "validation_file_sha256": val_ds.sha256 if val_ds else None,
-        "grader_type": job.grader.get("type"), "grader_sha256": grader.sha256, "code_version": code_version(),
-        "compute_dtype": str(compute_dtype).replace("torch.", ""), "error": None, "fine_tuned_model": None,
-        "finished_at": None, "trained_tokens": 0, "result_files": [], "estimated_finish": None,
-    }
-    run.write_json("job.json", job_obj | {"status": "running"})
-    run.event("Files validated", data={"train_rows": len(train_ds), "validation_rows": len(val_ds) if val_ds else 0,
-                                       "config_sha256": cfg_sha, **derived})
+    signals = _Signals()
+    grader = guard_grader = None
+    job_obj: dict = {"id": run.job_id}
     try:
-        result = _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_dtype, job_obj, progress, log)
-    except BaseException as e:
-        job_obj |= {"status": "failed" if not isinstance(e, KeyboardInterrupt) else "cancelled",
-                    "error": {"code": type(e).__name__, "message": str(e), "param": None},
-                    "finished_at": int(time.time())}
+        # --- setup: files, grader, config ---------------------------------------------------------
+        run.event("Validating training and validation files")
+        train_ds, val_ds = load_data(job)
+        grader = build_grader(job)
+        reference_check(job, grader, train_ds)
+        if val_ds is not None:
+            reference_check(job, grader, val_ds)
+        guard_ds = load_dataset(job.rft.eval.guard_file, split="validation") if job.rft.eval.guard_file else None
+        if guard_ds is not None:
+            guard_grader = graders.build(job.rft.eval.guard_grader, "rft.eval.guard_grader") \
+                if job.rft.eval.guard_grader else grader
+        derived = resolve(job, len(train_ds))
+        resolved = resolved_dict(job, derived)
+        cfg_sha = config_sha256(resolved)
+        run.write_text("resolved_config.yaml", f"# sha256 of canonical JSON: {cfg_sha}\n" + dump_yaml(resolved))
+        resolved_model = models.resolve(job.model)
+        base_sha = model_sha256(resolved_model)
+        compute_dtype = compute_dtype_for(job)
+        reg.record_dataset(train_ds.sha256, job.training_file, len(train_ds))
+        if val_ds is not None:
+            reg.record_dataset(val_ds.sha256, job.validation_file, len(val_ds))
+        if guard_ds is not None:
+            reg.record_dataset(guard_ds.sha256, job.rft.eval.guard_file, len(guard_ds))
+        reg.record_grader(grader.sha256, job.grader.get("type"), job.grader)
+        fingerprint = {
+            "model": job.model, "base_model_sha256": base_sha, "config_sha256": cfg_sha,
+            "training_file_sha256": train_ds.sha256, "validation_file_sha256": val_ds.sha256 if val_ds else None,
+            "guard_file_sha256": guard_ds.sha256 if guard_ds else None, "grader_sha256": grader.sha256,
+        }
+        job_obj = {
+            "id": run.job_id, "object": "fine_tuning.job", "created_at": int(t_job), "model": job.model,
+            "training_file": job.training_file, "validation_file": job.validation_file, "seed": job.seed,
+            "suffix": job.suffix, "metadata": job.metadata, "method": job.method.model_dump(mode="json"),
+            "hyperparameters": {k: derived[k] for k in ("n_epochs", "learning_rate", "eval_interval")}
+            | {"batch_size": derived["prompts_per_step"]},
+            "status": "validating_files", "run_dir": str(run.dir), **fingerprint,
+            "grader_type": job.grader.get("type"), "code_version": code_version(),
+            "compute_dtype": str(compute_dtype).replace("torch.", ""), "error": None, "fine_tuned_model": None,
+            "finished_at": None, "trained_tokens": 0, "result_files": [], "estimated_finish": None,
+        }
+        state_dir = None
+        if resume is not None:
+            state_dir = _check_resume(run, reg, job, resolved, fingerprint, resume, log)
+        reg.update_job(run.job_id, status="queued", resolved_config=resolved, config_sha256=cfg_sha,
+                       base_model_sha256=base_sha, training_file=job.training_file, training_file_sha256=train_ds.sha256,
+                       validation_file=job.validation_file, validation_file_sha256=fingerprint["validation_file_sha256"],
+                       guard_file=job.rft.eval.guard_file, guard_file_sha256=fingerprint["guard_file_sha256"],
+                       grader_sha256=grader.sha256, code_version=job_obj["code_version"], total_steps=derived["total_steps"])
+        run.write_json("job.json", job_obj | {"status": "queued"})
+        run.event("Files validated", data={"train_rows": len(train_ds), "validation_rows": len(val_ds) if val_ds else 0,
+                                           "config_sha256": cfg_sha, **derived})
+        ctx = _Ctx(job=job, run=run, reg=reg, derived=derived, train_ds=train_ds, val_ds=val_ds, guard_ds=guard_ds,
+                   grader=grader, guard_grader=guard_grader, resolved_model=resolved_model, compute_dtype=compute_dtype,
+                   job_obj=job_obj, progress=progress, log=log, signals=signals, fingerprint=fingerprint,
+                   resolved=resolved)
+        result = _train(ctx, state_dir, resume)
+        reg.update_job(run.job_id, status="succeeded", finished_at=time.time(), result=_result_summary(result))
+        return result
+    except JobStopped as e:
+        job_obj |= {"status": e.status, "error": None if e.status == "paused" else {"code": "cancelled", "message": e.message}}
         run.write_json("job.json", job_obj)
-        run.event(f"Job {job_obj['status']}: {e}", level="error")
+        reg.update_job(run.job_id, status=e.status, finished_at=time.time() if e.status == "cancelled" else None,
+                       requested=None)
+        run.event(f"Job {e.status}: {e.message}", level="warn", type="status")
+        e.job = job_obj
+        raise
+    except BaseException as e:
+        status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+        err = {"code": type(e).__name__, "message": str(e), "param": None}
+        job_obj |= {"status": status, "error": err, "finished_at": int(time.time())}
+        run.write_json("job.json", job_obj)
+        reg.update_job(run.job_id, status=status, error=err, finished_at=time.time())
+        run.event(f"Job {status}: {e}", level="error", type="status")
         raise
     finally:
-        grader.close()
-    return result
+        signals.restore()
+        if grader is not None:
+            grader.close()
+        if guard_grader is not None and guard_grader is not grader:
+            guard_grader.close()
 
 
-def _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_dtype, job_obj, progress, log) -> dict:
-    model, tok = load_policy(job, resolved_model)
-    engine = LocalEngine(model, tok, compute_dtype=compute_dtype)
+def _result_summary(r: dict) -> dict:
+    keys = ("fine_tuned_model", "baseline_eval", "final_eval", "train_seconds", "trained_steps", "final_checkpoint_id",
+            "final_comparison", "final_verdict")
+    return {k: r.get(k) for k in keys}
+
+
+def _check_resume(run: RunLog, reg, job: JobSpec, resolved: dict, fingerprint: dict, resume: dict, log) -> Path | None:
+    """Find the state to resume from and refuse (C8) if the config, data, grader or model changed, unless allowed."""
+    from rft.train.state import find_latest_state, verify_state
+
+    warnings = []
+    state_dir = find_latest_state(run.dir / "checkpoints" / "state", warn=warnings.append)
+    for w in warnings:
+        log(w)
+        run.event(w, level="warn")
+    if state_dir is None:
+        msg = "no complete training state was saved before the job stopped; it restarts from step 0"
+        log(f"warning: {msg}")
+        run.event(msg, level="warn")
+        return None
+    verify_state(state_dir)
+    import json as _json
+
+    saved = _json.loads((state_dir / "trainer_state.json").read_text())
+    old_fp = saved.get("fingerprint", {})
+    diff = {k: {"before": old_fp.get(k), "after": v} for k, v in fingerprint.items() if old_fp.get(k) != v}
+    cfg_diff = _dict_diff(saved.get("resolved_config", {}), resolved)
+    if diff or cfg_diff:
+        detail = {"fingerprint": diff, "config": cfg_diff}
+        lines = [f"{k}: {d['before']} -> {d['after']}" for k, d in diff.items() if k != "config_sha256"]
+        lines += [f"{k}: {d['before']!r} -> {d['after']!r}" for k, d in cfg_diff.items()]
+        if not resume["allow_config_change"]:
+            raise RftError(f"job {run.job_id}: the config, data, grader or model changed since step {saved['step']}; "
+                           "resuming would not continue the same run", [Problem(x) for x in lines],
+                           hint="pass --allow-config-change to resume anyway (the diff is recorded)")
+        reg.audit(resume["actor"], "job.resume.config_change", run.job_id, before=old_fp, after=fingerprint, detail=detail)
+        run.event("Resuming with a changed config (allowed): " + "; ".join(lines), level="warn", data=detail)
+    return state_dir
+
+
+def _dict_diff(a: dict, b: dict, prefix: str = "") -> dict:
+    out = {}
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        key = f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out |= _dict_diff(va, vb, key + ".")
+        elif va != vb:
+            out[key] = {"before": va, "after": vb}
+    return out
+
+
+@dataclass
+class _Ctx:
+    job: JobSpec
+    run: RunLog
+    reg: object
+    derived: dict
+    train_ds: Dataset
+    val_ds: Dataset | None
+    guard_ds: Dataset | None
+    grader: object
+    guard_grader: object
+    resolved_model: models.ResolvedModel
+    compute_dtype: torch.dtype
+    job_obj: dict
+    progress: Callable | None
+    log: Callable
+    signals: _Signals
+    fingerprint: dict
+    resolved: dict
+
+
+def _report_dict(rep: EvalReport) -> dict:
+    return rep.summary() | {"items": list(rep.items)}
+
+
+def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
+    from rft.train.state import load_state, save_state
+
+    job, run, reg, derived = ctx.job, ctx.run, ctx.reg, ctx.derived
+    model, tok = load_policy(job, ctx.resolved_model)
     params = [p for p in model.parameters() if p.requires_grad]
     o = job.rft.optimizer
     opt = torch.optim.AdamW(params, lr=derived["learning_rate"], betas=tuple(o.betas), weight_decay=o.weight_decay,
@@ -384,47 +612,89 @@ def _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_
         else:
             import copy
 
-            # the frozen reference only runs forward passes: keep it in the compute dtype (no per-pass casts)
-            ref_model = copy.deepcopy(model).to(compute_dtype).eval()
+            # the frozen reference only runs forward passes: keep it in the compute dtype (no per-pass casts).
+            # Made before any resumed weights are loaded: the reference is always the base model.
+            ref_model = copy.deepcopy(model).to(ctx.compute_dtype).eval()
             for p in ref_model.parameters():
                 p.requires_grad_(False)
+    monitor = _make_monitor(job)
+    cursor = DataCursor(len(ctx.train_ds), job.seed)
+    st = {"step": 0, "t_train": 0.0, "trained_tokens": 0, "evals": [], "last": {}, "baseline": None,
+          "guard_baseline": None}
+    if state_dir is not None:
+        trainer = load_state(state_dir, model=model, opt=opt)
+        st = trainer["loop"]
+        same_data = trainer["fingerprint"].get("training_file_sha256") == ctx.fingerprint["training_file_sha256"]
+        c = trainer["cursor"]
+        if same_data and c["n"] == cursor.n:
+            cursor.epoch, cursor.pos = c["epoch"], c["pos"]
+            cursor._order = cursor._perm()
+        else:
+            run.event("The training data changed: the data cursor restarts at the beginning (the old position "
+                      "does not apply to new data)", level="warn")
+        if monitor is not None and trainer.get("monitor") is not None and hasattr(monitor, "load_state_dict"):
+            monitor.load_state_dict(trainer["monitor"])
+        run.truncate_metrics(st["step"])
+        reg.truncate_metrics(run.job_id, st["step"])
+        run.event(f"Resumed from {state_dir.name} (step {st['step']})", data={"state": str(state_dir), "step": st["step"]})
+        ctx.log(f"resumed from step {st['step']} ({state_dir})")
+    engine = LocalEngine(model, tok, compute_dtype=ctx.compute_dtype)  # built after loading: rollouts use the resumed weights
     model_name = job.model
+    ctx.job_obj["status"] = "running"
+    reg.update_job(run.job_id, status="running", step=st["step"])
+    run.write_json("job.json", ctx.job_obj)
+    run.event("Training started" if state_dir is None else "Training resumed",
+              data={"total_steps": total, "compute_dtype": ctx.job_obj["compute_dtype"], "backend": engine.backend,
+                    "from_step": st["step"]})
 
-    job_obj["status"] = "running"
-    run.write_json("job.json", job_obj)
-    run.event("Training started", data={"total_steps": total, "compute_dtype": job_obj["compute_dtype"],
-                                        "backend": engine.backend})
-    evals: list[dict] = []
-    baseline = None
-    if val_ds is not None and job.rft.eval.baseline:
-        log(f"baseline evaluation on {min(len(val_ds), job.rft.eval.max_items or len(val_ds))} validation items ...")
-        rep = run_eval(engine, val_ds, grader, job, derived, step=0, model_name=model_name)
-        baseline = rep
-        run.write_json("eval_baseline.json", rep.summary() | {"items": list(rep.items)})
+    def trainer_state() -> dict:
+        return {"loop": st, "cursor": cursor.state(), "fingerprint": ctx.fingerprint, "resolved_config": ctx.resolved,
+                "monitor": monitor.state_dict() if monitor is not None and hasattr(monitor, "state_dict") else None}
+
+    def save(step: int) -> Path:
+        d = save_state(run.dir / "checkpoints" / "state", step, model=model, opt=opt, trainer=trainer_state(),
+                       keep=job.rft.checkpoint.keep_states)
+        run.event(f"Training state saved at step {step}", data={"path": str(d), "step": step})
+        return d
+
+    if st["step"] == 0 and ctx.val_ds is not None and job.rft.eval.baseline and st["baseline"] is None:
+        n_items = min(len(ctx.val_ds), job.rft.eval.max_items or len(ctx.val_ds))
+        ctx.log(f"baseline evaluation on {n_items} validation items ...")
+        rep = run_eval(engine, ctx.val_ds, ctx.grader, job, derived, step=0, model_name=model_name)
+        st["baseline"] = _report_dict(rep)
+        run.write_json("eval_baseline.json", st["baseline"])
+        reg.add_eval_report("baseline", st["baseline"], job_id=run.job_id, model_ref=job.model,
+                            data_sha256=ctx.val_ds.sha256, grader_sha256=ctx.grader.sha256,
+                            path=run.dir / "eval_baseline.json")
         run.event(f"Baseline accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": 0, "baseline_eval": rep.summary()})
-        log(f"baseline accuracy {rep.accuracy.mean:.3f} [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}] ({rep.seconds:.1f}s)")
+        ctx.log(f"baseline accuracy {rep.accuracy.mean:.3f} [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}] ({rep.seconds:.1f}s)")
+        if ctx.guard_ds is not None:
+            g = run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=0, model_name=model_name)
+            st["guard_baseline"] = _report_dict(g)
+            reg.add_eval_report("guard_baseline", st["guard_baseline"], job_id=run.job_id, model_ref=job.model,
+                                data_sha256=ctx.guard_ds.sha256, grader_sha256=ctx.guard_grader.sha256)
+            run.event(f"Guard baseline accuracy {g.accuracy.mean:.3f}", type="metrics", data={"step": 0, "guard_eval": g.summary()})
 
-    cursor = DataCursor(len(train_ds), job.seed)
-    t_train = 0.0
-    trained_tokens = 0
-    last = {}
-    for step in range(1, total + 1):
-        rows = [train_ds.rows[i] for i in cursor.take(derived["prompts_per_step"])]
-        res = train_step(step, rows, job=job, derived=derived, model=model, tok=tok, engine=engine, grader=grader,
-                         opt=opt, sched=sched, ref_model=ref_model, compute_dtype=compute_dtype, params=params)
+    state_every = job.rft.checkpoint.state_interval or derived["eval_interval"]
+    for step in range(st["step"] + 1, total + 1):
+        rows = [ctx.train_ds.rows[i] for i in cursor.take(derived["prompts_per_step"])]
+        res = train_step(step, rows, job=job, derived=derived, model=model, tok=tok, engine=engine, grader=ctx.grader,
+                         opt=opt, sched=sched, ref_model=ref_model, compute_dtype=ctx.compute_dtype, params=params)
         m = res.metrics | {"epoch": cursor.epoch}
-        t_train += m["time/step"]
-        trained_tokens += int(m["tokens_per_second"] * m["time/step"])
+        st["t_train"] += m["time/step"]
+        st["trained_tokens"] += int(m["tokens_per_second"] * m["time/step"])
+        st["step"] = step
         run.metrics(m)
+        reg.add_metrics(run.job_id, step, m)
         if job.rft.train.log_samples:
             run.samples(step, res.samples)
         run.event(f"Step {step}/{total}: reward {m['reward']:.3f}", type="metrics",
                   data={"step": step, "total_steps": total, "train_mean_reward": m["reward"],
                         "timing": {"step": {"sampling": m["time/sampling"], "training": m["time/training"],
                                             "full_iteration": m["time/step"]}}})
-        last = m
-        if progress:
-            progress(step, total, m)
+        st["last"] = m
+        if ctx.progress:
+            ctx.progress(step, total, m)
         if m["unscored_frac"] > job.rft.train.max_unscored_frac:
             raise RftError(
                 f"step {step}: {m['unscored_frac']:.0%} of samples were unscored (limit "
@@ -432,56 +702,81 @@ def _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_
                 + ", ".join(k for k in ERROR_KINDS if m.get(f"errors/{k}")),
                 hint=f"see {run.dir / 'samples' / f'step_{step:06d}.jsonl'} for the errors",
             )
+        pause_reasons = _alarms(ctx, monitor.observe_step(step, m) if monitor is not None else [])
         is_last = step == total
-        if val_ds is not None and (step % derived["eval_interval"] == 0) and not is_last:
-            rep = run_eval(engine, val_ds, grader, job, derived, step=step, model_name=f"{model_name}@step{step}")
-            evals.append(rep.summary())
+        if ctx.val_ds is not None and (step % derived["eval_interval"] == 0) and not is_last:
+            rep = run_eval(engine, ctx.val_ds, ctx.grader, job, derived, step=step, model_name=f"{model_name}@step{step}")
+            st["evals"].append(rep.summary())
             run.event(f"Step {step}: validation accuracy {rep.accuracy.mean:.3f}", type="metrics",
                       data={"step": step, "valid_eval": rep.summary(), "full_valid_mean_reward": rep.accuracy.mean})
-            if progress:
-                progress(step, total, m | {"val_accuracy": rep.accuracy.mean})
+            if ctx.progress:
+                ctx.progress(step, total, m | {"val_accuracy": rep.accuracy.mean})
+            guard = None
+            if ctx.guard_ds is not None:
+                guard = _report_dict(run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=step,
+                                              model_name=f"{model_name}@step{step}"))
+            if monitor is not None:
+                pause_reasons += _alarms(ctx, monitor.observe_eval(step, rep.accuracy.mean,
+                                                                   guard["accuracy"] if guard else None))
             if job.rft.checkpoint.at_eval:
-                save_model_checkpoint(model, tok, run.dir / "checkpoints" / f"step_{step:06d}",
-                                      {"job_id": run.job_id, "step": step, "eval": rep.summary(), "base_model": job.model},
-                                      dtype=job.rft.checkpoint.dtype)
+                _checkpoint(ctx, model, tok, step, _report_dict(rep), guard, st, is_final=False)
+        if ctx.signals.term:
+            pause_reasons.append("SIGTERM received")
+        req = reg.heartbeat(run.job_id, step)
+        if req == "cancel":
+            raise JobStopped("cancelled", f"cancelled by request at step {step}")
+        if req == "pause":
+            pause_reasons.append("pause requested")
+        if is_last:
+            break
+        if pause_reasons or step % state_every == 0:
+            save(step)
+        if pause_reasons:
+            raise JobStopped("paused", f"{'; '.join(pause_reasons)}: state saved at step {step}; "
+                                       f"continue with `rft jobs resume {run.job_id}`")
+        from rft.train.state import fault
+
+        fault("after_step", step)
 
     final = None
-    if val_ds is not None and job.rft.eval.final:
-        log("final evaluation ...")
-        final = run_eval(engine, val_ds, grader, job, derived, step=total, model_name=f"{model_name}@step{total}")
-        evals.append(final.summary())
-        run.write_json("eval_final.json", final.summary() | {"items": list(final.items)})
-        run.event(f"Final accuracy {final.accuracy.mean:.3f}", type="metrics", data={"step": total, "final_eval": final.summary()})
+    if ctx.val_ds is not None and job.rft.eval.final:
+        ctx.log("final evaluation ...")
+        rep = run_eval(engine, ctx.val_ds, ctx.grader, job, derived, step=total, model_name=f"{model_name}@step{total}")
+        final = _report_dict(rep)
+        st["evals"].append(rep.summary())
+        run.write_json("eval_final.json", final)
+        run.event(f"Final accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": total, "final_eval": rep.summary()})
+    final_guard = None
+    if ctx.guard_ds is not None and job.rft.eval.final:
+        final_guard = _report_dict(run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=total,
+                                            model_name=f"{model_name}@step{total}"))
 
-    ckpt_dir = None
+    ckpt = None
     if job.rft.checkpoint.save_final:
-        ckpt_dir = run.dir / "checkpoints" / "final"
-        save_model_checkpoint(model, tok, ckpt_dir, {"job_id": run.job_id, "step": total, "base_model": job.model,
-                                                     "eval": final.summary() if final else None,
-                                                     "config_sha256": job_obj["config_sha256"]},
-                              dtype=job.rft.checkpoint.dtype)
-        run.event("Checkpoint saved", data={"path": str(ckpt_dir), "step": total})
+        ckpt = _checkpoint(ctx, model, tok, total, final, final_guard, st, is_final=True)
 
     # --- report ------------------------------------------------------------------------------------
-    improved, regressed = [], []
-    if baseline is not None and final is not None:
-        for b, f in zip(baseline.items, final.items):
-            if b["score"] is None or f["score"] is None:
-                continue
-            if f["score"] > b["score"]:
-                improved.append({"index": b["index"], "baseline": b["completion"], "final": f["completion"]})
-            elif f["score"] < b["score"]:
-                regressed.append({"index": b["index"], "baseline": b["completion"], "final": f["completion"]})
-    plot = plot_curves(run.dir / "metrics.jsonl", evals, baseline.summary() if baseline else None, run.dir / "curves.png")
+    baseline = st["baseline"]
+    comparison = _compare(baseline, final) if baseline and final else None
+    improved = comparison.get("improved", []) if comparison else []
+    regressed = comparison.get("regressed", []) if comparison else []
+    summ = lambda r: {k: v for k, v in r.items() if k != "items"} if r else None  # noqa: E731
+    plot = plot_curves(run.dir / "metrics.jsonl", st["evals"], summ(baseline), run.dir / "curves.png")
     suffix = f":{job.suffix}" if job.suffix else ""
+    ckpt_dir = ckpt["path"] if ckpt else None
+    job_obj = ctx.job_obj
     job_obj |= {
-        "status": "succeeded", "finished_at": int(time.time()), "trained_tokens": trained_tokens,
-        "fine_tuned_model": str(ckpt_dir) if ckpt_dir else None, "fine_tuned_model_name": f"ft:{job.model}{suffix}:{run.job_id}",
-        "baseline_eval": baseline.summary() if baseline else None, "final_eval": final.summary() if final else None,
-        "evals": evals, "train_seconds": t_train, "trained_steps": total, "last_step_metrics": last,
+        "status": "succeeded", "finished_at": int(time.time()), "trained_tokens": st["trained_tokens"],
+        "fine_tuned_model": f"ckpt:{ckpt['id']}" if ckpt else None,
+        "fine_tuned_model_name": f"ft:{job.model}{suffix}:{run.job_id}",
+        "baseline_eval": summ(baseline), "final_eval": summ(final), "guard_baseline_eval": summ(st["guard_baseline"]),
+        "guard_final_eval": summ(final_guard),
+        "evals": st["evals"], "train_seconds": st["t_train"], "trained_steps": total, "last_step_metrics": st["last"],
         "improved_items": improved, "regressed_items": regressed,
+        "final_comparison": {k: v for k, v in comparison.items() if k not in ("improved", "regressed")} if comparison else None,
+        "final_checkpoint_id": ckpt["id"] if ckpt else None, "final_verdict": ckpt.get("verdict") if ckpt else None,
         "paths": {"run_dir": str(run.dir), "report": str(run.dir / "report.md"), "report_json": str(run.dir / "report.json"),
-                  "plot": str(plot), "checkpoint": str(ckpt_dir) if ckpt_dir else None,
+                  "plot": str(plot), "checkpoint": ckpt_dir,
                   "metrics": str(run.dir / "metrics.jsonl"), "events": str(run.dir / "events.jsonl")},
         "wall_seconds": time.time() - job_obj["created_at"],
     }
@@ -491,3 +786,95 @@ def _train(job, run, derived, train_ds, val_ds, grader, resolved_model, compute_
     run.write_json("job.json", job_obj)
     run.event("The job has successfully completed", data={"final_eval": job_obj["final_eval"]})
     return job_obj
+
+
+# ------------------------------------------------------------------------- checkpoints, gates, monitor
+def _compare(baseline: dict, candidate: dict) -> dict:
+    from rft.eval.compare import compare_reports
+
+    return compare_reports(baseline, candidate)
+
+
+def _make_monitor(job: JobSpec):
+    if job.rft.monitor is None:
+        return None
+    from rft.train.monitor import RewardMonitor
+
+    return RewardMonitor(job.rft.monitor)
+
+
+def _alarms(ctx: _Ctx, alarms: list) -> list[str]:
+    """Record each alarm as an event; return the reasons to pause (alarms whose policy is pause)."""
+    reasons = []
+    for a in alarms:
+        d = a.__dict__ if hasattr(a, "__dict__") else dict(a)
+        ctx.run.event(f"Reward-integrity alarm ({d['kind']}) at step {d['step']}: {d['message']}", level="warn",
+                      type="alarm", data=d)
+        if d.get("action") == "pause":
+            reasons.append(f"monitor alarm {d['kind']}")
+    return reasons
+
+
+def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: dict | None, st: dict, *,
+                is_final: bool) -> dict:
+    """Save a model checkpoint, register it with its evaluation, compare it with the baseline, apply the gates,
+    and prune to the best k plus the latest."""
+    from rft.hashing import sha256_file
+
+    job, run, reg = ctx.job, ctx.run, ctx.reg
+    name = "final" if is_final else f"step_{step:06d}"
+    path = run.dir / "checkpoints" / name
+    meta = {"job_id": run.job_id, "step": step, "base_model": job.model, "eval": {k: v for k, v in report.items() if k != "items"} if report else None,
+            "config_sha256": ctx.fingerprint["config_sha256"], "training_file_sha256": ctx.fingerprint["training_file_sha256"],
+            "grader_sha256": ctx.fingerprint["grader_sha256"], "base_model_sha256": ctx.fingerprint["base_model_sha256"],
+            "code_version": ctx.job_obj.get("code_version")}
+    save_model_checkpoint(model, tok, path, meta, dtype=job.rft.checkpoint.dtype)
+    val = None
+    if report is not None:
+        lo, hi = report.get("accuracy_ci95", [None, None])
+        val = {"mean": report["accuracy"], "low": lo, "high": hi}
+    cid = reg.add_checkpoint(run.job_id, step, str(path), sha256_file(path / "manifest.json"), is_final=is_final, val=val)
+    out = {"id": cid, "path": str(path), "step": step}
+    if report is not None:
+        rid = reg.add_eval_report("final" if is_final else "checkpoint", report, job_id=run.job_id, checkpoint_id=cid,
+                                  model_ref=f"ckpt:{cid}", data_sha256=ctx.val_ds.sha256, grader_sha256=ctx.grader.sha256)
+        reg.update_checkpoint(cid, eval_report_id=rid)
+        if guard is not None:
+            reg.add_eval_report("guard", guard, job_id=run.job_id, checkpoint_id=cid, model_ref=f"ckpt:{cid}",
+                                data_sha256=ctx.guard_ds.sha256, grader_sha256=ctx.guard_grader.sha256)
+        if st.get("baseline"):
+            from rft.eval.gates import evaluate_gates
+
+            comp = _compare(st["baseline"], report)
+            gcomp = _compare(st["guard_baseline"], guard) if guard is not None and st.get("guard_baseline") else None
+            verdict = evaluate_gates(job.rft.gates, comp, guard_comparison=gcomp, candidate_report=report,
+                                     baseline_report=st["baseline"])
+            verdict = dict(verdict) | {"step": step, "checkpoint_id": cid}
+            vid = reg.add_verdict(cid, verdict)
+            out["verdict"] = verdict | {"id": vid}
+            ok = "passed" if verdict["passed"] else "failed"
+            run.event(f"Checkpoint {cid} (step {step}): gates {ok}", type="gates", data=verdict)
+    run.event(f"Checkpoint {cid} saved (step {step})", data={"id": cid, "path": str(path), "step": step})
+    _prune_checkpoints(ctx)
+    return out
+
+
+def _prune_checkpoints(ctx: _Ctx) -> None:
+    """Keep the best `keep_best` by validation score, the latest, the final, and anything approved or aliased."""
+    import shutil
+
+    reg, job = ctx.reg, ctx.job
+    rows = [r for r in reg.list_checkpoints(ctx.run.job_id, include_pruned=False) if not r["is_final"]]
+    if not rows:
+        return
+    keep = {max(rows, key=lambda r: (r["step"], r["created_at"]))["id"]}
+    scored = sorted((r for r in rows if r["val_score"] is not None), key=lambda r: (r["val_score"], r["step"]), reverse=True)
+    keep |= {r["id"] for r in scored[: job.rft.checkpoint.keep_best]}
+    keep |= {r["id"] for r in rows if r["approval_status"] == "approved"}
+    keep |= reg.pinned_checkpoints()
+    for r in rows:
+        if r["id"] not in keep:
+            shutil.rmtree(r["path"], ignore_errors=True)
+            reg.update_checkpoint(r["id"], status="pruned")
+            ctx.run.event(f"Checkpoint {r['id']} (step {r['step']}) pruned: not among the best {job.rft.checkpoint.keep_best}",
+                          data={"id": r["id"], "step": r["step"]})

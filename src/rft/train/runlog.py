@@ -27,6 +27,11 @@ class RunLog:
         (self.dir / "samples").mkdir(exist_ok=True)
         (self.dir / "checkpoints").mkdir(exist_ok=True)
         self._n_events = 0
+        self.registry = None
+
+    def attach(self, registry) -> None:
+        """Also record events (and metrics, via the loop) in the registry."""
+        self.registry = registry
 
     @classmethod
     def create(cls, output_dir: str | None, job_id: str | None = None) -> "RunLog":
@@ -52,10 +57,27 @@ class RunLog:
             "data": data,
         }
         self._append("events.jsonl", ev)
+        if self.registry is not None:
+            self.registry.add_event(self.job_id, level, type, message, data)
         return ev
 
     def metrics(self, row: dict) -> None:
         self._append("metrics.jsonl", row)
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metric rows past `after_step` (a resumed run re-runs those steps); rewritten atomically."""
+        p = self.dir / "metrics.jsonl"
+        if not p.exists():
+            return
+        keep = []
+        for line in p.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a kill
+            if row.get("step", 0) <= after_step:
+                keep.append(line)
+        self.write_text("metrics.jsonl", "".join(x + "\n" for x in keep))
 
     def samples(self, step: int, rows: list[dict]) -> None:
         path = self.dir / "samples" / f"step_{step:06d}.jsonl"

@@ -1,0 +1,248 @@
+"""Exact-resume training state: everything needed to continue a run as if it had never stopped.
+
+A state directory `checkpoints/state/step_000123/` holds, as safetensors and JSON (never pickle):
+    trainable.safetensors   fp32 master weights of every trainable parameter (LoRA: the adapter only)
+    optimizer.safetensors   AdamW exp_avg / exp_avg_sq / step per parameter
+    rng.safetensors         torch CPU generator state
+    trainer_state.json      step, data cursor, counters, evaluations, checkpoint bookkeeping, monitor state,
+                            python `random` state, optimizer hyperparameters, the hashes resume checks
+    manifest.json           sha256 and size of every file above, written last
+
+Save protocol: files go to `step_X.partial/`, each fsynced; the manifest is written and fsynced last; the
+directory is renamed to `step_X` and the parent fsynced; then the `LATEST` pointer is replaced atomically
+(write temp, fsync, rename). Resume reads `LATEST`, verifies the manifest and falls back to the newest older
+complete state if the pointed-to one is missing or fails verification. Partial directories are never read.
+
+Fault injection for tests: RFT_FAULT="<point>[:<n>]" SIGKILLs the process at a named point
+(`after_save_file:<i>`, `before_manifest`, `before_rename`, `before_pointer_update`, `after_step:<k>`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rft.errors import RftError
+from rft.hashing import sha256_file
+
+STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
+
+
+def fault(point: str, n: int | None = None) -> None:
+    """SIGKILL this process if RFT_FAULT names this point (test hook; a no-op otherwise)."""
+    spec = os.environ.get("RFT_FAULT")
+    if not spec:
+        return
+    name, _, arg = spec.partition(":")
+    if name == point and (not arg or (n is not None and int(arg) == n)):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_file(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=str))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(opt, names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """AdamW state as flat tensors keyed by parameter name, plus the JSON-able hyperparameters."""
+    tensors = {}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for name, p in zip(names, params):
+        st = opt.state.get(p, {})
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{name}::{k}"] = t.detach().contiguous().clone()
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return tensors, {"param_groups": _json_safe(groups), "n_params": len(params)}
+
+
+def _json_safe(o):
+    return json.loads(json.dumps(o, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
+
+
+def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: int = 2) -> Path:
+    """Write a complete, verified state for `step` and point LATEST at it. Returns its directory."""
+    state_root = Path(state_root)
+    state_root.mkdir(parents=True, exist_ok=True)
+    final = state_root / f"step_{step:06d}"
+    tmp = state_root / f"step_{step:06d}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    opt_tensors, opt_meta = _optimizer_tensors(opt, names)
+    trainer = dict(trainer) | {
+        "step": step,
+        "optimizer": opt_meta,
+        "python_random": _py_random_state(),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    writers = [
+        ("trainable.safetensors", lambda p: save_file(trainable_state(model), str(p))),
+        ("optimizer.safetensors", lambda p: save_file(opt_tensors, str(p)) if opt_tensors else
+         save_file({"__empty__": torch.zeros(1)}, str(p))),
+        ("rng.safetensors", lambda p: save_file({"torch_cpu": torch.get_rng_state()}, str(p))),
+        ("trainer_state.json", lambda p: p.write_text(json.dumps(trainer, indent=2, default=str))),
+    ]
+    for i, (name, write) in enumerate(writers):
+        write(tmp / name)
+        _fsync_file(tmp / name)
+        fault("after_save_file", i)
+    fault("before_manifest")
+    manifest = {"step": step, "kind": "rft-train-state", "files": {
+        name: {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size} for name in STATE_FILES}}
+    with open(tmp / "manifest.json", "w") as f:
+        f.write(json.dumps(manifest, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    fault("before_rename")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(state_root)
+    fault("before_pointer_update")
+    write_json_atomic(state_root / "LATEST", {"step": step, "dir": final.name})
+    _prune(state_root, keep)
+    return final
+
+
+def _prune(state_root: Path, keep: int) -> None:
+    done = sorted(p for p in state_root.glob("step_*") if p.is_dir() and not p.name.endswith(".partial"))
+    for p in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def verify_state(d: Path) -> dict:
+    """The manifest if every file matches it; raise RftError naming what is wrong otherwise."""
+    mf = d / "manifest.json"
+    if not mf.exists():
+        raise RftError(f"{d}: no manifest.json (the save did not finish)")
+    try:
+        manifest = json.loads(mf.read_text())
+    except ValueError as e:
+        raise RftError(f"{d}/manifest.json is not valid JSON: {e}") from None
+    bad = []
+    for name in STATE_FILES:
+        info = manifest.get("files", {}).get(name)
+        p = d / name
+        if info is None:
+            bad.append(f"{name}: not in the manifest")
+        elif not p.exists():
+            bad.append(f"{name}: missing")
+        elif p.stat().st_size != info["size"]:
+            bad.append(f"{name}: size {p.stat().st_size} != {info['size']}")
+        elif sha256_file(p) != info["sha256"]:
+            bad.append(f"{name}: sha256 does not match")
+    if bad:
+        raise RftError(f"{d}: state failed verification: " + "; ".join(bad))
+    return manifest
+
+
+def find_latest_state(state_root: Path, warn=print) -> Path | None:
+    """The state LATEST names, if it verifies; else the newest older complete state (with a warning)."""
+    state_root = Path(state_root)
+    if not state_root.exists():
+        return None
+    candidates = sorted((p for p in state_root.glob("step_*") if p.is_dir() and not p.name.endswith(".partial")),
+                        reverse=True)
+    ptr = state_root / "LATEST"
+    if ptr.exists():
+        try:
+            named = state_root / json.loads(ptr.read_text())["dir"]
+        except (ValueError, KeyError):
+            named = None
+            warn(f"warning: {ptr} is unreadable; using the newest complete state instead")
+        if named is not None:
+            if not named.exists():
+                warn(f"warning: {ptr} points at {named.name}, which does not exist; using the newest complete state")
+            else:
+                candidates = [named] + [c for c in candidates if c != named]
+    for c in candidates:
+        try:
+            verify_state(c)
+            return c
+        except RftError as e:
+            warn(f"warning: skipping {c.name}: {e}")
+    return None
+
+
+def load_state(d: Path, *, model, opt) -> dict:
+    """Restore weights, optimizer and RNG from a verified state directory; return trainer_state.json."""
+    verify_state(d)
+    trainer = json.loads((d / "trainer_state.json").read_text())
+    weights = load_file(str(d / "trainable.safetensors"))
+    named = dict(model.named_parameters())
+    missing = [n for n, p in named.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise RftError(f"{d}: the saved state has no weights for {missing[:3]}...: it was saved from a different model "
+                       "or LoRA configuration")
+    with torch.no_grad():
+        for n, t in weights.items():
+            if n not in named:
+                raise RftError(f"{d}: saved parameter {n} does not exist in the model")
+            named[n].copy_(t)
+    # optimizer: hyperparameters first, then per-parameter state
+    meta = trainer["optimizer"]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if meta["n_params"] != len(params):
+        raise RftError(f"{d}: optimizer state covers {meta['n_params']} parameters, the model has {len(params)}")
+    for g, saved in zip(opt.param_groups, meta["param_groups"]):
+        for k, v in saved.items():
+            g[k] = tuple(v) if isinstance(g.get(k), tuple) else v
+    opt_t = load_file(str(d / "optimizer.safetensors"))
+    opt.state.clear()
+    for name, p in zip(names, params):
+        st = {k.split("::", 1)[1]: v for k, v in opt_t.items() if k.split("::", 1)[0] == name}
+        if st:
+            opt.state[p] = st
+    rng = load_file(str(d / "rng.safetensors"))
+    torch.set_rng_state(rng["torch_cpu"])
+    _set_py_random_state(trainer["python_random"])
+    return trainer
+
+
+def _py_random_state():
+    v, state, gauss = random.getstate()
+    return [v, list(state), gauss]
+
+
+def _set_py_random_state(s) -> None:
+    random.setstate((s[0], tuple(s[1]), s[2]))
