@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
+from rft.cli.serve_cmd import serve as serve_cmd
+from rft.cli.batch_cmd import batch_app
+from rft.cli import eval_cmds, registry_cmds
 from rft.errors import RftError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -26,6 +29,10 @@ grader_app = typer.Typer(no_args_is_help=True, help="Validate and run graders.")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(grader_app, name="grader")
+registry_cmds.register(app)
+eval_cmds.register(app)  # eval, compare
+app.add_typer(batch_app, name="batch")
+app.command("serve")(serve_cmd)
 
 err = Console(stderr=True)
 out = Console()
@@ -55,11 +62,26 @@ def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_j
     from rft.train.loop import run_job
 
     job = load_job(job_path, overrides)
+    return _run_training(lambda progress, log: run_job(job, output_dir=output_dir, progress=progress, log=log),
+                         as_json, quiet)
+
+
+def _run_training(fn, as_json: bool, quiet: bool) -> dict:
+    """Run a training call with a progress bar; a paused or cancelled job prints how to continue and exits with
+    code 75 (paused: state saved, resumable) or 3 (cancelled)."""
+    from rft.train.loop import JobStopped
+
     console = err if as_json else out
-    log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{s}[/dim]"))
+    log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{rich_escape(s)}[/dim]"))
     progress_cb, stop = _progress(console, disabled=quiet)
     try:
-        result = run_job(job, output_dir=output_dir, progress=progress_cb, log=log)
+        result = fn(progress_cb, log)
+    except JobStopped as e:
+        stop()
+        err.print(f"job {e.status}: {rich_escape(e.message)}")
+        if as_json and e.job:
+            _print_json(e.job)
+        raise typer.Exit(e.exit_code)
     finally:
         stop()
     if as_json:
@@ -95,6 +117,7 @@ def _progress(console: Console, disabled: bool = False):
     def stop():
         if state["started"]:
             prog.stop()
+            state["started"] = False
 
     return cb, stop
 
@@ -144,40 +167,6 @@ def demo(
     path = find_example("quickstart.yaml")
     (err if as_json else out).print(f"[bold]rft demo[/bold]: running {path}")
     _train(path, overrides or [], output_dir, as_json, False)
-
-
-# ---------------------------------------------------------------------------------------------- eval
-@app.command("eval")
-def eval_cmd(
-    model: str = typer.Argument(..., help="Model reference: smollm2-135m-instruct, a model directory, or a checkpoint."),
-    data: str = typer.Option(..., "--data", help="JSONL file or builtin:<name>."),
-    grader: Path = typer.Option(..., "--grader", help="Grader JSON (OpenAI grader object)."),
-    n: int = typer.Option(0, "--n", help="Sampled completions per item for pass@k (0: greedy only)."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N items."),
-    extract: Optional[str] = typer.Option(None, "--extract", help="Regex whose last match is {{sample.extracted}}."),
-    split: str = typer.Option("validation", "--split", help="Split for builtin datasets."),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Evaluate a model on a dataset with a grader: greedy accuracy with 95% CI, optional pass@k."""
-    from rft.api import evaluate_model
-
-    rep = evaluate_model(model, data, str(grader), n=n, max_new_tokens=max_new_tokens, limit=limit,
-                         extract=extract, split=split)
-    if as_json:
-        _print_json(rep.summary())
-        return
-    t = Table(title=f"eval {model} on {data}")
-    t.add_column("metric")
-    t.add_column("value")
-    t.add_row("accuracy (greedy, 95% CI)", f"{rep.accuracy.mean:.3f}  [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}]")
-    t.add_row("items", str(rep.accuracy.n))
-    t.add_row("unscored", f"{rep.unscored_frac:.3f}")
-    for k, v in rep.pass_at_k.items():
-        t.add_row(f"pass@{k}", f"{v:.3f}")
-    t.add_row("mean completion tokens", f"{rep.mean_completion_tokens:.1f}")
-    t.add_row("seconds", f"{rep.seconds:.1f}")
-    out.print(t)
 
 
 @app.command()
@@ -355,7 +344,9 @@ def grader_run(
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # a typer.Exit(code) comes back as the return value here
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except RftError as e:
         err.print(f"[bold red]error:[/bold red] {rich_escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

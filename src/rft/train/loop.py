@@ -167,6 +167,16 @@ class DataCursor:
         return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "n": self.n}
 
 
+def _within_group_std(rewards: torch.Tensor) -> float:
+    """Mean over groups (with >= 2 scored completions) of the std of their scored rewards; rewards [N, G]."""
+    stds = []
+    for row in rewards:
+        s = row[~torch.isnan(row)]
+        if s.numel() >= 2:
+            stds.append(float(s.std()))
+    return sum(stds) / len(stds) if stds else 0.0
+
+
 def run_eval(engine, ds, grader, job: JobSpec, derived: dict, *, step: int, model_name: str) -> EvalReport:
     ec = job.rft.eval
     return evaluate(
@@ -280,6 +290,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         f"rewards/{grader.name}/mean": float(scored.mean()) if scored.numel() else float("nan"),
         f"rewards/{grader.name}/latency_mean": sum(g.latency_s for g in grades) / len(grades),
         "frac_reward_zero_std": adv.zero_std_groups / len(rows),
+        "reward_std_within_group": _within_group_std(rewards),
         "unscored_frac": adv.unscored / len(grades),
         "kl": stats["kl"],
         "entropy": stats["entropy"] if iterations else None,
@@ -590,8 +601,11 @@ class _Ctx:
     resolved: dict
 
 
-def _report_dict(rep: EvalReport) -> dict:
-    return rep.summary() | {"items": list(rep.items)}
+def _report_dict(rep: EvalReport, grader=None) -> dict:
+    from rft.eval.runner import report_dict
+
+    thr = getattr(grader, "pass_threshold", None)
+    return report_dict(rep, pass_threshold=thr if thr is not None else 1.0)
 
 
 def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
@@ -661,7 +675,7 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
         n_items = min(len(ctx.val_ds), job.rft.eval.max_items or len(ctx.val_ds))
         ctx.log(f"baseline evaluation on {n_items} validation items ...")
         rep = run_eval(engine, ctx.val_ds, ctx.grader, job, derived, step=0, model_name=model_name)
-        st["baseline"] = _report_dict(rep)
+        st["baseline"] = _report_dict(rep, ctx.grader)
         run.write_json("eval_baseline.json", st["baseline"])
         reg.add_eval_report("baseline", st["baseline"], job_id=run.job_id, model_ref=job.model,
                             data_sha256=ctx.val_ds.sha256, grader_sha256=ctx.grader.sha256,
@@ -670,10 +684,13 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
         ctx.log(f"baseline accuracy {rep.accuracy.mean:.3f} [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}] ({rep.seconds:.1f}s)")
         if ctx.guard_ds is not None:
             g = run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=0, model_name=model_name)
-            st["guard_baseline"] = _report_dict(g)
+            st["guard_baseline"] = _report_dict(g, ctx.guard_grader)
             reg.add_eval_report("guard_baseline", st["guard_baseline"], job_id=run.job_id, model_ref=job.model,
                                 data_sha256=ctx.guard_ds.sha256, grader_sha256=ctx.guard_grader.sha256)
             run.event(f"Guard baseline accuracy {g.accuracy.mean:.3f}", type="metrics", data={"step": 0, "guard_eval": g.summary()})
+        if monitor is not None:  # the step-0 point of "training reward up while validation down"
+            _alarms(ctx, monitor.observe_eval(0, st["baseline"]["accuracy"],
+                                              st["guard_baseline"]["accuracy"] if st["guard_baseline"] else None))
 
     state_every = job.rft.checkpoint.state_interval or derived["eval_interval"]
     for step in range(st["step"] + 1, total + 1):
@@ -714,12 +731,12 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
             guard = None
             if ctx.guard_ds is not None:
                 guard = _report_dict(run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=step,
-                                              model_name=f"{model_name}@step{step}"))
+                                              model_name=f"{model_name}@step{step}"), ctx.guard_grader)
             if monitor is not None:
                 pause_reasons += _alarms(ctx, monitor.observe_eval(step, rep.accuracy.mean,
                                                                    guard["accuracy"] if guard else None))
             if job.rft.checkpoint.at_eval:
-                _checkpoint(ctx, model, tok, step, _report_dict(rep), guard, st, is_final=False)
+                _checkpoint(ctx, model, tok, step, _report_dict(rep, ctx.grader), guard, st, is_final=False)
         if ctx.signals.term:
             pause_reasons.append("SIGTERM received")
         req = reg.heartbeat(run.job_id, step)
@@ -742,14 +759,16 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
     if ctx.val_ds is not None and job.rft.eval.final:
         ctx.log("final evaluation ...")
         rep = run_eval(engine, ctx.val_ds, ctx.grader, job, derived, step=total, model_name=f"{model_name}@step{total}")
-        final = _report_dict(rep)
+        final = _report_dict(rep, ctx.grader)
         st["evals"].append(rep.summary())
         run.write_json("eval_final.json", final)
         run.event(f"Final accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": total, "final_eval": rep.summary()})
     final_guard = None
     if ctx.guard_ds is not None and job.rft.eval.final:
         final_guard = _report_dict(run_eval(engine, ctx.guard_ds, ctx.guard_grader, job, derived, step=total,
-                                            model_name=f"{model_name}@step{total}"))
+                                            model_name=f"{model_name}@step{total}"), ctx.guard_grader)
+    if monitor is not None and final is not None:
+        _alarms(ctx, monitor.observe_eval(total, final["accuracy"], final_guard["accuracy"] if final_guard else None))
 
     ckpt = None
     if job.rft.checkpoint.save_final:
@@ -757,7 +776,8 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
 
     # --- report ------------------------------------------------------------------------------------
     baseline = st["baseline"]
-    comparison = _compare(baseline, final) if baseline and final else None
+    comparison = _compare(baseline, final) if baseline and final and \
+        baseline.get("dataset_sha256") == final.get("dataset_sha256") else None
     improved = comparison.get("improved", []) if comparison else []
     regressed = comparison.get("regressed", []) if comparison else []
     summ = lambda r: {k: v for k, v in r.items() if k != "items"} if r else None  # noqa: E731
@@ -807,7 +827,7 @@ def _alarms(ctx: _Ctx, alarms: list) -> list[str]:
     """Record each alarm as an event; return the reasons to pause (alarms whose policy is pause)."""
     reasons = []
     for a in alarms:
-        d = a.__dict__ if hasattr(a, "__dict__") else dict(a)
+        d = a.as_dict() if hasattr(a, "as_dict") else dict(a)
         ctx.run.event(f"Reward-integrity alarm ({d['kind']}) at step {d['step']}: {d['message']}", level="warn",
                       type="alarm", data=d)
         if d.get("action") == "pause":
@@ -842,13 +862,16 @@ def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: di
         if guard is not None:
             reg.add_eval_report("guard", guard, job_id=run.job_id, checkpoint_id=cid, model_ref=f"ckpt:{cid}",
                                 data_sha256=ctx.guard_ds.sha256, grader_sha256=ctx.guard_grader.sha256)
-        if st.get("baseline"):
+        if st.get("baseline") and st["baseline"].get("dataset_sha256") != report.get("dataset_sha256"):
+            run.event(f"Checkpoint {cid}: the validation data changed since the baseline was measured (resumed with "
+                      "--allow-config-change); no comparison or gate verdict", level="warn")
+        elif st.get("baseline"):
             from rft.eval.gates import evaluate_gates
 
             comp = _compare(st["baseline"], report)
             gcomp = _compare(st["guard_baseline"], guard) if guard is not None and st.get("guard_baseline") else None
             verdict = evaluate_gates(job.rft.gates, comp, guard_comparison=gcomp, candidate_report=report,
-                                     baseline_report=st["baseline"])
+                                     baseline_report=st["baseline"], guard_required=ctx.guard_ds is not None)
             verdict = dict(verdict) | {"step": step, "checkpoint_id": cid}
             vid = reg.add_verdict(cid, verdict)
             out["verdict"] = verdict | {"id": vid}

@@ -36,14 +36,20 @@ from rft.hashing import sha256_file
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
 
 
-def fault(point: str, n: int | None = None) -> None:
-    """SIGKILL this process if RFT_FAULT names this point (test hook; a no-op otherwise)."""
+def fault(point: str, n: int | None = None, *, step: int | None = None) -> None:
+    """Test hook, a no-op unless RFT_FAULT names this point: then the process sends itself SIGKILL (or the signal
+    in RFT_FAULT_SIGNAL, e.g. TERM). RFT_FAULT_STEP limits it to the save or step of that number."""
     spec = os.environ.get("RFT_FAULT")
     if not spec:
         return
     name, _, arg = spec.partition(":")
-    if name == point and (not arg or (n is not None and int(arg) == n)):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if name != point or (arg and (n is None or int(arg) != n)):
+        return
+    at = os.environ.get("RFT_FAULT_STEP")
+    if at and step is not None and int(at) != step:
+        return
+    sig = getattr(signal, "SIG" + os.environ.get("RFT_FAULT_SIGNAL", "KILL").upper())
+    os.kill(os.getpid(), sig)
 
 
 def _fsync_file(p: Path) -> None:
@@ -124,8 +130,8 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
     for i, (name, write) in enumerate(writers):
         write(tmp / name)
         _fsync_file(tmp / name)
-        fault("after_save_file", i)
-    fault("before_manifest")
+        fault("after_save_file", i, step=step)
+    fault("before_manifest", step=step)
     manifest = {"step": step, "kind": "rft-train-state", "files": {
         name: {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size} for name in STATE_FILES}}
     with open(tmp / "manifest.json", "w") as f:
@@ -133,11 +139,11 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    fault("before_rename")
+    fault("before_rename", step=step)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(state_root)
-    fault("before_pointer_update")
+    fault("before_pointer_update", step=step)
     write_json_atomic(state_root / "LATEST", {"step": step, "dir": final.name})
     _prune(state_root, keep)
     return final

@@ -1,0 +1,180 @@
+"""`rft eval` and `rft compare`: thin wrappers over `rft.eval.runner.run_eval` and `rft.eval.compare`.
+
+`register(app)` adds both commands to the Typer app (rft.cli.main calls it). They parse, call the library,
+print a table (or the JSON with --json) and say where the report files are.
+
+How to run:
+    rft eval MODEL --data val.jsonl --grader grader.json --n 4 --by topic
+    rft compare BASE CANDIDATE --data val.jsonl --grader grader.json
+    rft compare --a-report evals/A/report.json --b-report evals/B/report.json --by topic
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _ci(ci, fmt: str = ".3f") -> str:
+    return f"[{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]"
+
+
+def _eval_table(rep: dict, title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", overflow="fold")
+    t.add_row("accuracy (greedy, 95% CI)", f"{_f(rep['accuracy'])}  {_ci(rep['accuracy_ci95'])}")
+    t.add_row("items (scored)", f"{len(rep['items'])} ({rep['n']})")
+    t.add_row("unscored", _f(rep["unscored_frac"]))
+    for k, v in rep["error_rates"].items():
+        if v:
+            t.add_row(f"  {k}", f"{v:.1%}")
+    for k, v in rep["pass_at_k"].items():
+        t.add_row(f"pass@{k}", _f(v))
+    t.add_row("mean completion tokens", _f(rep["mean_completion_tokens"], ".1f"))
+    for field, groups in rep.get("slices", {}).items():
+        for value, s in groups.items():
+            t.add_row(f"{field}={value}", f"{_f(s['accuracy'])}  {_ci(s['accuracy_ci95'])}  (n={s['n']})")
+    t.add_row("seconds", _f(rep["seconds"], ".1f"))
+    for k in ("json", "markdown"):
+        if k in rep.get("paths", {}):
+            t.add_row(f"report ({k})", rep["paths"][k])
+    return t
+
+
+def _store_eval(report: dict) -> None:
+    """Record an `rft eval` report in the registry (kind "eval"), linked to the checkpoint when the model is one."""
+    from rft.registry import Registry
+
+    model = str(report.get("model"))
+    ckpt = None
+    if model.startswith(("ckpt:", "alias:")):
+        reg = Registry()
+        ckpt = reg.alias(model)["checkpoint_id"] if model.startswith("alias:") else model.removeprefix("ckpt:")
+    grader_sha = (report.get("grader") or {}).get("sha256")
+    rid = Registry().add_eval_report("eval", {k: v for k, v in report.items() if k != "items"}, checkpoint_id=ckpt,
+                                     model_ref=model, data_sha256=report.get("dataset_sha256"), grader_sha256=grader_sha,
+                                     path=(report.get("paths") or {}).get("json"))
+    report["registry_id"] = rid
+
+
+def _store_compare(res: dict, sides: dict) -> None:
+    from rft.registry import Registry
+
+    summary = {k: v for k, v in res.items() if k not in ("improved", "regressed", "items")}
+    res["registry_id"] = Registry().add_eval_report("compare", summary, model_ref=f"{sides.get('a')} vs {sides.get('b')}",
+                                                    data_sha256=(res.get("b") or {}).get("dataset_sha256"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` and `compare` commands to `app`."""
+
+    @app.command("eval")
+    def eval_cmd(
+        model: str = typer.Argument(..., help="Model reference: smollm2-135m-instruct, a model directory, or a checkpoint."),
+        data: str = typer.Option(..., "--data", help="JSONL file or builtin:<name>."),
+        grader: Path = typer.Option(..., "--grader", help="Grader JSON (OpenAI grader object)."),
+        n: int = typer.Option(0, "--n", help="Sampled completions per item for pass@k, k = 1, 2, 4, ... n (0: greedy only)."),
+        by: Optional[List[str]] = typer.Option(None, "--by", help="Report per-slice results by this dataset field (repeatable)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default $RFT_HOME/evals/<eval id>)."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N items."),
+        extract: Optional[str] = typer.Option(None, "--extract", help="Regex whose last match is {{sample.extracted}}."),
+        split: str = typer.Option("validation", "--split", help="Split for builtin datasets."),
+        temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the pass@k samples."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the pass@k samples."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report (without per-item records) as JSON."),
+    ):
+        """Evaluate a model: accuracy with 95% CI, pass@k, per-slice results, grader error rates; writes report.json/.md."""
+        from rft.eval.runner import run_eval
+
+        rep = run_eval(model, data, str(grader), n=n, by=by or [], output_dir=output, max_new_tokens=max_new_tokens,
+                       limit=limit, extract=extract, split=split, temperature=temperature, seed=seed,
+                       on_report=_store_eval)
+        if as_json:
+            _print_json({k: v for k, v in rep.items() if k != "items"})
+            return
+        out.print(_eval_table(rep, f"eval {model} on {data}"))
+
+    @app.command("compare")
+    def compare_cmd(
+        a: Optional[str] = typer.Argument(None, help="Model A (the baseline): any model reference."),
+        b: Optional[str] = typer.Argument(None, help="Model B (the candidate): any model reference."),
+        data: Optional[str] = typer.Option(None, "--data", help="JSONL file or builtin:<name> (to evaluate models)."),
+        grader: Optional[Path] = typer.Option(None, "--grader", help="Grader JSON (to evaluate models)."),
+        a_report: Optional[Path] = typer.Option(None, "--a-report", help="A's saved eval report.json instead of model A."),
+        b_report: Optional[Path] = typer.Option(None, "--b-report", help="B's saved eval report.json instead of model B."),
+        by: Optional[List[str]] = typer.Option(None, "--by", help="Per-slice differences by this dataset field (repeatable)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+        resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap resamples."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder (default $RFT_HOME/compares/<id>)."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N items."),
+        extract: Optional[str] = typer.Option(None, "--extract", help="Regex whose last match is {{sample.extracted}}."),
+        split: str = typer.Option("validation", "--split", help="Split for builtin datasets."),
+        as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    ):
+        """Paired comparison B - A: mean difference with bootstrap CI, McNemar's test, regressed/improved items."""
+        import secrets
+        import time
+
+        from rft.errors import RftError
+        from rft.eval.compare import compare_models
+        from rft.eval.runner import load_report
+        from rft.home import rft_home
+
+        if resamples < 1:
+            raise RftError(f"--resamples must be >= 1, got {resamples}")
+        ra = load_report(a_report) if a_report else None
+        rb = load_report(b_report) if b_report else None
+        # the positional models fill, in order, the sides that have no saved report
+        models = [x for x in (a, b) if x]
+        need = [side for side, r in (("a", ra), ("b", rb)) if r is None]
+        if len(models) != len(need):
+            raise RftError(f"got {len(models)} model(s) for {len(need)} side(s) without a report",
+                           hint="give two models (A B), or --a-report / --b-report for a side already evaluated")
+        sides = dict(zip(need, models))
+        cid = "compare-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        out_dir = output or rft_home() / "compares" / cid
+        res = compare_models(sides.get("a"), sides.get("b"), data, str(grader) if grader else None, a_report=ra, b_report=rb, by=by or [],
+                             seed=seed, resamples=resamples, output_dir=out_dir,
+                             eval_kwargs={"max_new_tokens": max_new_tokens, "limit": limit, "extract": extract,
+                                          "split": split})
+        _store_compare(res, sides)
+        if as_json:
+            _print_json(res)
+            return
+        m = res["mcnemar"]
+        t = Table(title=f"compare B - A: {res['b'].get('model')} vs {res['a'].get('model')}")
+        t.add_column("")
+        t.add_column("value", overflow="fold")
+        t.add_row("paired items (scored by both)", f"{res['n_paired']} ({res['n_scored_pairs']}), by {res['paired_by']}")
+        t.add_row("mean score A / B", f"{_f(res['mean_a'])} / {_f(res['mean_b'])}")
+        t.add_row("B - A (95% CI)", f"{_f(res['mean_difference'], '+.3f')}  {_ci(res['difference_ci95'], '+.3f')}  ({res['ci_method']})")
+        t.add_row("McNemar", f"{m['improved']} improved / {m['regressed']} regressed pass-fail, p = {_f(m['p_value'], '.4g')} ({m['method']})")
+        t.add_row("by score", f"{res['n_improved']} improved, {res['n_regressed']} regressed, {res['n_unchanged']} unchanged")
+        for field, groups in res["slices"].items():
+            for value, s in groups.items():
+                t.add_row(f"{field}={value}", f"{_f(s['mean_difference'], '+.3f')}  {_ci(s['difference_ci95'], '+.3f')}  (n={s['n_scored_pairs']})")
+        for w in res["warnings"]:
+            t.add_row("warning", w)
+        for k, v in res.get("paths", {}).items():
+            t.add_row(k, v)
+        out.print(t)

@@ -1,0 +1,105 @@
+"""`rft lineage REF`: everything a checkpoint or alias depends on, with every hash, from the registry alone."""
+
+from __future__ import annotations
+
+from rft.errors import RftError
+from rft.registry import Registry
+
+
+def lineage(ref: str, *, verify: bool = True) -> dict:
+    reg = Registry()
+    alias = None
+    if ref.startswith("alias:"):
+        a = reg.alias(ref)
+        alias = {"name": a["name"], "checkpoint_id": a["checkpoint_id"], "updated_at": a["updated_at"],
+                 "history": [r for r in reg.audit_log(subject=f"alias:{a['name']}")]}
+        ck = reg.get_checkpoint(a["checkpoint_id"])
+    elif ref.startswith("ckpt:") or ref.startswith("ckpt-"):
+        ck = reg.get_checkpoint(ref.removeprefix("ckpt:"))
+    else:
+        raise RftError(f"lineage needs a checkpoint (ckpt:<id>) or an alias (alias:<name>), not '{ref}'")
+    job = reg.get_job(ck["job_id"])
+    verified = None
+    if verify:
+        from rft.registry import resolve_ref
+
+        try:
+            resolve_ref(f"ckpt:{ck['id']}")
+            verified = {"ok": True, "message": "every file matches its manifest and the manifest matches the registry"}
+        except RftError as e:
+            verified = {"ok": False, "message": str(e)}
+    g = reg.grader(job["grader_sha256"]) if job.get("grader_sha256") else None
+    verdict = reg.verdict(ck["verdict_id"])
+    return {
+        "id": ck["id"],
+        "status": ck["status"],
+        "ref": ref,
+        "alias": alias,
+        "checkpoint": {"id": ck["id"], "step": ck["step"], "path": ck["path"], "manifest_sha256": ck["manifest_sha256"],
+                       "is_final": ck["is_final"], "approval_status": ck["approval_status"],
+                       "validation_score": ck["val_score"], "validation_ci95": [ck["val_low"], ck["val_high"]],
+                       "verified": verified},
+        "job": {"id": job["id"], "status": job["status"], "created_at": job["created_at"], "run_dir": job["run_dir"]},
+        "base_model": {"ref": job["model"], "sha256": job.get("base_model_sha256")},
+        "datasets": {
+            "training": {"file": job.get("training_file"), "sha256": job.get("training_file_sha256")},
+            "validation": {"file": job.get("validation_file"), "sha256": job.get("validation_file_sha256")},
+            "guard": {"file": job.get("guard_file"), "sha256": job.get("guard_file_sha256")} if job.get("guard_file") else None,
+        },
+        "graders": [{"type": g["type"] if g else None, "sha256": job.get("grader_sha256"),
+                     "name": (g["spec"] or {}).get("name") if g else None}],
+        "config": {"sha256": job.get("config_sha256"), "resolved": job.get("resolved_config")},
+        "code_version": job.get("code_version"),
+        "evaluations": [{"id": r["id"], "kind": r["kind"], "accuracy": (r["summary"] or {}).get("accuracy"),
+                         "accuracy_ci95": (r["summary"] or {}).get("accuracy_ci95"), "data_sha256": r["data_sha256"],
+                         "grader_sha256": r["grader_sha256"], "checkpoint_id": r["checkpoint_id"]}
+                        for r in reg.eval_reports(job_id=job["id"])
+                        if r["checkpoint_id"] in (None, ck["id"])],
+        "gate_verdict": {"id": verdict["id"], "passed": verdict["passed"], "checks": verdict["verdict"].get("checks")}
+        if verdict else None,
+        "approvals": [{"id": a["id"], "by": a["by"], "note": a["note"], "override_reason": a["override_reason"],
+                       "created_at": a["created_at"], "verdict_id": a["verdict_id"]} for a in reg.approvals(ck["id"])],
+    }
+
+
+def format_lineage(d: dict) -> str:
+    """Plain-text rendering, one fact per line, hashes in full."""
+    ck = d["checkpoint"]
+    lines = []
+    if d["alias"]:
+        lines.append(f"alias          {d['alias']['name']} -> {ck['id']}")
+    v = ck["verified"]
+    lines += [
+        f"checkpoint     {ck['id']} (step {ck['step']}, {d['status']}, approval: {ck['approval_status']})",
+        f"  path         {ck['path']}",
+        f"  manifest     sha256:{ck['manifest_sha256']}",
+        f"  verified     {'yes' if v and v['ok'] else 'NO'}{'' if v is None else ': ' + v['message']}",
+        f"job            {d['job']['id']} ({d['job']['status']})  run dir {d['job']['run_dir']}",
+        f"base model     {d['base_model']['ref']}  sha256:{d['base_model']['sha256']}",
+    ]
+    for name, ds in d["datasets"].items():
+        if ds:
+            lines.append(f"{name + ' data':<15}{ds['file']}  sha256:{ds['sha256']}")
+    for g in d["graders"]:
+        lines.append(f"grader         {g['type']} {g['name'] or ''}  sha256:{g['sha256']}")
+    lines.append(f"config         sha256:{d['config']['sha256']}")
+    lines.append(f"code version   {d['code_version']}")
+    for e in d["evaluations"]:
+        ci = e["accuracy_ci95"] or [None, None]
+        acc = f"{e['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if e["accuracy"] is not None and ci[0] is not None else str(e["accuracy"])
+        lines.append(f"evaluation     {e['id']} {e['kind']:<14} accuracy {acc}  data sha256:{e['data_sha256']}")
+    gv = d["gate_verdict"]
+    if gv:
+        lines.append(f"gates          {'passed' if gv['passed'] else 'FAILED'} ({gv['id']})")
+        for c in gv["checks"] or []:
+            lines.append(f"  {'ok  ' if c.get('passed') else 'FAIL'} {c.get('name')}: {c.get('value')} vs {c.get('threshold')}")
+    else:
+        lines.append("gates          (no verdict)")
+    for a in d["approvals"]:
+        extra = f" OVERRIDE: {a['override_reason']}" if a["override_reason"] else ""
+        lines.append(f"approval       {a['id']} by {a['by']}: {a['note'] or ''}{extra}")
+    if d["alias"]:
+        for h in d["alias"]["history"]:
+            lines.append(f"alias history  {h['action']} by {h['actor']}: {(h['before'] or {}).get('checkpoint_id')} -> "
+                         f"{(h['after'] or {}).get('checkpoint_id')}")
+    return "\n".join(lines)

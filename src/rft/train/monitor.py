@@ -1,0 +1,237 @@
+"""Reward-integrity monitor: alarms for the ways an RL run goes wrong while its training reward looks fine.
+
+What
+----
+`RewardMonitor(cfg)` is fed every step's metrics (`observe_step(step, metrics)`, the dict the training loop
+logs to metrics.jsonl) and every evaluation (`observe_eval(step, val_score, guard_score)`), and returns the
+`Alarm`s that start at that point:
+
+- `reward_hacking`: the training reward rose by >= `min_reward_rise` while the validation (or guard) score
+  fell by >= `min_score_drop`, comparing this evaluation with the one `eval_window` evaluations earlier (the
+  baseline at step 0 counts; with fewer evaluations, the first one). The training reward "at" an evaluation
+  is the mean of the last `window` step rewards up to it (for the baseline: of the first `window` steps).
+- `entropy_collapse` / `entropy_explosion`: the mean policy entropy of the last `window` steps fell below
+  `entropy_collapse_ratio` x / rose above `entropy_explosion_ratio` x its early value (the mean of the first
+  `early_steps` steps that updated the policy).
+- `kl_limit`: a step's KL to the reference is above `kl_max`.
+- `length_explosion`: the mean completion length of the last `window` steps is above `length_growth_ratio`
+  x its early value.
+- `reward_variance_vanished`: for `zero_variance_steps` consecutive steps, (nearly) every group had the
+  same reward for all its completions (`frac_reward_zero_std >= zero_std_frac`, or the mean within-group
+  std `reward_std_within_group` below `min_group_std` when the loop logs it), so GRPO has nothing to learn.
+
+An alarm fires when its condition starts to hold and again only after the condition has cleared, so a
+persistent problem is one alarm, not one per step. Its `action` is `cfg.actions[kind]` if set, else
+`cfg.policy`: "warn" (log it) or "pause" (the loop should stop after saving a resumable state).
+
+Metric names read from `observe_step`: reward, entropy (None when the update was skipped), kl,
+completions/mean_length, frac_reward_zero_std, reward_std_within_group (optional).
+
+Simplified: thresholds are fixed numbers (no learned baselines or significance tests); validation scores are
+noisy, so `min_score_drop` should be larger than the evaluation's CI half-width to avoid false alarms.
+
+How to run: `python -c "from rft.train.monitor import RewardMonitor, MonitorConfig; m = RewardMonitor(MonitorConfig()); print(m.observe_step(1, {'reward': 0.1}))"`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rft.errors import did_you_mean
+
+ALARM_KINDS = ("reward_hacking", "entropy_collapse", "entropy_explosion", "kl_limit", "length_explosion",
+               "reward_variance_vanished")
+Action = Literal["warn", "pause"]
+
+
+class MonitorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = True
+    policy: Action = "warn"  # what every alarm asks for, unless `actions` says otherwise for its kind
+    actions: dict[str, Action] = Field(default_factory=dict)  # per-kind override, e.g. {reward_hacking: pause}
+    window: int = Field(5, ge=1)  # steps averaged for the current value of a metric
+    early_steps: int = Field(5, ge=1)  # first steps averaged for the early (reference) value
+    # reward hacking: training reward up while validation / guard score down
+    eval_window: int = Field(2, ge=1)  # compare with the evaluation this many evaluations back
+    min_reward_rise: float = Field(0.05, ge=0.0)
+    min_score_drop: float = Field(0.02, ge=0.0)
+    # entropy (None disables the check)
+    entropy_collapse_ratio: float | None = Field(0.1, gt=0.0)
+    entropy_explosion_ratio: float | None = Field(5.0, gt=1.0)
+    # KL to the reference (None: no limit)
+    kl_max: float | None = Field(None, gt=0.0)
+    # mean completion length against its early value (None disables the check)
+    length_growth_ratio: float | None = Field(3.0, gt=1.0)
+    # reward variance vanishing (None disables the check)
+    zero_variance_steps: int | None = Field(10, ge=1)
+    zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
+    min_group_std: float = Field(1e-6, ge=0.0)
+
+    @field_validator("actions")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if k not in ALARM_KINDS:
+                raise ValueError(f"unknown alarm kind '{k}'{did_you_mean(k, ALARM_KINDS)}; valid: {', '.join(ALARM_KINDS)}")
+        return v
+
+
+@dataclass(frozen=True)
+class Alarm:
+    kind: str  # one of ALARM_KINDS
+    step: int
+    message: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    action: Action = "warn"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None for missing / None / NaN values (a skipped update logs entropy None)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+class RewardMonitor:
+    def __init__(self, cfg: MonitorConfig | None = None):
+        self.cfg = cfg or MonitorConfig()
+        self.rewards: list[tuple[int, float]] = []  # (step, mean training reward)
+        self.entropy: list[float] = []
+        self.lengths: list[float] = []
+        self.evals: list[tuple[int, float | None, float | None]] = []  # (step, validation score, guard score)
+        self.zero_var_run = 0  # consecutive steps with vanished reward variance
+        self.active: set[str] = set()  # latched conditions (kind or kind:signal)
+        self.alarms: list[Alarm] = []  # every alarm fired so far
+
+    # ------------------------------------------------------------------------------------- plumbing
+    def _fire(self, key: str, kind: str, holds: bool, step: int, message: str, numbers: dict) -> list[Alarm]:
+        """Latch: an alarm when `holds` turns true; nothing while it stays true; re-armed when it clears."""
+        if not holds:
+            self.active.discard(key)
+            return []
+        if key in self.active:
+            return []
+        self.active.add(key)
+        alarm = Alarm(kind, step, message, numbers, self.cfg.actions.get(kind, self.cfg.policy))
+        self.alarms.append(alarm)
+        return [alarm]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume monitoring exactly where it was (JSON-serialisable)."""
+        return {"rewards": [list(x) for x in self.rewards], "entropy": list(self.entropy), "lengths": list(self.lengths),
+                "evals": [list(x) for x in self.evals], "zero_var_run": self.zero_var_run,
+                "active": sorted(self.active), "alarms": [a.as_dict() for a in self.alarms]}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.rewards = [(int(a), float(b)) for a, b in s["rewards"]]
+        self.entropy = [float(x) for x in s["entropy"]]
+        self.lengths = [float(x) for x in s["lengths"]]
+        self.evals = [(int(a), b, c) for a, b, c in s["evals"]]
+        self.zero_var_run = int(s["zero_var_run"])
+        self.active = set(s["active"])
+        self.alarms = [Alarm(**a) for a in s["alarms"]]
+
+    # ------------------------------------------------------------------------------------- steps
+    def observe_step(self, step: int, metrics: dict[str, Any]) -> list[Alarm]:
+        if not self.cfg.enabled:
+            return []
+        c, out = self.cfg, []
+        r = _num(metrics.get("reward"))
+        if r is not None:
+            self.rewards.append((step, r))
+
+        ent = _num(metrics.get("entropy"))
+        if ent is not None:
+            self.entropy.append(ent)
+            if len(self.entropy) >= c.early_steps:
+                early, now = _mean(self.entropy[: c.early_steps]), _mean(self.entropy[-c.window :])
+                nums = {"entropy": now, "early_entropy": early, "ratio": now / early if early > 0 else None}
+                if c.entropy_collapse_ratio is not None:
+                    out += self._fire("entropy_collapse", "entropy_collapse", now < c.entropy_collapse_ratio * early, step,
+                                      f"step {step}: policy entropy collapsed to {now:.4g} (mean of the last {c.window} "
+                                      f"steps) from {early:.4g} early on (limit x{c.entropy_collapse_ratio})",
+                                      nums | {"threshold": c.entropy_collapse_ratio * early})
+                if c.entropy_explosion_ratio is not None:
+                    out += self._fire("entropy_explosion", "entropy_explosion", now > c.entropy_explosion_ratio * early,
+                                      step, f"step {step}: policy entropy rose to {now:.4g} (mean of the last {c.window} "
+                                      f"steps) from {early:.4g} early on (limit x{c.entropy_explosion_ratio})",
+                                      nums | {"threshold": c.entropy_explosion_ratio * early})
+
+        kl = _num(metrics.get("kl"))
+        if kl is not None and c.kl_max is not None:
+            out += self._fire("kl_limit", "kl_limit", kl > c.kl_max, step,
+                              f"step {step}: KL to the reference {kl:.4g} is above the limit {c.kl_max:.4g}",
+                              {"kl": kl, "threshold": c.kl_max})
+
+        length = _num(metrics.get("completions/mean_length"))
+        if length is not None:
+            self.lengths.append(length)
+            if c.length_growth_ratio is not None and len(self.lengths) >= c.early_steps:
+                early, now = _mean(self.lengths[: c.early_steps]), _mean(self.lengths[-c.window :])
+                out += self._fire("length_explosion", "length_explosion", now > c.length_growth_ratio * early, step,
+                                  f"step {step}: mean completion length {now:.1f} tokens (last {c.window} steps) is more "
+                                  f"than x{c.length_growth_ratio} its early value {early:.1f}",
+                                  {"mean_length": now, "early_mean_length": early,
+                                   "ratio": now / early if early > 0 else None,
+                                   "threshold": c.length_growth_ratio * early})
+
+        if c.zero_variance_steps is not None:
+            frac = _num(metrics.get("frac_reward_zero_std"))
+            gstd = _num(metrics.get("reward_std_within_group"))
+            if frac is not None or gstd is not None:
+                vanished = (frac is not None and frac >= c.zero_std_frac) or (gstd is not None and gstd < c.min_group_std)
+                self.zero_var_run = self.zero_var_run + 1 if vanished else 0
+                out += self._fire("reward_variance_vanished", "reward_variance_vanished",
+                                  self.zero_var_run >= c.zero_variance_steps, step,
+                                  f"step {step}: for {self.zero_var_run} consecutive steps the rewards within groups "
+                                  "did not vary (nothing left to learn: the tasks are all solved, all failed, or the "
+                                  "grader gives one score to everything)",
+                                  {"consecutive_steps": self.zero_var_run, "frac_reward_zero_std": frac,
+                                   "reward_std_within_group": gstd, "threshold_steps": c.zero_variance_steps})
+        return out
+
+    # ------------------------------------------------------------------------------------- evals
+    def _reward_at(self, step: int) -> float | None:
+        """Mean of the last `window` step rewards up to `step`; before any step, of the first `window` ones."""
+        upto = [r for s, r in self.rewards if s <= step]
+        pick = upto[-self.cfg.window :] if upto else [r for _, r in self.rewards[: self.cfg.window]]
+        return _mean(pick) if pick else None
+
+    def observe_eval(self, step: int, val_score: float | None, guard_score: float | None = None) -> list[Alarm]:
+        if not self.cfg.enabled:
+            return []
+        c, out = self.cfg, []
+        self.evals.append((step, _num(val_score), _num(guard_score)))
+        for col, signal in ((1, "validation"), (2, "guard")):
+            points = [(e[0], e[col]) for e in self.evals if e[col] is not None]
+            if len(points) < 2 or self.evals[-1][col] is None:
+                continue
+            ref_step, ref_score = points[max(0, len(points) - 1 - c.eval_window)]
+            now_score = points[-1][1]
+            r_then, r_now = self._reward_at(ref_step), self._reward_at(step)
+            if r_then is None or r_now is None:
+                continue
+            rise, drop = r_now - r_then, ref_score - now_score
+            out += self._fire(f"reward_hacking:{signal}", "reward_hacking",
+                              rise >= c.min_reward_rise and drop >= c.min_score_drop, step,
+                              f"step {step}: training reward rose {r_then:.3f} -> {r_now:.3f} ({rise:+.3f}) since step "
+                              f"{ref_step} while the {signal} score fell {ref_score:.3f} -> {now_score:.3f} "
+                              f"({-drop:+.3f}): the policy may be exploiting the grader",
+                              {"signal": signal, "from_step": ref_step, "reward_then": r_then, "reward_now": r_now,
+                               "reward_rise": rise, f"{signal}_then": ref_score, f"{signal}_now": now_score,
+                               "score_drop": drop, "min_reward_rise": c.min_reward_rise,
+                               "min_score_drop": c.min_score_drop})
+        return out
