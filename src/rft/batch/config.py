@@ -1,0 +1,138 @@
+"""Batch configuration: the retry policy, the price table and the executor knobs, as one typed tree.
+
+`BatchConfig` is loaded from a YAML/JSON file (`rft batch run --config batch.yaml`), then single fields are
+overridden from CLI options; unknown keys are errors naming the file and the field. The resolved config is
+stored in the batch's state so `resume` and `redrive` run under the same policy.
+
+Example file:
+
+    retry: {max_attempts: 6, initial_backoff_s: 1, max_backoff_s: 30, request_deadline_s: 600}
+    prices: {local_per_hour: 0.10, remote: {gpt-4o-mini: {prompt_per_1k: 0.00015, completion_per_1k: 0.0006}}}
+    concurrency: 16
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rft.errors import Problem, RftError, did_you_mean
+
+
+class RetryPolicy(BaseModel):
+    """When and how often a failed request is tried again. Written so failed work cannot pile up: every
+    request has a maximum number of attempts *and* a total deadline, and a run of consecutive failures
+    stops the whole batch (the circuit breaker) instead of hammering a broken endpoint.
+
+    Only failures that can succeed on retry are retried: connection errors, timeouts, HTTP 408, 409, 429
+    and 5xx. 400, 401, 403, 404, 422 (and any other 4xx) are permanent and go to the error file at once.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(5, ge=1, description="attempts per request, the first one included")
+    initial_backoff_s: float = Field(0.5, gt=0, description="backoff window before the 2nd attempt")
+    backoff_multiplier: float = Field(2.0, ge=1.0, description="the window grows by this factor per attempt")
+    max_backoff_s: float = Field(30.0, gt=0, description="largest backoff window (full jitter draws in [0, window])")
+    retry_after_cap_s: float = Field(60.0, ge=0, description="a server's Retry-After is honoured up to this")
+    request_deadline_s: float = Field(600.0, gt=0, description="total time per request, all attempts and waits")
+    attempt_timeout_s: float = Field(120.0, gt=0, description="timeout of one HTTP attempt (remote endpoints)")
+    circuit_breaker_threshold: int = Field(
+        20, ge=0, description="stop sending after this many consecutive failures that are the endpoint's "
+                              "(retryable ones, 401, 403, 404; 0: never)")
+
+
+class TokenPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_per_1k: float = Field(ge=0)
+    completion_per_1k: float = Field(ge=0)
+
+
+class PriceTable(BaseModel):
+    """Prices in USD for the cost estimate. Local models cost machine time; remote ones cost tokens.
+
+    The defaults are placeholders of the right order of magnitude (a small cloud CPU machine; a small hosted
+    model); set your own with `--config` or `--price-per-hour`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_per_hour: float = Field(0.10, ge=0, description="USD per hour of machine time for local models")
+    remote_default: TokenPrice = TokenPrice(prompt_per_1k=0.00015, completion_per_1k=0.0006)
+    remote: dict[str, TokenPrice] = Field(default_factory=dict, description="per remote model name")
+
+    def for_remote(self, model: str | None) -> TokenPrice:
+        return self.remote.get(model or "", self.remote_default)
+
+
+class BatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retry: RetryPolicy = RetryPolicy()
+    prices: PriceTable = PriceTable()
+    concurrency: int = Field(8, ge=1, description="requests in flight at once (remote endpoints)")
+    batch_size: int = Field(64, ge=1, description="requests per engine call (local models; the engine batches up to 64)")
+    max_cost: float | None = Field(None, ge=0, description="stop cleanly once the estimated cost reaches this (USD)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the remote API key")
+
+
+def _problems(err: ValidationError, source: str | None) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        path = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            model: Any = BatchConfig
+            for part in e["loc"][:-1]:
+                fld = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+                model = fld.annotation if fld is not None else None
+            options = list(model.model_fields) if hasattr(model, "model_fields") else []
+            msg = f"unknown key '{e['loc'][-1]}'{did_you_mean(str(e['loc'][-1]), options)}"
+            if options:
+                msg += f"; valid keys here: {', '.join(options)}"
+        else:
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        out.append(Problem(msg, file=source, field=path))
+    return out
+
+
+def build_config(raw: dict, *, source: str | None = None) -> BatchConfig:
+    try:
+        return BatchConfig.model_validate(raw)
+    except ValidationError as e:
+        raise RftError(f"invalid batch config{f' in {source}' if source else ''}", _problems(e, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BatchConfig:
+    """Read a YAML/JSON config file (or start from the defaults) and apply dotted overrides
+    (`{"retry.max_attempts": 3}`); None values in `overrides` are ignored."""
+    raw: dict = {}
+    source = None
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.exists():
+            raise RftError(f"batch config file not found: {p}")
+        try:
+            text = p.read_text()
+            loaded = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as e:
+            raise RftError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise RftError(f"{p}: a batch config must be a mapping (retry, prices, concurrency, ...)")
+        raw = loaded
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return build_config(raw, source=source)

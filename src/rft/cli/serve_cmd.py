@@ -1,0 +1,26 @@
+"""`rft serve`: parse the options and hand over to `rft.serve.serve` (the library does the work)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def serve(
+    model: str = typer.Option(..., "--model", "-m",
+                              help="Model reference: smollm2-135m-instruct, a model directory, ckpt:<id> or "
+                                   "alias:<name> (an alias is re-resolved before each batch, so a promote or "
+                                   "rollback takes effect without a restart)."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to bind. Anything but loopback requires RFT_API_TOKEN."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+):
+    """Serve a model over an OpenAI-compatible API: POST /v1/chat/completions (streaming, predicted outputs)
+    and GET /v1/models.
+
+    If RFT_API_TOKEN is set, every request must send 'Authorization: Bearer <token>' (401 otherwise);
+    binding to a non-loopback host without it is refused. Plain HTTP: put a TLS proxy in front off-machine.
+    Requests are micro-batched on one engine thread.
+    """
+    from rft.serve import serve as run_server
+
+    run_server(model, host=host, port=port, log=lambda s: typer.echo(s, err=True))

@@ -1,0 +1,393 @@
+"""OpenAI Chat Completions bodies in and out: validation, batching onto an engine, response shapes.
+
+One path serves the HTTP server (`rft serve`) and batch inference:
+
+- `parse_chat_body(body)` validates a `/v1/chat/completions` request body and returns a `ChatCall` (messages,
+  `SamplingParams`, prediction, model, stream). Every mistake raises `ChatRequestError` naming the parameter,
+  with the status code and error shape OpenAI uses (`{"error": {"message", "type", "param", "code"}}`).
+- `run_chat_calls(engine, calls, model_name=...)` runs many calls: calls with identical sampling parameters go
+  to the engine in one `generate` call (one batch); calls carrying a prediction go one by one through the
+  engine's predicted-output path (`generate_predicted`). It returns, per call, a `chat.completion` body or the
+  `ChatRequestError` for that call, so one bad call never fails its neighbours.
+- `completion_body`, `chunk_body`, `usage_body` build the response objects (the server streams chunks).
+
+Simplifications, stated honestly:
+- Text only. Tools/function calling, logprobs, response_format json_object/json_schema, audio, logit_bias and
+  presence/frequency penalties are refused with a 400 naming the parameter; harmless fields (`user`,
+  `metadata`, `store`, `service_tier`, `parallel_tool_calls`, `reasoning_effort`, `tool_choice: "none"`) are
+  accepted and ignored. Unknown fields are refused, as OpenAI does.
+- `developer` messages are passed to the chat template as `system` (open models' templates know no developer
+  role); text content parts are joined into one string.
+- Without `max_tokens` / `max_completion_tokens`, completions stop after `DEFAULT_MAX_TOKENS` tokens (OpenAI's
+  limit is the context window); a prompt plus `max_tokens` that exceed the model's context is a 400.
+- `seed` makes a call reproducible on its own; inside a batch of calls sharing the same parameters the random
+  stream is shared, so a seeded call is only reproducible when batched with the same neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from rft.engine import SamplingParams
+from rft.types import Completion
+
+DEFAULT_MAX_TOKENS = 256
+MAX_N = 128
+MAX_STOP = 4
+ROLES = ("system", "user", "assistant", "developer")
+
+# Accepted and ignored: they change nothing about the text a local model produces.
+_IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "reasoning_effort",
+            "prompt_cache_key", "safety_identifier", "verbosity")
+_KNOWN = {"messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop",
+          "seed", "stream", "stream_options", "prediction", "tools", "tool_choice", "functions",
+          "function_call", "logprobs", "top_logprobs", "response_format", "presence_penalty",
+          "frequency_penalty", "logit_bias", "audio", "modalities", "web_search_options", *_IGNORED}
+
+
+class ChatRequestError(Exception):
+    """A request the server refuses, in OpenAI's error shape. `status_code` is the HTTP status (400 invalid
+    request, 404 unknown model, 422 unprocessable, 500 server error); `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None, *, status_code: int = 400,
+                 code: str | None = None, type: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status_code = status_code
+        self.code = code
+        self.type = type or ("server_error" if status_code >= 500 else "invalid_request_error")
+
+    def to_dict(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __repr__(self) -> str:
+        return f"ChatRequestError({self.status_code}, {self.param!r}, {self.message!r})"
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One validated chat completion request."""
+
+    messages: list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}], ready for a chat template
+    params: SamplingParams
+    prediction: str | None = None
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a final chunk carries the usage
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _bad(param: str, message: str) -> ChatRequestError:
+    return ChatRequestError(message, param)
+
+
+def _number(body: dict, key: str, lo: float, hi: float, default: float) -> float:
+    v = body.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(key, f"'{key}' must be a number, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise _bad(key, f"'{key}' must be between {lo:g} and {hi:g}, got {v}")
+    return float(v)
+
+
+def _int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(key, f"'{key}' must be an integer, got {type(v).__name__}")
+    if v < lo or (hi is not None and v > hi):
+        rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise _bad(key, f"'{key}' must be {rng}, got {v}")
+    return v
+
+
+def _text(content: Any, param: str) -> str:
+    """A message/prediction content: a string or a list of {"type": "text", "text": str} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            p = f"{param}[{j}]"
+            if not isinstance(part, dict):
+                raise _bad(p, f"'{p}' must be an object like {{\"type\": \"text\", \"text\": \"...\"}}")
+            if part.get("type") != "text":
+                raise _bad(f"{p}.type", f"'{p}.type' is {part.get('type')!r}; only text content parts are supported")
+            if not isinstance(part.get("text"), str):
+                raise _bad(f"{p}.text", f"'{p}.text' must be a string")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _bad(param, f"'{param}' must be a string or a list of text parts, got {type(content).__name__}")
+
+
+def _messages(raw: Any) -> list[dict]:
+    if raw is None:
+        raise _bad("messages", "'messages' is required")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("messages", "'messages' must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(raw):
+        p = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(p, f"'{p}' must be an object with 'role' and 'content'")
+        role = m.get("role")
+        if role in ("tool", "function"):
+            raise _bad(f"{p}.role", f"'{p}.role' is '{role}': tool and function messages are not supported")
+        if role not in ROLES:
+            raise _bad(f"{p}.role", f"'{p}.role' must be one of {', '.join(ROLES)}, got {role!r}")
+        if m.get("tool_calls") or m.get("function_call"):
+            raise _bad(f"{p}.tool_calls", f"'{p}.tool_calls': tool calls are not supported")
+        if m.get("audio"):
+            raise _bad(f"{p}.audio", f"'{p}.audio': audio is not supported")
+        if "content" not in m or m["content"] is None:
+            raise _bad(f"{p}.content", f"'{p}.content' is required")
+        # Open models' chat templates know no 'developer' role; OpenAI treats it as the new name for system.
+        out.append({"role": "system" if role == "developer" else role, "content": _text(m["content"], f"{p}.content")})
+    return out
+
+
+def _refuse_unsupported(body: dict) -> None:
+    unknown = sorted(k for k in body if k not in _KNOWN)
+    if unknown:
+        raise _bad(unknown[0], f"Unrecognized request argument supplied: {unknown[0]}")
+    if body.get("tools"):
+        raise _bad("tools", "'tools': tool calling is not supported by this server")
+    if body.get("functions"):
+        raise _bad("functions", "'functions': function calling is not supported by this server")
+    tc = body.get("tool_choice")
+    if tc not in (None, "none", "auto"):
+        raise _bad("tool_choice", "'tool_choice': tool calling is not supported by this server")
+    if body.get("function_call") not in (None, "none", "auto"):
+        raise _bad("function_call", "'function_call': function calling is not supported by this server")
+    if body.get("logprobs"):
+        raise _bad("logprobs", "'logprobs' is not supported by this server")
+    if body.get("top_logprobs"):
+        raise _bad("top_logprobs", "'top_logprobs' is not supported by this server")
+    rf = body.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict) or rf.get("type") != "text":
+            kind = rf.get("type") if isinstance(rf, dict) else rf
+            raise _bad("response_format", f"'response_format' {kind!r} is not supported; only {{\"type\": \"text\"}}")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if body.get(key) not in (None, 0, 0.0):
+            raise _bad(key, f"'{key}' is not supported by this server (only 0)")
+    if body.get("logit_bias"):
+        raise _bad("logit_bias", "'logit_bias' is not supported by this server")
+    if body.get("audio"):
+        raise _bad("audio", "'audio' output is not supported")
+    mods = body.get("modalities")
+    if mods is not None and mods != ["text"]:
+        raise _bad("modalities", "'modalities': only [\"text\"] is supported")
+    if body.get("web_search_options") is not None:
+        raise _bad("web_search_options", "'web_search_options': web search is not supported")
+
+
+def parse_chat_body(body: dict) -> ChatCall:
+    """Validate a /v1/chat/completions body; raise ChatRequestError naming the first bad parameter."""
+    if not isinstance(body, dict):
+        raise _bad(None, "the request body must be a JSON object")  # type: ignore[arg-type]
+    _refuse_unsupported(body)
+    messages = _messages(body.get("messages"))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("model", "'model' must be a string")
+    max_tokens = _int(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", 1)
+    else:
+        _int(body, "max_tokens", 1)  # still validated
+    n = _int(body, "n", 1, MAX_N) or 1
+    temperature = _number(body, "temperature", 0.0, 2.0, 1.0)
+    top_p = _number(body, "top_p", 0.0, 1.0, 1.0)
+    seed = _int(body, "seed", -(2**63))
+    stop_raw = body.get("stop")
+    if stop_raw is None:
+        stop: tuple[str, ...] = ()
+    elif isinstance(stop_raw, str):
+        stop = (stop_raw,) if stop_raw else ()
+    elif isinstance(stop_raw, list) and all(isinstance(s, str) for s in stop_raw):
+        if len(stop_raw) > MAX_STOP:
+            raise _bad("stop", f"'stop' takes at most {MAX_STOP} sequences, got {len(stop_raw)}")
+        stop = tuple(s for s in stop_raw if s)
+    else:
+        raise _bad("stop", "'stop' must be a string or a list of strings")
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _bad("stream", "'stream' must be a boolean")
+    include_usage = False
+    so = body.get("stream_options")
+    if so is not None:
+        if not stream:
+            raise _bad("stream_options", "'stream_options' is only allowed when 'stream' is true")
+        if not isinstance(so, dict):
+            raise _bad("stream_options", "'stream_options' must be an object")
+        extra = sorted(set(so) - {"include_usage", "include_obfuscation"})
+        if extra:
+            raise _bad(f"stream_options.{extra[0]}", f"Unrecognized argument: stream_options.{extra[0]}")
+        iu = so.get("include_usage", False)
+        if not isinstance(iu, bool):
+            raise _bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean")
+        include_usage = iu
+    prediction = None
+    pred = body.get("prediction")
+    if pred is not None:
+        if not isinstance(pred, dict) or pred.get("type") != "content":
+            raise _bad("prediction.type", "'prediction' must be {\"type\": \"content\", \"content\": ...}")
+        if "content" not in pred:
+            raise _bad("prediction.content", "'prediction.content' is required")
+        prediction = _text(pred["content"], "prediction.content")
+        if n > 1:
+            raise _bad("n", "predicted outputs do not support n > 1")
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stop, seed=seed)
+    return ChatCall(messages=messages, params=params, prediction=prediction, model=model, stream=stream,
+                    include_usage=include_usage)
+
+
+# ---------------------------------------------------------------------------------------- responses
+def new_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def usage_body(completions: list[Completion]) -> dict:
+    """OpenAI usage: the prompt counted once, completion tokens summed over the n choices."""
+    prompt = completions[0].prompt_tokens if completions else 0
+    comp = sum(len(c.token_ids) for c in completions)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": comp,
+        "total_tokens": prompt + comp,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": sum(c.accepted_prediction_tokens for c in completions),
+            "rejected_prediction_tokens": sum(c.rejected_prediction_tokens for c in completions),
+            "reasoning_tokens": 0,
+        },
+    }
+
+
+def completion_body(completions: list[Completion], *, model_name: str, id: str | None = None,
+                    created: int | None = None) -> dict:
+    """A `chat.completion` response body for the n completions of one call."""
+    return {
+        "id": id or new_id(),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model_name,
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": c.text},
+             "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(completions)
+        ],
+        "usage": usage_body(completions),
+        "system_fingerprint": None,
+    }
+
+
+def chunk_body(*, id: str, created: int, model_name: str, delta: dict | None = None, index: int = 0,
+               finish_reason: str | None = None, usage: dict | None = None, empty_choices: bool = False) -> dict:
+    """A `chat.completion.chunk`. With `empty_choices` it is the final usage-only chunk (choices: [])."""
+    choices = [] if empty_choices else [
+        {"index": index, "delta": delta or {}, "finish_reason": finish_reason, "logprobs": None}]
+    return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+            "system_fingerprint": None, "choices": choices, "usage": usage}
+
+
+# -------------------------------------------------------------------------------------------- running
+def context_limit(engine) -> int | None:
+    """The model's context window in tokens, when the engine exposes a transformers config."""
+    cfg = getattr(getattr(engine, "model", None), "config", None)
+    v = getattr(cfg, "max_position_embeddings", None)
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+
+def check_call(engine, call: ChatCall) -> None:
+    """Per-call checks that need the engine: the chat template accepts the messages, and prompt plus
+    max_tokens fit the context window. Raises ChatRequestError."""
+    tok = getattr(engine, "tokenizer", None)
+    if tok is None:
+        return
+    from rft.engine.local import render_prompt
+
+    try:
+        n_prompt = len(render_prompt(tok, call.messages))
+    except Exception as e:  # jinja TemplateError and friends: the template's own message says what's wrong
+        raise ChatRequestError(f"the model's chat template rejected these messages: {e}", "messages") from None
+    limit = context_limit(engine)
+    if limit is not None and n_prompt + call.params.max_new_tokens > limit:
+        raise ChatRequestError(
+            f"this model's maximum context length is {limit} tokens; the messages use {n_prompt} tokens and "
+            f"max_tokens asks for {call.params.max_new_tokens} more. Shorten the messages or lower max_tokens.",
+            "messages", code="context_length_exceeded")
+
+
+def _as_error(e: Exception) -> ChatRequestError:
+    if isinstance(e, ChatRequestError):
+        return e
+    from rft.errors import RftError
+
+    if isinstance(e, (RftError, ValueError)):
+        return ChatRequestError(str(e), None, status_code=400)
+    return ChatRequestError(f"generation failed: {type(e).__name__}: {e}", None, status_code=500)
+
+
+def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[dict | ChatRequestError]:
+    """Run chat calls on an engine; per call a `chat.completion` body or the ChatRequestError it earned.
+
+    Calls with identical SamplingParams share one `engine.generate` call (one batch); calls with a
+    prediction run one by one through `engine.generate_predicted`. A batch that fails as a whole is retried
+    call by call, so an error lands on the call that caused it.
+    """
+    results: list[dict | ChatRequestError | None] = [None] * len(calls)
+    groups: dict[SamplingParams, list[int]] = {}
+    predicted: list[int] = []
+    for i, call in enumerate(calls):
+        try:
+            check_call(engine, call)
+        except ChatRequestError as e:
+            results[i] = e
+            continue
+        if call.prediction is not None:
+            predicted.append(i)
+        else:
+            groups.setdefault(call.params, []).append(i)
+
+    created = int(time.time())
+    for params, idx in groups.items():
+        try:
+            outs = engine.generate([calls[i].messages for i in idx], params)
+        except Exception as e:
+            if len(idx) == 1:
+                results[idx[0]] = _as_error(e)
+                continue
+            outs = []
+            for i in idx:  # isolate the failing call
+                try:
+                    outs.append(engine.generate([calls[i].messages], params)[0])
+                except Exception as e1:  # noqa: BLE001
+                    outs.append(_as_error(e1))
+        for i, comps in zip(idx, outs):
+            results[i] = comps if isinstance(comps, ChatRequestError) else \
+                completion_body(list(comps), model_name=model_name, created=created)
+
+    for i in predicted:
+        gp = getattr(engine, "generate_predicted", None)
+        if gp is None:
+            results[i] = ChatRequestError("this engine does not support predicted outputs", "prediction")
+            continue
+        try:
+            comp = gp(calls[i].messages, calls[i].params, calls[i].prediction)
+        except Exception as e:  # noqa: BLE001
+            results[i] = _as_error(e)
+            continue
+        results[i] = completion_body([comp], model_name=model_name, created=created)
+    return results  # type: ignore[return-value]

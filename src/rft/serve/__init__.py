@@ -1,0 +1,12 @@
+"""`rft serve`: an OpenAI-compatible HTTP server for any rft model reference.
+
+`create_app(model_ref)` builds the FastAPI app (testable in-process); `serve(model_ref, host, port)` runs it
+with uvicorn. The request/response logic lives in `rft.openai_chat` and is shared with batch inference; the
+engine is owned by one worker thread that micro-batches requests and follows alias changes
+(`rft.serve.worker`). Run it with `rft serve --model alias:prod` and point any OpenAI client at
+`http://127.0.0.1:8000/v1`.
+"""
+
+from rft.serve.app import create_app, is_loopback, serve
+
+__all__ = ["create_app", "is_loopback", "serve"]
