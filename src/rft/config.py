@@ -141,6 +141,7 @@ class TrainConfig(_Strict):
     prompts_per_step: int = 2  # used when hyperparameters.batch_size is auto
     max_steps: int | None = None
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # compute dtype; master weights stay fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     micro_batch_size: int | None = None  # sequences per forward/backward (None: the whole step)
     max_unscored_frac: float = 0.5  # stop the run when a step's unscored share exceeds this
     log_samples: bool = True

@@ -96,8 +96,17 @@ def reference_check(job: JobSpec, grader, ds: Dataset) -> None:
         raise RftError(f"{len(problems)} reference answer(s) fail the grader; fix the data or the grader", problems)
 
 
+def device_for(job: JobSpec) -> str:
+    d = job.rft.train.device
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cuda" and not torch.cuda.is_available():
+        raise RftError("rft.train.device is cuda but this torch has no CUDA device", hint="use rft.train.device=auto")
+    return d
+
+
 def load_policy(job: JobSpec, resolved: models.ResolvedModel):
-    model, tok = models.load(resolved, dtype=torch.float32)
+    model, tok = models.load(resolved, dtype=torch.float32, device=device_for(job))
     if job.rft.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -218,7 +227,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
     t0 = time.perf_counter()
     flat_prompts = [p for p in prompt_ids for _ in range(G)]
     batch = build_batch(prompt_ids, [(list(c.token_ids), list(c.logprobs)) for c in flat], adv.advantages.reshape(-1),
-                        pad_id=tok.pad_token_id, group=G)
+                        pad_id=tok.pad_token_id, group=G).to(next(model.parameters()).device)
     B = batch.comp_in.shape[0]
     norm = algo.LossNorm(sequences=B, tokens=int(batch.comp_mask.sum()), max_len=s.max_new_tokens)
     # micro-batches hold whole groups (they share one prompt pass)

@@ -32,6 +32,13 @@ class TrainBatch:
     def n_prompts(self) -> int:
         return self.prompt_ids.shape[0]
 
+    def to(self, device) -> "TrainBatch":
+        if self.comp_in.device == torch.device(device):
+            return self
+        t = lambda x: x.to(device, non_blocking=True)  # noqa: E731
+        return TrainBatch(t(self.prompt_ids), t(self.prompt_mask), t(self.prompt_len), self.group, t(self.comp_in),
+                          t(self.comp_ids), t(self.comp_mask), t(self.old_logp), t(self.advantages))
+
     def prompts(self, start: int, stop: int) -> "TrainBatch":
         """The sub-batch of prompts [start, stop) with all their completions."""
         r = slice(start * self.group, stop * self.group)
@@ -107,7 +114,7 @@ def completion_logprobs(model, batch: TrainBatch, *, temperature: float, compute
         else:
             mask = torch.ones_like(batch.comp_in)
         start = (batch.prompt_len - 1).repeat_interleave(G)  # [B] position of the last prompt token
-        cpos = start[:, None] + torch.arange(Lc)[None]  # [B, Lc]
+        cpos = start[:, None] + torch.arange(Lc, device=start.device)[None]  # [B, Lc]
         hidden = body(input_ids=batch.comp_in, attention_mask=mask, position_ids=cpos, use_cache=P > 0,
                       **kwargs).last_hidden_state  # [B, Lc, E]
         logits = head(hidden)  # [B, Lc, V]

@@ -84,7 +84,7 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _optimizer_tensors(opt, names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -95,7 +95,7 @@ def _optimizer_tensors(opt, names: list[str]) -> tuple[dict[str, torch.Tensor], 
         st = opt.state.get(p, {})
         for k, v in st.items():
             t = v if torch.is_tensor(v) else torch.tensor(v)
-            tensors[f"{name}::{k}"] = t.detach().contiguous().clone()
+            tensors[f"{name}::{k}"] = t.detach().cpu().contiguous().clone()
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     return tensors, {"param_groups": _json_safe(groups), "n_params": len(params)}
 
@@ -124,7 +124,7 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
         ("trainable.safetensors", lambda p: save_file(trainable_state(model), str(p))),
         ("optimizer.safetensors", lambda p: save_file(opt_tensors, str(p)) if opt_tensors else
          save_file({"__empty__": torch.zeros(1)}, str(p))),
-        ("rng.safetensors", lambda p: save_file({"torch_cpu": torch.get_rng_state()}, str(p))),
+        ("rng.safetensors", lambda p: save_file(_rng_tensors(), str(p))),
         ("trainer_state.json", lambda p: p.write_text(json.dumps(trainer, indent=2, default=str))),
     ]
     for i, (name, write) in enumerate(writers):
@@ -237,12 +237,23 @@ def load_state(d: Path, *, model, opt) -> dict:
     opt.state.clear()
     for name, p in zip(names, params):
         st = {k.split("::", 1)[1]: v for k, v in opt_t.items() if k.split("::", 1)[0] == name}
-        if st:
-            opt.state[p] = st
+        if st:  # moments live with the parameter; AdamW keeps its scalar `step` on the CPU
+            opt.state[p] = {k: v if v.dim() == 0 else v.to(p.device) for k, v in st.items()}
     rng = load_file(str(d / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
+    cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
     _set_py_random_state(trainer["python_random"])
     return trainer
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"torch_cuda_{i:02d}"] = st
+    return out
 
 
 def _py_random_state():
