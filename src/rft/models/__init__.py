@@ -111,8 +111,10 @@ def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=prin
     return out
 
 
-def resolve(ref: str, *, prepare: bool = True) -> ResolvedModel:
-    """Turn a model reference into a local directory, or raise an RftError that says what to do."""
+def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedModel:
+    """Turn a model reference into a local directory, or raise an RftError that says what to do.
+    `ckpt:`/`alias:` references are verified (every file re-hashed) unless `verify=False` (a cheap lookup, e.g.
+    to see whether an alias moved)."""
     if ref in EMBEDDED:
         path = prepare_embedded(ref) if prepare else embedded_dir(ref)
         return ResolvedModel(ref, path, "embedded")
@@ -122,7 +124,7 @@ def resolve(ref: str, *, prepare: bool = True) -> ResolvedModel:
         except ImportError:
             raise RftError(f"'{ref}': checkpoint ids and aliases need the job registry, which this version does not "
                            "have yet", hint="pass the checkpoint directory instead, e.g. ~/.rft/runs/<job id>/checkpoints/final") from None
-        return resolve_ref(ref)
+        return resolve_ref(ref, verify=verify)
     p = Path(ref).expanduser()
     if p.exists():
         if not p.is_dir():

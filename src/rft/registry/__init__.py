@@ -407,8 +407,9 @@ def _jsonable(o):
     return json.loads(json.dumps(o, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 
 
-def resolve_ref(ref: str):
-    """`ckpt:<id>` or `alias:<name>` -> a verified checkpoint directory (models.ResolvedModel)."""
+def resolve_ref(ref: str, *, verify: bool = True):
+    """`ckpt:<id>` or `alias:<name>` -> a verified checkpoint directory (models.ResolvedModel). With
+    `verify=False` only the registry is read (no hashing): for noticing that an alias moved."""
     from rft.models import ResolvedModel
     from rft.train.checkpoint import verify_checkpoint
 
@@ -420,6 +421,8 @@ def resolve_ref(ref: str):
     path = Path(ck["path"])
     if ck["status"] != "active" or not path.exists():
         raise RftError(f"checkpoint {ck['id']} ({ref}) has no files at {path} (status {ck['status']})")
+    if not verify:
+        return ResolvedModel(ref, path, "checkpoint")
     from rft.hashing import sha256_file
 
     mf = path / "manifest.json"

@@ -159,7 +159,9 @@ class ModelWorker:
             return
         self._checked = now
         try:
-            r = models.resolve(self.ref)
+            r = models.resolve(self.ref, verify=False)  # a registry lookup; files are re-hashed only on a change
+            if r.path != self.resolved.path:
+                r = models.resolve(self.ref)
         except Exception as e:  # noqa: BLE001 - RftError or a registry failure: say so, don't serve a stale model
             raise ChatRequestError(f"the model reference '{self.ref}' does not resolve any more: {e}", "model",
                                    status_code=503, type="server_error") from None
