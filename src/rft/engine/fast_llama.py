@@ -10,6 +10,12 @@ It is an inference-only path (no autograd); training uses the transformers forwa
 Equivalence: in fp32 it reproduces the transformers forward up to float summation order; a test checks
 greedy outputs are identical to `model.generate` on the embedded model.
 
+Predicted outputs: `verify` runs m tokens in one pass against the cache and `rewind` forgets the last n
+cached positions (marks them invalid and moves the write index back, so rejected draft tokens' K/V are
+overwritten by the next write). `verify` gives bit for bit the logits and K/V of m `decode` steps: attention
+runs query by query with decode's shapes, and a weight product runs on all m rows at once only where a probe
+(on first use) found it row-invariant; in bf16 on AVX512-BF16 that is every product but the MLP down projection.
+
 Limits: one device, no sliding-window attention, RoPE via the model's own rotary module (so scaled RoPE
 variants work), LoRA adapters are merged into the packed copy at `sync()` time.
 """
@@ -77,6 +83,7 @@ class FastDecoder:
         self.prepack = (dtype == torch.bfloat16 and self.device.type == "cpu" and torch.backends.mkldnn.is_available()
                         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
         self.layers: list[dict] = []
+        self._row_invariant: tuple[int, dict[str, set[int]]] | None = None  # (threads, probe result), see verify
         self.sync()
 
     @torch.no_grad()
@@ -272,3 +279,133 @@ class FastDecoder:
         state["pos"] = state["pos"] + 1
         x = self._rms(x[:, 0], self.norm)
         return self._lin(x, self.head, self.packed.get("head")).float()  # [b, V]
+
+    # -- multi-token verify and rollback (predicted outputs / speculative decoding) -----------------
+    # `verify` must give bit for bit what m `decode` calls give: in bf16 a one-ulp difference in a logit or a
+    # cached K/V flips greedy near-ties, and the output would no longer be the one decoding without a draft
+    # gives. A kernel may round a product of m rows differently from m one-row products (another kernel, other
+    # blocking; e.g. torch switches bf16 matmuls to oneDNN above a size threshold), so:
+    #  - attention runs one query at a time with exactly decode's shapes (query i sees t+i+1 keys): exact by
+    #    construction, since the key count differs per query and no probe could cover every cache length;
+    #  - each weight product runs on all m rows at once only if a probe found it row-invariant for m rows
+    #    (shapes there do not depend on the cache length, so the probe covers every m up to `PROBE_ROWS`).
+    PROBE_ROWS = 33  # 1 + the longest draft the predicted-output loop sends (DraftCursor.k_max)
+
+    def _vlin(self, x, name, w, packed=None, bias=None):
+        """`_lin` for x [b, m, E] with rows bit-identical to m one-row calls (what decode computes)."""
+        m = x.shape[1]
+        if m == 1 or m in self._row_invariant[1].get(name, ()):
+            return self._lin(x, w, packed, bias)
+        return torch.cat([self._lin(x[:, j : j + 1], w, packed, bias) for j in range(m)], 1)
+
+    @torch.inference_mode()
+    def _probe_row_invariant(self) -> dict[str, set[int]]:
+        """For each weight product ("wqkv", "wo", "wgu", "wd", "head"): the row counts m <= PROBE_ROWS for which
+        one call on m rows equals m one-row calls bit for bit.
+
+        Kernel choice depends on shapes (and the packed layout), not on values, so the probe uses synthetic
+        matrices of the same shapes, packed the same way, built so that the summation order shows: every
+        output sums two products of +-2^24 that cancel exactly plus many small ones, and the small ones lose
+        their low bits when they are added while the running sum is large. Two kernels that group the sum
+        differently then disagree in the leading bits of many outputs, not in one rounding in a thousand (as
+        they would on ordinary values)."""
+        g = torch.Generator(device="cpu").manual_seed(0)
+        R = self.PROBE_ROWS
+        lw = self.layers[0]
+        shapes = {"wqkv": (lw["wqkv"], lw["bqkv"]), "wo": (lw["wo"], None), "wgu": (lw["wgu"], None),
+                  "wd": (lw["wd"], None), "head": (self.head, None)}
+        big = 2.0**12
+        found: dict[str, set[int]] = {}
+        for name, (w_real, b_real) in shapes.items():
+            N, E = w_real.shape
+            hot = torch.randperm(E, generator=g)[:16]  # the features that carry the large values
+            w = torch.rand((N, E), generator=g) * 2 - 1  # [N, E]
+            w[:, hot] = 0.0
+            pair = torch.stack([torch.randperm(16, generator=g)[:2] for _ in range(N)])  # [N, 2] two hot features per output
+            rows = torch.arange(N)
+            w[rows, hot[pair[:, 0]]] = big
+            w[rows, hot[pair[:, 1]]] = -big
+            x = torch.rand((1, R, E), generator=g) * 2 - 1  # [1, R, E]
+            x[0][:, hot] = big * torch.where(torch.rand((R, 1), generator=g) < 0.5, -1.0, 1.0)  # same sign per row
+            w = w.to(self.dtype).to(self.device).contiguous()
+            x = x.to(self.dtype).to(self.device)
+            bias = torch.zeros_like(b_real) if b_real is not None else None
+            packed = None
+            if self.prepack:
+                packed = torch.ops.mkldnn._reorder_linear_weight(w, 32)
+            one = torch.cat([self._lin(x[:, j : j + 1], w, packed, bias) for j in range(R)], 1)  # [1, R, N]
+            found[name] = {m for m in range(2, R + 1) if torch.equal(self._lin(x[:, :m], w, packed, bias), one[:, :m])}
+        return found
+
+    def _attn_rows(self, q, keys, vals, biases):
+        """q [b, H, m, D], keys/vals [b, K, S, D], biases[i] [b, 1, 1, t+i+1] -> [b, m, H*D]: decode's attention
+        for each new query in turn, with decode's shapes, layouts and ops."""
+        b, H, m, D = q.shape
+        K = self.n_kv
+        qs = q.transpose(1, 2)  # [b, m, H, D]
+        out = []
+        for j, bias in enumerate(biases):
+            n = bias.shape[-1]
+            qg = qs[:, j].reshape(b, K, H // K, D)  # [b, K, G, D], as decode's q.view(b, K, G, D)
+            scores = torch.matmul(qg, keys[:, :, :n].transpose(-1, -2)).float() * self.scale  # [b, K, G, n]
+            probs = torch.softmax(scores + bias, dim=-1).to(self.dtype)
+            out.append(torch.matmul(probs, vals[:, :, :n]).reshape(b, 1, H * D))  # [b, 1, H*D]
+        return torch.cat(out, 1)  # [b, m, H*D]
+
+    @torch.inference_mode()
+    def verify(self, toks: torch.Tensor, state: dict) -> torch.Tensor:
+        """toks [b, m] -> logits [b, m, V] fp32; row i is the distribution of the token after toks[:, :i+1].
+
+        Runs m tokens in one pass at the next m positions, writing their K/V at cache index [t, t+m) and
+        advancing the state by m, with bit for bit the results of m `decode` calls (see the note above): the
+        weight products, which dominate decode, run on all m rows at once where that is exact. `rewind` drops
+        the tail again when only a prefix of the m tokens is kept."""
+        if self._row_invariant is None or self._row_invariant[0] != torch.get_num_threads():
+            self._row_invariant = (torch.get_num_threads(), self._probe_row_invariant())  # kernels may split by threads
+        b, m = toks.shape
+        t = state["t"]
+        kc, vc, valid = state["k"], state["v"], state["valid"]
+        S = t + m
+        if S > kc.shape[3]:
+            raise ValueError(f"verify: {m} tokens at position {t} overflow the KV cache ({kc.shape[3]} slots)")
+        dev = self.device
+        valid[:, t:S] = True
+        pos = state["pos"][:, None] + torch.arange(m, device=dev)  # [b, m]
+        cos, sin = self._cos_sin(pos)
+        x = F.embedding(toks, self.embed)  # [b, m, E]
+        H, K, D = self.n_heads, self.n_kv, self.head_dim
+        biases = []  # query j sees the first t+j+1 keys, as decode does
+        for j in range(m):
+            bias = torch.zeros((b, 1, 1, t + j + 1), dtype=torch.float32, device=dev)  # [b, 1, 1, t+j+1]
+            biases.append(bias.masked_fill_(~valid[:, None, None, : t + j + 1], float("-inf")))
+        for i, lw in enumerate(self.layers):
+            h = self._rms(x, lw["ln1"])
+            qkv = self._vlin(h, "wqkv", lw["wqkv"], lw.get("wqkv_pp"), lw["bqkv"])  # [b, m, (H + 2K) * D]
+            q = qkv[..., : H * D].view(b, m, H, D).transpose(1, 2)  # [b, H, m, D]
+            k = qkv[..., H * D : (H + K) * D].view(b, m, K, D).transpose(1, 2)  # [b, K, m, D]
+            v = qkv[..., (H + K) * D :].view(b, m, K, D).transpose(1, 2)  # [b, K, m, D]
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            kc[i, :, :, t:S] = k
+            vc[i, :, :, t:S] = v
+            o = self._attn_rows(q, kc[i, :, :, :S], vc[i, :, :, :S], biases)  # [b, m, H*D]
+            x = x + self._vlin(o, "wo", lw["wo"], lw.get("wo_pp"))
+            h = self._rms(x, lw["ln2"])
+            gu = self._vlin(h, "wgu", lw["wgu"], lw.get("wgu_pp"))  # [b, m, 2I]
+            g, u = gu.chunk(2, dim=-1)
+            x = x + self._vlin(F.silu(g) * u, "wd", lw["wd"], lw.get("wd_pp"))
+        state["t"] = S
+        state["pos"] = state["pos"] + m
+        x = self._rms(x, self.norm)  # [b, m, E]
+        return self._vlin(x, "head", self.head, self.packed.get("head")).float()  # [b, m, V]
+
+    @staticmethod
+    @torch.inference_mode()
+    def rewind(state: dict, n: int) -> None:
+        """Forget the last n cached positions (rejected draft tokens). Their K/V slots stay in memory but are
+        marked invalid and are overwritten by the next write; positions move back by n."""
+        if n <= 0:
+            return
+        t = state["t"]
+        state["valid"][:, t - n : t] = False
+        state["t"] = t - n
+        state["pos"] = state["pos"] - n

@@ -11,6 +11,10 @@ What it does, per call:
   log p under the temperature-scaled distribution (before truncation), which is what the GRPO loss
   recomputes as the old policy.
 
+Single requests also have `generate_predicted` / `generate_ids_predicted` (predicted outputs: a user-supplied
+draft verified several tokens per forward, same output as without it) and `stream` (text deltas as tokens
+are produced); both run the one-sequence loop in `engine/predicted.py`.
+
 Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
 preallocated KV cache); other architectures fall back to the transformers forward with a DynamicCache.
 Compute dtype: on CPUs with fast bf16 matrix units, generation runs in bf16 on a copy of the weights,
@@ -21,7 +25,7 @@ Simplifications: no paged attention or continuous batching across calls; one dev
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -50,12 +54,10 @@ def eos_ids(tokenizer, model) -> set[int]:
     return ids
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
-    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution."""
-    if params.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)  # [B, V]
-        tok = logits.argmax(dim=-1)  # [B]
-        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """temperature > 0: logits [B, V] (fp32) -> (logp [B, V] under the temperature-scaled distribution before
+    truncation, probs [B, V] the distribution tokens are drawn from: after top-k / top-p, not yet renormalised
+    when no truncation applies (sums to 1 up to rounding), renormalised softmax otherwise)."""
     scaled = logits / params.temperature  # [B, V]
     logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
     filt = scaled
@@ -69,9 +71,19 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         remove = cum - probs > params.top_p  # keep the smallest prefix whose mass reaches top_p
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         filt = torch.full_like(filt, float("-inf")).scatter(-1, idx, sorted_logits)
+    probs = logp.exp() if filt is scaled else torch.softmax(filt, dim=-1)  # [B, V]
+    return logp, probs
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
+    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution."""
+    if params.temperature <= 0:
+        logp = torch.log_softmax(logits, dim=-1)  # [B, V]
+        tok = logits.argmax(dim=-1)  # [B]
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    logp, probs = sampling_probs(logits, params)  # [B, V], [B, V]
     # Inverse-CDF draw: one uniform per row and a binary search in the cumulative distribution. On CPU at
     # vocabulary sizes this is ~30x faster than torch.multinomial (which draws its randoms serially).
-    probs = logp.exp() if filt is scaled else torch.softmax(filt, dim=-1)  # [B, V]
     cdf = probs.cumsum(dim=-1)  # [B, V]
     u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device) * cdf[:, -1:]  # [B, 1]
     tok = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)  # [B]
@@ -187,6 +199,61 @@ class LocalEngine:
             seconds=time.perf_counter() - t0,
         )
         return results  # type: ignore[return-value]
+
+    # -- predicted outputs and streaming (single request, see engine/predicted.py) ----------------------
+    def generate_predicted(self, messages: list[dict], params: SamplingParams, prediction: str) -> Completion:
+        """One completion (n = 1) for a chat prompt, using `prediction` as draft tokens. The output is
+        distributed as without a prediction (greedy: the same tokens); the completion reports how many
+        prediction tokens were accepted and rejected."""
+        return self.generate_ids_predicted(render_prompt(self.tokenizer, messages), params,
+                                           self.prediction_ids(prediction))
+
+    def generate_ids_predicted(self, prompt_ids: list[int], params: SamplingParams,
+                               prediction_ids: list[int]) -> Completion:
+        from rft.engine import predicted
+
+        t0 = time.perf_counter()
+        out = None
+        for _, out in predicted.run(self, list(prompt_ids), params, list(prediction_ids)):
+            pass
+        assert out is not None
+        self.last_stats = GenerationStats(
+            prompt_tokens=len(prompt_ids), completion_tokens=len(out.token_ids), seconds=time.perf_counter() - t0,
+            extra={"accepted_prediction_tokens": out.accepted_prediction_tokens,
+                   "rejected_prediction_tokens": out.rejected_prediction_tokens},
+        )
+        return out
+
+    def stream(self, messages: list[dict], params: SamplingParams,
+               prediction: str | None = None) -> Iterator[tuple[str, Completion | None]]:
+        """Single request (n = 1): yields (text_delta, None) as tokens are produced, then ("", completion)
+        once. The deltas concatenate to `completion.text`. Without a prediction the tokens (and, with a seed,
+        the samples) are those `generate` returns for the same request."""
+        from rft.engine import predicted
+
+        prompt_ids = render_prompt(self.tokenizer, messages)
+        pred_ids = self.prediction_ids(prediction) if prediction else []
+        deltas = predicted.TextDeltas(self.tokenizer, tuple(params.stop))
+        t0 = time.perf_counter()
+        for toks, done in predicted.run(self, prompt_ids, params, pred_ids):
+            if done is None:
+                d = deltas.push(toks)
+                if d:
+                    yield d, None
+                continue
+            d = deltas.finish(done.text)
+            if d:
+                yield d, None
+            self.last_stats = GenerationStats(prompt_tokens=len(prompt_ids), completion_tokens=len(done.token_ids),
+                                              seconds=time.perf_counter() - t0)
+            yield "", done
+
+    def prediction_ids(self, prediction: str) -> list[int]:
+        """The draft tokens of a prediction: its text tokenized without special tokens."""
+        if not prediction:
+            return []
+        out = self.tokenizer(prediction, add_special_tokens=False)["input_ids"]
+        return [int(t) for t in out]
 
     def _generate_batch(self, prompts: list[list[int]], n: int, params: SamplingParams, gen) -> list[Completion]:
         dev = self.device
