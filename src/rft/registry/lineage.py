@@ -79,7 +79,7 @@ def format_lineage(d: dict) -> str:
     ]
     for name, ds in d["datasets"].items():
         if ds:
-            lines.append(f"{name + ' data':<15}{ds['file']}  sha256:{ds['sha256']}")
+            lines.append(f"{name + ' data':<16}{ds['file']}  sha256:{ds['sha256']}")
     for g in d["graders"]:
         lines.append(f"grader         {g['type']} {g['name'] or ''}  sha256:{g['sha256']}")
     lines.append(f"config         sha256:{d['config']['sha256']}")
