@@ -67,39 +67,39 @@ def format_lineage(d: dict) -> str:
     ck = d["checkpoint"]
     lines = []
     if d["alias"]:
-        lines.append(f"alias          {d['alias']['name']} -> {ck['id']}")
+        lines.append(f"alias           {d['alias']['name']} -> {ck['id']}")
     v = ck["verified"]
     lines += [
-        f"checkpoint     {ck['id']} (step {ck['step']}, {d['status']}, approval: {ck['approval_status']})",
-        f"  path         {ck['path']}",
-        f"  manifest     sha256:{ck['manifest_sha256']}",
-        f"  verified     {'yes' if v and v['ok'] else 'NO'}{'' if v is None else ': ' + v['message']}",
-        f"job            {d['job']['id']} ({d['job']['status']})  run dir {d['job']['run_dir']}",
-        f"base model     {d['base_model']['ref']}  sha256:{d['base_model']['sha256']}",
+        f"checkpoint      {ck['id']} (step {ck['step']}, {d['status']}, approval: {ck['approval_status']})",
+        f"  path          {ck['path']}",
+        f"  manifest      sha256:{ck['manifest_sha256']}",
+        f"  verified      {'yes' if v and v['ok'] else 'NO'}{'' if v is None else ': ' + v['message']}",
+        f"job             {d['job']['id']} ({d['job']['status']})  run dir {d['job']['run_dir']}",
+        f"base model      {d['base_model']['ref']}  sha256:{d['base_model']['sha256']}",
     ]
     for name, ds in d["datasets"].items():
         if ds:
             lines.append(f"{name + ' data':<16}{ds['file']}  sha256:{ds['sha256']}")
     for g in d["graders"]:
-        lines.append(f"grader         {g['type']} {g['name'] or ''}  sha256:{g['sha256']}")
-    lines.append(f"config         sha256:{d['config']['sha256']}")
-    lines.append(f"code version   {d['code_version']}")
+        lines.append(f"grader          {g['type']} {g['name'] or ''}  sha256:{g['sha256']}")
+    lines.append(f"config          sha256:{d['config']['sha256']}")
+    lines.append(f"code version    {d['code_version']}")
     for e in d["evaluations"]:
         ci = e["accuracy_ci95"] or [None, None]
         acc = f"{e['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if e["accuracy"] is not None and ci[0] is not None else str(e["accuracy"])
-        lines.append(f"evaluation     {e['id']} {e['kind']:<14} accuracy {acc}  data sha256:{e['data_sha256']}")
+        lines.append(f"evaluation      {e['id']} {e['kind']:<14} accuracy {acc}  data sha256:{e['data_sha256']}")
     gv = d["gate_verdict"]
     if gv:
-        lines.append(f"gates          {'passed' if gv['passed'] else 'FAILED'} ({gv['id']})")
+        lines.append(f"gates           {'passed' if gv['passed'] else 'FAILED'} ({gv['id']})")
         for c in gv["checks"] or []:
             lines.append(f"  {'ok  ' if c.get('passed') else 'FAIL'} {c.get('name')}: {c.get('value')} vs {c.get('threshold')}")
     else:
         lines.append("gates          (no verdict)")
     for a in d["approvals"]:
         extra = f" OVERRIDE: {a['override_reason']}" if a["override_reason"] else ""
-        lines.append(f"approval       {a['id']} by {a['by']}: {a['note'] or ''}{extra}")
+        lines.append(f"approval        {a['id']} by {a['by']}: {a['note'] or ''}{extra}")
     if d["alias"]:
         for h in d["alias"]["history"]:
-            lines.append(f"alias history  {h['action']} by {h['actor']}: {(h['before'] or {}).get('checkpoint_id')} -> "
+            lines.append(f"alias history   {h['action']} by {h['actor']}: {(h['before'] or {}).get('checkpoint_id')} -> "
                          f"{(h['after'] or {}).get('checkpoint_id')}")
     return "\n".join(lines)
