@@ -73,7 +73,7 @@ def format_lineage(d: dict) -> str:
         f"checkpoint      {ck['id']} (step {ck['step']}, {d['status']}, approval: {ck['approval_status']})",
         f"  path          {ck['path']}",
         f"  manifest      sha256:{ck['manifest_sha256']}",
-        f"  verified      {'yes' if v and v['ok'] else 'NO'}{'' if v is None else ': ' + v['message']}",
+        f"  verified      {'not checked (--no-verify)' if v is None else ('yes' if v['ok'] else 'NO') + ': ' + v['message']}",
         f"job             {d['job']['id']} ({d['job']['status']})  run dir {d['job']['run_dir']}",
         f"base model      {d['base_model']['ref']}  sha256:{d['base_model']['sha256']}",
     ]
