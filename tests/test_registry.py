@@ -348,3 +348,26 @@ def test_reward_hacking_raises_the_alarm_and_pauses(tmp_path, tiny_model_dir):
     nums = alarms[0]["data"]["numbers"]
     assert alarms[0]["data"]["action"] == "pause"
     assert any("reward" in k for k in nums) and any("guard" in k or "score" in k for k in nums), nums
+
+
+def test_an_older_database_is_migrated_in_place(tmp_path, monkeypatch):
+    """A database left at schema v2 (before the batches table) is upgraded on first use; its rows stay."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = sa.create_engine(url)
+    with eng.begin() as c:
+        db.schema_version.create(c)
+        for v in range(2):
+            db.MIGRATIONS[v](c)
+            c.execute(db.schema_version.insert().values(version=v + 1, applied_at=0.0))
+        c.execute(db.jobs.insert().values(id="ftjob-old", status="succeeded", created_at=0.0, updated_at=0.0, model="m",
+                                          spec={}, run_dir="/x", step=3))
+    eng.dispose()
+    assert "batches" not in sa.inspect(sa.create_engine(url)).get_table_names()
+    monkeypatch.setenv("RFT_DATABASE_URL", url)
+    reg = Registry()
+    assert "batches" in sa.inspect(reg.engine).get_table_names()
+    assert reg.get_job("ftjob-old")["step"] == 3
+    with reg.engine.connect() as c:
+        assert c.execute(sa.select(sa.func.max(db.schema_version.c.version))).scalar() == db.SCHEMA_VERSION == 3

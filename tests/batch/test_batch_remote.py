@@ -281,3 +281,18 @@ def test_auth_failures_trip_the_breaker_but_bad_requests_do_not(tmp_path, server
     done = resume_batch(st["id"], transport=server.transport(), clock=clock)
     assert done["status"] == "failed" and done["request_counts"]["failed"] == 10
     assert_exactly_once(done, ids)
+
+
+def test_batch_state_is_recorded_in_the_registry(tmp_path, server, clock):
+    """The batch folder is what resume reads; the registry mirrors every state write (status, counts)."""
+    from rft.registry import Registry
+
+    ids = [f"r{i}" for i in range(5)]
+    server.script = {"r2": ["400"]}
+    st = _start(tmp_path, ids, clock, _config(max_attempts=2))
+    done = run_batch(st["id"], transport=server.transport(), clock=clock)
+    rows = {b["id"]: b for b in Registry().batches()}
+    row = rows[st["id"]]
+    assert row["status"] == done["status"] == "completed"
+    assert row["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
+    assert row["output_file"] == done["output_file"] and row["state"]["usage"] == done["usage"]

@@ -71,6 +71,20 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_state(folder: Path, state: dict) -> None:
     write_atomic(folder / "state.json", (json.dumps(state, indent=2, default=str) + "\n").encode())
+    _mirror(state)
+
+
+def _mirror(state: dict) -> None:
+    """Record the state in the registry too (`rft.registry`). The folder is what resume reads, so a registry
+    that cannot be reached (a remote database down) costs a warning, never the batch."""
+    try:
+        from rft.registry import Registry
+
+        Registry().record_batch(state)
+    except Exception as e:  # noqa: BLE001
+        import sys
+
+        print(f"warning: batch {state.get('id')}: could not record its state in the registry: {e}", file=sys.stderr)
 
 
 def read_state(folder: Path) -> dict:

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 
 from rft.errors import RftError
 from rft.registry import db
-from rft.registry.db import (alias_history, aliases, approvals, audit, checkpoints, datasets, eval_reports, events,
-                             gate_verdicts, graders, jobs, metrics)
+from rft.registry.db import (alias_history, aliases, approvals, audit, batches, checkpoints, datasets, eval_reports,
+                             events, gate_verdicts, graders, jobs, metrics)
 
 ACTIVE = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -376,6 +376,23 @@ class Registry:
     def list_aliases(self) -> list[dict]:
         with self.engine.connect() as c:
             return [_row(r) for r in c.execute(sa.select(aliases).order_by(aliases.c.name))]
+
+    # ------------------------------------------------------------------------------------- batches
+    def record_batch(self, state: dict) -> None:
+        """Upsert a batch's state (called on every state write of `rft.batch`)."""
+        st = _jsonable(state)
+        row = dict(status=st.get("status") or "unknown", created_at=st.get("created_at"), updated_at=_now(),
+                   model=st.get("model"), input_file=st.get("input_file"), output_file=st.get("output_file"),
+                   error_file=st.get("error_file"), request_counts=st.get("request_counts"), usage=st.get("usage"),
+                   cost=st.get("cost"), state=st)
+        with self.engine.begin() as c:
+            n = c.execute(batches.update().where(batches.c.id == st["id"]).values(**row)).rowcount
+            if n == 0:
+                c.execute(batches.insert().values(id=st["id"], **row))
+
+    def batches(self) -> list[dict]:
+        with self.engine.connect() as c:
+            return [_row(r) for r in c.execute(sa.select(batches).order_by(batches.c.created_at.desc()))]
 
     # -------------------------------------------------------------------------------------- audit
     def _audit(self, c, actor, action, subject, before, after, verdict_id=None, detail=None) -> None:

@@ -181,8 +181,27 @@ audit = Table(
 )
 
 
+batches = Table(  # v3: batch inference jobs (the batch folder stays the durable record; this mirrors it)
+    "batches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("created_at", Float),
+    Column("updated_at", Float, nullable=False),
+    Column("model", Text),
+    Column("input_file", Text),
+    Column("output_file", Text),
+    Column("error_file", Text),
+    Column("request_counts", JSON),
+    Column("usage", JSON),
+    Column("cost", JSON),
+    Column("state", JSON, nullable=False),
+)
+
+LATER = {"schema_version", "batches"}  # tables that later migrations create
+
+
 def _m1(conn) -> None:
-    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name != "schema_version"])
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name not in LATER])
 
 
 def _m2(conn) -> None:
@@ -191,7 +210,11 @@ def _m2(conn) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_events_type ON events (job_id, type)")
 
 
-MIGRATIONS: list[Callable] = [_m1, _m2]
+def _m3(conn) -> None:
+    batches.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable] = [_m1, _m2, _m3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _engines: dict[str, sa.Engine] = {}
