@@ -64,9 +64,16 @@ def _alive(pid: int | None, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
-    if start is None or not os.path.exists("/proc"):
+    if not os.path.exists("/proc"):
         return True
-    return _proc_start(pid) == start
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return start is None or fields[19] == start
 
 
 def _owner() -> dict:
