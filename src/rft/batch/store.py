@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from rft.errors import RftError, did_you_mean
+from rft.fsutil import write_atomic  # also used by rft.batch.jobs
 from rft.home import rft_home
 
 
@@ -49,24 +50,6 @@ def batch_folder(batch_id: str) -> Path:
         raise RftError(f"'{batch_id}' matches {len(matches)} batches: {', '.join(matches[:5])}; give more of the id")
     raise RftError(f"no batch '{batch_id}' in {root}{did_you_mean(batch_id, known)}",
                    hint="`rft batch list` shows the batches")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def write_state(folder: Path, state: dict) -> None:

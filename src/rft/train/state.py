@@ -31,6 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rft.errors import RftError
+from rft.fsutil import fsync_dir as _fsync_dir
+from rft.fsutil import fsync_file as _fsync_file
+from rft.fsutil import write_atomic
 from rft.hashing import sha256_file
 
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
@@ -52,35 +55,8 @@ def fault(point: str, n: int | None = None, *, step: int | None = None) -> None:
     os.kill(os.getpid(), sig)
 
 
-def _fsync_file(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(p: Path) -> None:
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomic(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
