@@ -371,3 +371,16 @@ def test_an_older_database_is_migrated_in_place(tmp_path, monkeypatch):
     assert reg.get_job("ftjob-old")["step"] == 3
     with reg.engine.connect() as c:
         assert c.execute(sa.select(sa.func.max(db.schema_version.c.version))).scalar() == db.SCHEMA_VERSION == 3
+
+
+def test_a_checkpoint_directory_given_by_path_is_verified_too(tmp_path, tiny_model_dir):
+    from rft.models import ResolvedModel, load, resolve
+    from rft.train.checkpoint import save_model_checkpoint
+
+    model, tok = load(ResolvedModel(str(tiny_model_dir), tiny_model_dir, "directory"))
+    out = tmp_path / "ckpt"
+    save_model_checkpoint(model, tok, out, {"job_id": "x", "step": 1})
+    assert resolve(str(out)).kind == "checkpoint"
+    (out / "config.json").write_text((out / "config.json").read_text().replace("4", "5", 1))
+    with pytest.raises(RftError, match="tampered or corrupt"):
+        resolve(str(out))

@@ -135,6 +135,10 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
             extra = " (found pickle weights; rft only loads safetensors)" if list(p.glob("*.bin")) else ""
             raise RftError(f"model directory '{ref}' has no *.safetensors weights{extra}")
         kind = "checkpoint" if (p / "rft_checkpoint.json").exists() else "directory"
+        if verify and (p / "manifest.json").exists():
+            from rft.train.checkpoint import verify_checkpoint  # noqa: PLC0415
+
+            verify_checkpoint(p)  # an rft checkpoint loaded by path is re-hashed too: tampered files are refused
         return ResolvedModel(ref, p.resolve(), kind)
     looks_like_hub = "/" in ref and not ref.startswith((".", "/", "~"))
     hint = (
