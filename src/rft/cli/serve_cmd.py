@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 
@@ -9,10 +11,14 @@ def serve(
     model: str = typer.Option(..., "--model", "-m",
                               help="Model reference: smollm2-135m-instruct, a model directory, ckpt:<id> or "
                                    "alias:<name> (an alias is re-resolved before each batch, so a promote or "
-                                   "rollback takes effect without a restart)."),
+                                   "rollback takes effect without a restart); or a remote OpenAI-compatible "
+                                   "endpoint http(s)://host/v1 with --remote-model."),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to bind. Anything but loopback requires RFT_API_TOKEN."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    remote_model: Optional[str] = typer.Option(None, "--remote-model", help="With an http(s) --model: the remote model name."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env",
+                                    help="With an http(s) --model: the environment variable holding the remote's key."),
 ):
     """Serve a model over an OpenAI-compatible API: POST /v1/chat/completions (streaming, predicted outputs)
     and GET /v1/models.
@@ -23,4 +29,5 @@ def serve(
     """
     from rft.serve import serve as run_server
 
-    run_server(model, host=host, port=port, log=lambda s: typer.echo(s, err=True))
+    run_server(model, host=host, port=port, log=lambda s: typer.echo(s, err=True), remote_model=remote_model,
+               api_key_env=api_key_env)

@@ -80,13 +80,18 @@ class BearerAuth:
 
 
 def create_app(model_ref: str, *, token: str | None = None, served_name: str | None = None, loader=None,
-               refresh_s: float = 0.0, max_batch: int = 32, log=lambda s: None):
+               refresh_s: float = 0.0, max_batch: int = 32, log=lambda s: None, remote_model: str | None = None,
+               api_key_env: str = "OPENAI_API_KEY", transport=None):
     """The ASGI app serving `model_ref` (embedded name, directory, `ckpt:<id>`, `alias:<name>`).
 
     Loads the engine now (a bad reference raises RftError here). `loader(resolved) -> engine` replaces the
     default LocalEngine loader (tests); `refresh_s` is how often the reference is re-resolved (0: before
     every batch). `app.state.worker` is the ModelWorker; the app closes it on shutdown.
     """
+    from rft.serve.remote import create_remote_app, is_remote
+
+    if is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
+        return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport)
     worker = ModelWorker(model_ref, served_name=served_name, loader=loader, refresh_s=refresh_s,
                          max_batch=max_batch, log=log)
     name = worker.served_name
@@ -207,7 +212,7 @@ async def _sse(events: asyncio.Queue, job: StreamJob, name: str):
 
 
 def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          log=print) -> None:
+          log=print, remote_model: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> None:
     """Run the server with uvicorn until interrupted. Off loopback a token is required (RFT_API_TOKEN)."""
     import uvicorn
 
@@ -216,9 +221,12 @@ def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, token: s
         raise RftError(f"refusing to bind to {host} without a token: anyone who can reach it could use the model",
                        hint="set RFT_API_TOKEN to a long random secret (clients send it as 'Authorization: "
                             "Bearer <token>'), or bind to 127.0.0.1")
-    app = create_app(model_ref, token=token, log=log)
-    w = app.state.worker
-    log(f"serving '{model_ref}' ({w.resolved.path}) on http://{host}:{port}/v1; "
-        + ("bearer token required" if token else "no token (loopback only)")
-        + "; requests are micro-batched on one engine thread")
+    app = create_app(model_ref, token=token, log=log, remote_model=remote_model, api_key_env=api_key_env)
+    auth = "bearer token required" if token else "no token (loopback only)"
+    if getattr(app.state, "worker", None) is None:
+        log(f"serving '{remote_model}' from the remote endpoint {model_ref} on http://{host}:{port}/v1; {auth}")
+    else:
+        w = app.state.worker
+        log(f"serving '{model_ref}' ({w.resolved.path}) on http://{host}:{port}/v1; {auth}"
+            "; requests are micro-batched on one engine thread")
     uvicorn.run(app, host=host, port=port, log_level="info")
