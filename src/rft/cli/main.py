@@ -141,8 +141,14 @@ def _summary(r: dict, console: Console) -> None:
     t.add_row("training time", f"{r['train_seconds']:.1f} s for {r['trained_steps']} steps ({r['train_seconds'] / max(1, r['trained_steps']):.1f} s/step)")
     t.add_row("report", r["paths"]["report"])
     t.add_row("plot", r["paths"]["plot"])
-    t.add_row("final checkpoint", str(r["paths"]["checkpoint"]))
+    ck = r.get("final_checkpoint_id")
+    verdict = r.get("final_verdict") or {}
+    gates = "" if not verdict else ("  gates passed" if verdict.get("passed") else "  gates FAILED")
+    t.add_row("final checkpoint", (f"ckpt:{ck}{gates}\n" if ck else "") + str(r["paths"]["checkpoint"]))
     console.print(t)
+    if ck:
+        console.print(f"next: rft checkpoints list {r['id']}  |  rft checkpoints approve {ck} --by NAME --note TEXT  |  "
+                      f"rft promote {ck} --alias production  |  rft serve --model alias:production", highlight=False)
 
 
 @app.command()
