@@ -234,3 +234,28 @@ def test_tampered_state_is_refused_and_resume_falls_back(tmp_path):
         assert find_latest_state(work, warn=warnings.append).name == "step_000001"
         assert warnings and "step_000002" in warnings[-1]
     verify_state(newest)
+
+
+def test_lora_pause_and_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
+    """C1 with a LoRA adapter: only the adapter and its optimizer state are saved; the resumed run's metrics and
+    final (merged) weights equal the uninterrupted run's. The reference is the base model with the adapter off."""
+    from rft.config import load_job
+
+    job_file = _write_job(tmp_path, tiny_model_dir, lora={"enabled": True, "rank": 4, "alpha": 8})
+    ref_run, run = tmp_path / "ref", tmp_path / "run"
+    loop.run_job(load_job(job_file), output_dir=str(ref_run), log=lambda s: None)
+    asked = {}
+
+    def progress(step, total, m):
+        if step == 3 and not asked:
+            asked["id"] = json.loads((run / "job.json").read_text())["id"]
+            Registry().request(asked["id"], "pause")
+
+    with pytest.raises(loop.JobStopped):
+        loop.run_job(load_job(job_file), output_dir=str(run), log=lambda s: None, progress=progress)
+    from safetensors.torch import load_file as _load
+
+    saved = _load(str(find_latest_state(run / "checkpoints" / "state") / "trainable.safetensors"))
+    assert saved and all("lora_" in k for k in saved)  # the adapter only, not the base weights
+    loop.resume_job(asked["id"], log=lambda s: None)
+    _assert_same_run(ref_run, run)
