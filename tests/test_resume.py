@@ -259,3 +259,22 @@ def test_lora_pause_and_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
     assert saved and all("lora_" in k for k in saved)  # the adapter only, not the base weights
     loop.resume_job(asked["id"], log=lambda s: None)
     _assert_same_run(ref_run, run)
+
+
+def test_event_ids_stay_unique_across_a_resume(tmp_path, tiny_model_dir):
+    from rft.config import load_job
+
+    job_file = _write_job(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    asked = {}
+
+    def progress(step, total, m):
+        if step == 1 and not asked:
+            asked["id"] = json.loads((run / "job.json").read_text())["id"]
+            Registry().request(asked["id"], "pause")
+
+    with pytest.raises(loop.JobStopped):
+        loop.run_job(load_job(job_file), output_dir=str(run), log=lambda s: None, progress=progress)
+    loop.resume_job(asked["id"], log=lambda s: None)
+    ids = [json.loads(x)["id"] for x in (run / "events.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and any("Resumed from" in x for x in (run / "events.jsonl").read_text().splitlines())

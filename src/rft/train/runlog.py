@@ -26,7 +26,9 @@ class RunLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "samples").mkdir(exist_ok=True)
         (self.dir / "checkpoints").mkdir(exist_ok=True)
-        self._n_events = 0
+        ev = self.dir / "events.jsonl"
+        # a resumed job appends to its run folder: event ids continue from the ones already written
+        self._n_events = sum(1 for _ in open(ev, encoding="utf-8")) if ev.exists() else 0
         self.registry = None
 
     def attach(self, registry) -> None:
