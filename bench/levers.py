@@ -38,7 +38,7 @@ def child(config: str, steps: int) -> dict:
     job = load_job(ROOT / "examples" / "quickstart.yaml", OVERRIDES[config] + [
         f"rft.train.max_steps={steps}", "rft.eval.baseline=false", "rft.eval.final=false",
         "rft.checkpoint.at_eval=false", "rft.checkpoint.save_final=false", "rft.train.log_samples=false",
-        "method.reinforcement.hyperparameters.eval_interval=1000"])
+        "method.reinforcement.hyperparameters.eval_interval=1000", "rft.checkpoint.state_interval=100000"])
     out = tempfile.mkdtemp(prefix="rft-levers-")
     loop.run_job(job, output_dir=out, log=lambda s: None)
     return {"rows": [json.loads(x) for x in open(Path(out) / "metrics.jsonl")]}

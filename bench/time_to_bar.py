@@ -32,7 +32,8 @@ def child_rft() -> dict:
     from rft.train import loop
 
     job = load_job(ROOT / "examples" / "quickstart.yaml", ["rft.eval.baseline=false", "rft.train.log_samples=false",
-                                                           "rft.checkpoint.at_eval=false", "rft.checkpoint.save_final=false"])
+                                                           "rft.checkpoint.at_eval=false", "rft.checkpoint.save_final=false",
+                                                           "rft.checkpoint.state_interval=100000"])
     out = tempfile.mkdtemp(prefix="rft-ttb-")
     res = loop.run_job(job, output_dir=out, log=lambda s: None)
     rows = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
