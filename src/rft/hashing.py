@@ -1,4 +1,7 @@
-"""sha256 helpers shared by lineage, checkpoints and the model cache."""
+"""sha256 helpers shared by lineage, checkpoints, training states and the model cache.
+
+A manifest maps file names (relative to a folder) to their sha256 and size; `manifest_problems` lists every
+file that is missing or differs, so model checkpoints and exact-resume states are verified the same way."""
 
 from __future__ import annotations
 
@@ -12,3 +15,25 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_entries(root: Path, names) -> dict[str, dict]:
+    """{name: {"sha256", "size"}} for the files `names` (relative to `root`)."""
+    root = Path(root)
+    return {str(n): {"sha256": sha256_file(root / n), "size": (root / n).stat().st_size} for n in names}
+
+
+def manifest_problems(root: Path, files: dict[str, dict], required=()) -> list[str]:
+    """What is wrong with the folder `root` against a manifest's `files` (empty when everything matches). Sizes
+    are compared first, so a truncated file is found without hashing it."""
+    root = Path(root)
+    bad = [f"{n}: not in the manifest" for n in required if n not in files]
+    for name, info in files.items():
+        p = root / name
+        if not p.exists():
+            bad.append(f"{name}: missing")
+        elif p.stat().st_size != info["size"]:
+            bad.append(f"{name}: size {p.stat().st_size} != {info['size']}")
+        elif sha256_file(p) != info["sha256"]:
+            bad.append(f"{name}: sha256 does not match")
+    return bad

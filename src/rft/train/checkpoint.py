@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rft.errors import RftError
-from rft.hashing import sha256_file
+from rft.hashing import file_entries, manifest_problems
 
 
 def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
@@ -37,7 +37,7 @@ def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {str(p.relative_to(tmp)): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files},
+        "files": file_entries(tmp, [p.relative_to(tmp) for p in files]),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(out, ignore_errors=True)
@@ -51,14 +51,11 @@ def verify_checkpoint(path: Path) -> dict:
     mf = path / "manifest.json"
     if not mf.exists():
         raise RftError(f"checkpoint {path} has no manifest.json: it is incomplete and will not be loaded")
-    manifest = json.loads(mf.read_text())
-    bad = []
-    for rel, info in manifest["files"].items():
-        p = path / rel
-        if not p.exists():
-            bad.append(f"{rel}: missing")
-        elif p.stat().st_size != info["size"] or sha256_file(p) != info["sha256"]:
-            bad.append(f"{rel}: sha256 does not match the manifest")
+    try:
+        manifest = json.loads(mf.read_text())
+    except ValueError as e:
+        raise RftError(f"checkpoint {path}: manifest.json is not valid JSON: {e}") from None
+    bad = manifest_problems(path, manifest.get("files", {}))
     if bad:
         raise RftError(f"checkpoint {path} failed verification (tampered or corrupt): " + "; ".join(bad))
     return manifest

@@ -544,7 +544,7 @@ def _result_summary(r: dict) -> dict:
 
 def _check_resume(run: RunLog, reg, job: JobSpec, resolved: dict, fingerprint: dict, resume: dict, log) -> Path | None:
     """Find the state to resume from and refuse (C8) if the config, data, grader or model changed, unless allowed."""
-    from rft.train.state import find_latest_state, verify_state
+    from rft.train.state import find_latest_state
 
     warnings = []
     state_dir = find_latest_state(run.dir / "checkpoints" / "state", warn=warnings.append)
@@ -556,7 +556,6 @@ def _check_resume(run: RunLog, reg, job: JobSpec, resolved: dict, fingerprint: d
         log(f"warning: {msg}")
         run.event(msg, level="warn")
         return None
-    verify_state(state_dir)
     import json as _json
 
     saved = _json.loads((state_dir / "trainer_state.json").read_text())
@@ -644,7 +643,7 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
     st = {"step": 0, "t_train": 0.0, "trained_tokens": 0, "evals": [], "last": {}, "baseline": None,
           "guard_baseline": None}
     if state_dir is not None:
-        trainer = load_state(state_dir, model=model, opt=opt)
+        trainer = load_state(state_dir, model=model, opt=opt, verified=True)  # find_latest_state verified it
         st = trainer["loop"]
         same_data = trainer["fingerprint"].get("training_file_sha256") == ctx.fingerprint["training_file_sha256"]
         c = trainer["cursor"]

@@ -34,7 +34,7 @@ from rft.errors import RftError
 from rft.fsutil import fsync_dir as _fsync_dir
 from rft.fsutil import fsync_file as _fsync_file
 from rft.fsutil import write_atomic
-from rft.hashing import sha256_file
+from rft.hashing import file_entries, manifest_problems
 
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
 
@@ -108,8 +108,7 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
         _fsync_file(tmp / name)
         fault("after_save_file", i, step=step)
     fault("before_manifest", step=step)
-    manifest = {"step": step, "kind": "rft-train-state", "files": {
-        name: {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size} for name in STATE_FILES}}
+    manifest = {"step": step, "kind": "rft-train-state", "files": file_entries(tmp, STATE_FILES)}
     with open(tmp / "manifest.json", "w") as f:
         f.write(json.dumps(manifest, indent=2))
         f.flush()
@@ -140,18 +139,7 @@ def verify_state(d: Path) -> dict:
         manifest = json.loads(mf.read_text())
     except ValueError as e:
         raise RftError(f"{d}/manifest.json is not valid JSON: {e}") from None
-    bad = []
-    for name in STATE_FILES:
-        info = manifest.get("files", {}).get(name)
-        p = d / name
-        if info is None:
-            bad.append(f"{name}: not in the manifest")
-        elif not p.exists():
-            bad.append(f"{name}: missing")
-        elif p.stat().st_size != info["size"]:
-            bad.append(f"{name}: size {p.stat().st_size} != {info['size']}")
-        elif sha256_file(p) != info["sha256"]:
-            bad.append(f"{name}: sha256 does not match")
+    bad = manifest_problems(d, manifest.get("files", {}), required=STATE_FILES)
     if bad:
         raise RftError(f"{d}: state failed verification: " + "; ".join(bad))
     return manifest
@@ -185,9 +173,11 @@ def find_latest_state(state_root: Path, warn=print) -> Path | None:
     return None
 
 
-def load_state(d: Path, *, model, opt) -> dict:
-    """Restore weights, optimizer and RNG from a verified state directory; return trainer_state.json."""
-    verify_state(d)
+def load_state(d: Path, *, model, opt, verified: bool = False) -> dict:
+    """Restore weights, optimizer and RNG from a state directory; return trainer_state.json. The files are
+    verified first unless the caller just did (`verified=True`, e.g. the directory came from find_latest_state)."""
+    if not verified:
+        verify_state(d)
     trainer = json.loads((d / "trainer_state.json").read_text())
     weights = load_file(str(d / "trainable.safetensors"))
     named = dict(model.named_parameters())
