@@ -230,7 +230,10 @@ def database_url() -> str:
     return f"sqlite:///{home / 'rft.db'}"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    """WAL, a busy timeout, foreign keys; and no implicit transactions from the driver, so that the "begin"
+    listener's BEGIN IMMEDIATE is the only one (concurrent writers then queue instead of failing half-way)."""
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -249,16 +252,8 @@ def get_engine(url: str | None = None) -> sa.Engine:
                 kw["connect_args"] = {"timeout": 30}
             eng = sa.create_engine(url, future=True, pool_pre_ping=True, **kw)
             if url.startswith("sqlite"):
-                event.listen(eng, "connect", _sqlite_pragmas)
-                # SQLite transactions start with BEGIN IMMEDIATE so concurrent writers queue on the busy
-                # timeout instead of failing half-way with "database is locked".
-                @event.listens_for(eng, "begin")
-                def _begin(conn):  # noqa: ANN001
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-                @event.listens_for(eng, "connect")
-                def _no_autobegin(dbapi_conn, _rec):  # noqa: ANN001
-                    dbapi_conn.isolation_level = None
+                event.listen(eng, "connect", _sqlite_connect)
+                event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             migrate(eng)
             _engines[url] = eng
         return eng
