@@ -46,6 +46,17 @@ def _unwrap(model):
     return model
 
 
+def _vnni_shapes_ok(base) -> bool:
+    """The C GEMM packs 16 output columns x pairs of inputs: every product's out dim % 16, in dim even."""
+    cfg = base.config
+    E, I = cfg.hidden_size, cfg.intermediate_size
+    H = cfg.num_attention_heads
+    K = getattr(cfg, "num_key_value_heads", None) or H
+    D = getattr(cfg, "head_dim", None) or E // H
+    outs, ins = [(H + 2 * K) * D, E, 2 * I, E, cfg.vocab_size], [E, H * D, E, I, E]
+    return all(n % 16 == 0 for n in outs) and all(k % 2 == 0 for k in ins)
+
+
 def effective_weight(linear) -> torch.Tensor:
     """Weight of a Linear, with any active LoRA adapter merged in (without modifying the module)."""
     if hasattr(linear, "base_layer") and hasattr(linear, "get_delta_weight"):
@@ -66,7 +77,7 @@ def effective_bias(linear):
 
 
 class FastDecoder:
-    def __init__(self, model, dtype: torch.dtype):
+    def __init__(self, model, dtype: torch.dtype, kernels: bool | None = None):
         self.src = model
         self.dtype = dtype
         base = _unwrap(model)
@@ -79,10 +90,23 @@ class FastDecoder:
         self.rotary = base.model.rotary_emb
         self.device = next(model.parameters()).device
         self.scale = self.head_dim**-0.5
+        self._f32_probe = torch.empty((1,), dtype=torch.float32, device=self.device)  # rotary tables in fp32
         # oneDNN pre-packed bf16 weights: 1.2-1.5x faster matmuls at decode batch sizes (measured on AVX512-BF16)
         self.prepack = (dtype == torch.bfloat16 and self.device.type == "cpu" and torch.backends.mkldnn.is_available()
                         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
         self.layers: list[dict] = []
+        # Fused C kernels for bf16 on CPU (norms, rotary, attention, SiLU; see cpu_kernels.py): prefill,
+        # decode and verify run through them; without a C compiler the PyTorch path below is used.
+        self.kern = None
+        if kernels is not False and dtype == torch.bfloat16 and self.device.type == "cpu":
+            from rft.engine import cpu_kernels
+
+            self.kern = cpu_kernels.load()
+        # ... and, on CPUs with AVX512-BF16, the weight products too (faster than oneDNN at decode sizes)
+        self.gemm = bool(self.kern is not None and self.kern.has_gemm and _vnni_shapes_ok(_unwrap(model)))
+        if self.gemm:
+            self.prepack = False
+        self.packed_prev: dict = {}
         self._row_invariant: tuple[int, dict[str, set[int]]] | None = None  # (threads, probe result), see verify
         self.sync()
 
@@ -125,7 +149,15 @@ class FastDecoder:
                 self.head.copy_(head)
             self.norm.copy_(base.model.norm.weight)
         self.packed = {}
-        if self.prepack:
+        if self.gemm:
+            # the C kernels' own weight layout (16 output columns x pairs of k); oneDNN copies are not needed
+            for lw in self.layers:
+                for k in ("wqkv", "wo", "wgu", "wd"):
+                    lw[k + "_vnni"] = self.kern.pack(lw[k], lw.get(k + "_vnni"))
+                lw["bqkv32"] = lw["bqkv"].float() if lw["bqkv"] is not None else None
+            self.packed["head_vnni"] = self.kern.pack(self.head, self.packed_prev.get("head_vnni"))
+            self.packed_prev = self.packed
+        elif self.prepack:
             reorder = torch.ops.mkldnn._reorder_linear_weight
             for lw in self.layers:
                 for k in ("wqkv", "wo", "wgu", "wd"):
@@ -207,6 +239,14 @@ class FastDecoder:
         kc = torch.empty((self.n_layers, B, self.n_kv, T, self.head_dim), dtype=self.dtype, device=dev)
         vc = torch.empty_like(kc)
         p = shared_prefix if 0 < shared_prefix < L else 0
+        if self.kern is not None:
+            if p:  # the shared prefix once, for row 0; its K/V copied to the other rows
+                self._forward_kernels(input_ids[:1, :p], pos[:1, :p], kc, vc, valid, 0, exact=False, last_only=None)
+                kc[:, 1:, :, :p] = kc[:, :1, :, :p]
+                vc[:, 1:, :, :p] = vc[:, :1, :, :p]
+            logits = self._forward_kernels(input_ids[:, p:], pos[:, p:], kc, vc, valid, p, exact=False,
+                                           last_only=True)  # [B, V]
+            return logits, {"k": kc, "v": vc, "valid": valid, "t": L, "pos": pos[:, -1] + 1}
         if p:
             causal = torch.ones((p, p), dtype=torch.bool, device=dev).tril()[None, None]  # [1, 1, p, p]
             x0 = F.embedding(input_ids[:1, :p], self.embed)  # [1, p, E]
@@ -250,6 +290,14 @@ class FastDecoder:
     @torch.inference_mode()
     def decode(self, tok: torch.Tensor, state: dict) -> torch.Tensor:
         """tok [b] -> logits [b, V] fp32 for the next position; advances the state in place."""
+        if self.kern is not None:
+            t = state["t"]
+            state["valid"][:, t] = True
+            logits = self._forward_kernels(tok[:, None], state["pos"][:, None], state["k"], state["v"],
+                                           state["valid"], t)[:, 0]
+            state["t"] = t + 1
+            state["pos"] = state["pos"] + 1
+            return logits
         b = tok.shape[0]
         t = state["t"]
         kc, vc, valid = state["k"], state["v"], state["valid"]
@@ -279,6 +327,85 @@ class FastDecoder:
         state["pos"] = state["pos"] + 1
         x = self._rms(x[:, 0], self.norm)
         return self._lin(x, self.head, self.packed.get("head")).float()  # [b, V]
+
+    # -- forward with the fused C kernels ---------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward_kernels(self, toks: torch.Tensor, pos: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+                         valid: torch.Tensor, t: int, exact: bool = True, last_only: bool = False):
+        """toks/pos [b, m] -> logits fp32 [b, m, V] ([b, V] with `last_only`, None with last_only=None): m
+        new tokens per row at cache slots [t, t+m) of cache rows [0, b), attending to the valid slots up to
+        their own (`valid` [>=b, T] already marks the new ones). The C kernels run everything between the
+        weight products, on a float32 residual stream; the weight products run in the C GEMM (AVX512-BF16)
+        or oneDNN. Rows are computed independently of m: with the C GEMM by construction, with oneDNN via
+        `_vlin` when `exact` (verify), so m tokens give bit for bit what m one-token calls give. Per-layer
+        calls pass raw pointers (ctypes releases the GIL); the tensors are checked here, once."""
+        kern, lib = self.kern, self.kern.lib
+        b, m = toks.shape
+        if not (kc.is_contiguous() and vc.is_contiguous() and valid.is_contiguous()):
+            raise ValueError("fast decoder: the KV cache must be contiguous for the C kernels")
+        if kc.dtype != torch.bfloat16 or vc.shape != kc.shape or valid.dtype != torch.bool or t + m > kc.shape[3]:
+            raise ValueError("fast decoder: the KV cache is not the bf16 layout the C kernels expect")
+        cos, sin = self.rotary(self._f32_probe, pos)  # [b, m, D] fp32
+        cos, sin = cos.contiguous(), sin.contiguous()
+        H, K, D = self.n_heads, self.n_kv, self.head_dim
+        E, I = self.embed.shape[1], self.layers[0]["wd"].shape[1]
+        rows, eps, dt = b * m, self.eps, self.dtype
+        x = F.embedding(toks, self.embed).float()  # [b, m, E] residual stream
+        h = torch.empty((b, m, E), dtype=dt)  # normed input of the next weight product
+        o = torch.empty((b, m, H * D), dtype=dt)  # attention output
+        act = torch.empty((b, m, I), dtype=dt)  # silu(gate) * up
+        n_ws = torch.get_num_threads()
+        scratch = kern.workspace(H, K, D, t + m, n_ws)
+        xp, hp, op, ap = x.data_ptr(), h.data_ptr(), o.data_ptr(), act.data_ptr()
+        layer_bytes = kc.stride(0) * kc.element_size()
+        kp, vp = kc.data_ptr(), vc.data_ptr()
+        cs = (cos.data_ptr(), sin.data_ptr())
+        tail = (kc.stride(1), kc.shape[3], valid.data_ptr(), valid.stride(0), b, m, t, H, K, D, self.scale, op,
+                scratch.data_ptr(), n_ws)
+        if self.gemm:
+            gemm = lib.rft_gemm_bf16
+            qkv = torch.empty((b, m, (H + 2 * K) * D), dtype=dt)
+            y = torch.empty((b, m, E), dtype=dt)
+            gu = torch.empty((b, m, 2 * I), dtype=dt)
+            qkvp, yp, gup = qkv.data_ptr(), y.data_ptr(), gu.data_ptr()
+            NQ = qkv.shape[-1]
+        else:
+            lin = self._vlin if exact and m > 1 else (lambda z, _name, w, pp=None, bias=None: self._lin(z, w, pp, bias))
+        lib.rft_add_rmsnorm(xp, None, self.layers[0]["ln1"].data_ptr(), hp, rows, E, eps)
+        n = len(self.layers)
+        for i, lw in enumerate(self.layers):
+            nxt = (self.layers[i + 1]["ln1"] if i + 1 < n else self.norm).data_ptr()
+            kpi, vpi = kp + i * layer_bytes, vp + i * layer_bytes
+            if self.gemm:
+                b32 = lw["bqkv32"]
+                gemm(hp, rows, E, lw["wqkv_vnni"].data_ptr(), NQ, b32.data_ptr() if b32 is not None else None, qkvp, 0)
+                lib.rft_attention(qkvp, *cs, kpi, vpi, *tail)
+                gemm(op, rows, H * D, lw["wo_vnni"].data_ptr(), E, None, yp, 0)
+                lib.rft_add_rmsnorm(xp, yp, lw["ln2"].data_ptr(), hp, rows, E, eps)
+                gemm(hp, rows, E, lw["wgu_vnni"].data_ptr(), 2 * I, None, gup, 0)
+                lib.rft_silu_mul(gup, ap, rows, I)
+                gemm(ap, rows, I, lw["wd_vnni"].data_ptr(), E, None, yp, 0)
+                lib.rft_add_rmsnorm(xp, yp, nxt, hp, rows, E, eps)
+            else:
+                qkv = lin(h, "wqkv", lw["wqkv"], lw.get("wqkv_pp"), lw["bqkv"]).contiguous()  # [b, m, (H+2K)*D]
+                lib.rft_attention(qkv.data_ptr(), *cs, kpi, vpi, *tail)
+                y = lin(o, "wo", lw["wo"], lw.get("wo_pp")).contiguous()
+                lib.rft_add_rmsnorm(xp, y.data_ptr(), lw["ln2"].data_ptr(), hp, rows, E, eps)
+                gu = lin(h, "wgu", lw["wgu"], lw.get("wgu_pp")).contiguous()  # [b, m, 2I]
+                lib.rft_silu_mul(gu.data_ptr(), ap, rows, I)
+                y = lin(act, "wd", lw["wd"], lw.get("wd_pp")).contiguous()
+                lib.rft_add_rmsnorm(xp, y.data_ptr(), nxt, hp, rows, E, eps)
+        if last_only is None:
+            return None
+        hl = h[:, -1:].contiguous() if last_only else h  # [b, 1 or m, E]
+        if self.gemm:
+            V = self.head.shape[0]
+            logits = torch.empty((b, hl.shape[1], V), dtype=torch.float32)
+            lib.rft_gemm_bf16(hl.data_ptr(), hl.shape[0] * hl.shape[1], E, self.packed["head_vnni"].data_ptr(), V,
+                              None, logits.data_ptr(), 1)
+        else:
+            logits = lin(hl, "head", self.head, self.packed.get("head")).float()
+        return logits[:, 0] if last_only else logits  # [b, V] or [b, m, V]
 
     # -- multi-token verify and rollback (predicted outputs / speculative decoding) -----------------
     # `verify` must give bit for bit what m `decode` calls give: in bf16 a one-ulp difference in a logit or a
@@ -360,8 +487,19 @@ class FastDecoder:
         advancing the state by m, with bit for bit the results of m `decode` calls (see the note above): the
         weight products, which dominate decode, run on all m rows at once where that is exact. `rewind` drops
         the tail again when only a prefix of the m tokens is kept."""
-        if self._row_invariant is None or self._row_invariant[0] != torch.get_num_threads():
+        if not self.gemm and (self._row_invariant is None or self._row_invariant[0] != torch.get_num_threads()):
             self._row_invariant = (torch.get_num_threads(), self._probe_row_invariant())  # kernels may split by threads
+        if self.kern is not None:
+            m, t = toks.shape[1], state["t"]
+            if t + m > state["k"].shape[3]:
+                raise ValueError(f"verify: {m} tokens at position {t} overflow the KV cache "
+                                 f"({state['k'].shape[3]} slots)")
+            state["valid"][:, t : t + m] = True
+            pos = state["pos"][:, None] + torch.arange(m, device=self.device)  # [b, m]
+            logits = self._forward_kernels(toks, pos, state["k"], state["v"], state["valid"], t)
+            state["t"] = t + m
+            state["pos"] = state["pos"] + m
+            return logits
         b, m = toks.shape
         t = state["t"]
         kc, vc, valid = state["k"], state["v"], state["valid"]
