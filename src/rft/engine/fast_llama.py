@@ -77,7 +77,9 @@ def effective_bias(linear):
 
 
 class FastDecoder:
-    def __init__(self, model, dtype: torch.dtype, kernels: bool | None = None):
+    def __init__(self, model, dtype: torch.dtype, kernels: bool | None = None, gemm: bool | None = None):
+        """kernels=False: the PyTorch path even where the C kernels would run. gemm=False: with the C kernels,
+        keep the weight products in oneDNN (what CPUs without AVX512-BF16 get)."""
         self.src = model
         self.dtype = dtype
         base = _unwrap(model)
@@ -103,7 +105,8 @@ class FastDecoder:
 
             self.kern = cpu_kernels.load()
         # ... and, on CPUs with AVX512-BF16, the weight products too (faster than oneDNN at decode sizes)
-        self.gemm = bool(self.kern is not None and self.kern.has_gemm and _vnni_shapes_ok(_unwrap(model)))
+        self.gemm = bool(gemm is not False and self.kern is not None and self.kern.has_gemm
+                         and _vnni_shapes_ok(_unwrap(model)))
         if self.gemm:
             self.prepack = False
         self.packed_prev: dict = {}
