@@ -16,7 +16,8 @@ draft verified several tokens per forward, same output as without it) and `strea
 are produced); both run the one-sequence loop in `engine/predicted.py`.
 
 Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
-preallocated KV cache); other architectures fall back to the transformers forward with a DynamicCache.
+preallocated KV cache; in bf16 on CPU its forward runs on the C kernels of `cpu_kernels`); other architectures
+fall back to the transformers forward with a DynamicCache.
 Compute dtype: on CPUs with fast bf16 matrix units, generation runs in bf16 on a copy of the weights,
 refreshed from the fp32 master weights with `sync_weights()` after each optimizer step.
 Simplifications: no paged attention or continuous batching across calls; one device.
