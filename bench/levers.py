@@ -5,23 +5,26 @@ Configurations:
     default            bf16 compute with fp32 master weights, the fast decoder, reference pass (beta 0.1)
     fp32               rft.train.dtype=float32 (no bf16 anywhere)
     hf-decoder         generation through transformers' forward + DynamicCache instead of the fast decoder
+    no-kernels         the fast decoder on PyTorch ops instead of its C kernels (RFT_CPU_KERNELS=0)
     beta0              rft.algorithm.beta=0: no reference model, no reference forward pass
 Prints the median over steps after warm-up of the step and its phases, and the ratio to the default.
 
-    .venv/bin/python bench/levers.py [--steps 6] [--warmup 1] [--configs default,fp32,hf-decoder,beta0]
+    .venv/bin/python bench/levers.py [--steps 6] [--warmup 1] [--configs default,fp32,hf-decoder,no-kernels,beta0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = {"default": [], "fp32": ["rft.train.dtype=float32"], "hf-decoder": [], "beta0": ["rft.algorithm.beta=0"]}
+OVERRIDES = {"default": [], "fp32": ["rft.train.dtype=float32"], "hf-decoder": [], "no-kernels": [],
+             "beta0": ["rft.algorithm.beta=0"]}
 KEYS = ("time/step", "time/sampling", "time/training/forward", "time/training/backward", "time/training/optimizer")
 
 
@@ -48,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--configs", default="default,fp32,hf-decoder,beta0")
+    ap.add_argument("--configs", default="default,fp32,hf-decoder,no-kernels,beta0")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child:
@@ -56,7 +59,9 @@ def main() -> None:
         return
     res = {}
     for cfg in a.configs.split(","):
-        p = subprocess.run([sys.executable, __file__, "--child", cfg, "--steps", str(a.steps)], capture_output=True, text=True)
+        env = os.environ | ({"RFT_CPU_KERNELS": "0"} if cfg == "no-kernels" else {})
+        p = subprocess.run([sys.executable, __file__, "--child", cfg, "--steps", str(a.steps)], capture_output=True,
+                           text=True, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if p.returncode or line is None:
             print(f"{cfg}: failed\n{p.stderr[-2000:]}")

@@ -80,7 +80,9 @@ def main() -> None:
     # warm-up of the verify path: its first call probes which products must run row by row (one-time cost)
     eng.generate_ids_predicted(prompt_ids, params, eng.prediction_ids(ref.text))
     probe = getattr(eng.decoder, "_row_invariant", None)
-    if probe:  # which weight products verify runs on all rows at once (the rest row by row, as decode)
+    if getattr(eng.decoder, "gemm", False):
+        print("verify: C kernels and GEMM, every product on all rows at once (row-invariant by construction)")
+    elif probe:  # which weight products verify runs on all rows at once (the rest row by row, as decode)
         R = eng.decoder.PROBE_ROWS
         notes = {k: "all m" if len(v) == R - 1 else ("none" if not v else f"m in {sorted(v)}") for k, v in probe[1].items()}
         print(f"verify: batched weight products (bit-identical to decode): {notes}")

@@ -3,7 +3,8 @@
 For batch sizes 1, 16 and 64 (prompts from builtin:arithmetic, `--new-tokens` sampled tokens each, EOS
 ignored so both generate the same number of tokens), prints tokens per second for:
   - transformers `model.generate` in fp32 and bf16 (its best dtype is reported),
-  - rft's LocalEngine in fp32 and bf16,
+  - rft's LocalEngine in fp32 and bf16 (bf16 on CPU runs the fast decoder's C kernels), and in bf16 on
+    the fast decoder's PyTorch path (`RFT_CPU_KERNELS=0`, what rft did before the kernels),
 and the ratio rft(best) / transformers(best). It also checks that greedy outputs at temperature 0 in fp32 are
 identical between the two (token ids), which is the correctness bar for the fast decoder.
 
@@ -13,6 +14,7 @@ identical between the two (token ids), which is the correctness bar for the fast
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -69,10 +71,16 @@ def main() -> None:
 
     hf_models = {"fp32": base, "bf16": copy.deepcopy(base).to(torch.bfloat16)}
     engines = {"fp32": eng32, "bf16": LocalEngine(base, tok, compute_dtype=torch.bfloat16)}
+    os.environ["RFT_CPU_KERNELS"] = "0"  # read when a decoder is built: this one runs on PyTorch ops
+    engines["bf16_torch"] = LocalEngine(base, tok, compute_dtype=torch.bfloat16)
+    del os.environ["RFT_CPU_KERNELS"]
+    print(f"C kernels: bf16 engine {engines['bf16'].decoder.kern is not None} (GEMM {engines['bf16'].decoder.gemm}), "
+          f"comparison engine {engines['bf16_torch'].decoder.kern is not None}")
     # Generate exactly new_tokens per sequence in both: no EOS stop for the engine either (an id past the vocab).
     for e in engines.values():
         e.eos = {-1}
-    print(f"\n{'batch':>5} | {'HF fp32':>9} {'HF bf16':>9} | {'rft fp32':>9} {'rft bf16':>9} | tokens/s, best-vs-best ratio")
+    print(f"\n{'batch':>5} | {'HF fp32':>9} {'HF bf16':>9} | {'rft fp32':>9} {'rft bf16':>9} | {'no kernels':>10} | "
+          f"tokens/s; rft best / HF best; kernels / no kernels")
     for B in [int(x) for x in args.batches.split(",")]:
         prompts = prompts_all[:B]
         res = {}
@@ -91,7 +99,8 @@ def main() -> None:
         hf_best = max(res["hf_fp32"], res["hf_bf16"])
         rft_best = max(res["rft_fp32"], res["rft_bf16"])
         print(f"{B:>5} | {res['hf_fp32']:>9.1f} {res['hf_bf16']:>9.1f} | {res['rft_fp32']:>9.1f} {res['rft_bf16']:>9.1f} | "
-              f"x{rft_best / hf_best:.2f}", flush=True)
+              f"{res['rft_bf16_torch']:>10.1f} | x{rft_best / hf_best:.2f}; x{res['rft_bf16'] / res['rft_bf16_torch']:.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
