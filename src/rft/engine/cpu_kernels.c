@@ -89,11 +89,17 @@ static inline v16f ld_bf16x16(const uint16_t *p) {
     return f;
 }
 
+#if defined(__clang__)
+#define SHUF16(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#else
+#define SHUF16(v, ...) __builtin_shuffle(v, (v16i){__VA_ARGS__})
+#endif
+
 static inline float hsum16(v16f v) { /* fixed pairwise tree */
-    v16f t = v + __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-    t = t + __builtin_shuffle(t, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
-    t = t + __builtin_shuffle(t, (v16i){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
-    t = t + __builtin_shuffle(t, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+    v16f t = v + SHUF16(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    t = t + SHUF16(t, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    t = t + SHUF16(t, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    t = t + SHUF16(t, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
     return t[0];
 }
 
