@@ -6,6 +6,7 @@ file that is missing or differs, so model checkpoints and exact-resume states ar
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 
@@ -37,3 +38,22 @@ def manifest_problems(root: Path, files: dict[str, dict], required=()) -> list[s
         elif sha256_file(p) != info["sha256"]:
             bad.append(f"{name}: sha256 does not match")
     return bad
+
+
+def verified_manifest(root: Path, what: str, required=(), missing: str = "the save did not finish") -> dict:
+    """The folder's manifest.json if every file matches it; otherwise raise RftError naming `what` and each
+    problem (no manifest, unreadable manifest, or the files `manifest_problems` lists)."""
+    from rft.errors import RftError
+
+    root = Path(root)
+    mf = root / "manifest.json"
+    if not mf.exists():
+        raise RftError(f"{what} has no manifest.json ({missing})")
+    try:
+        manifest = json.loads(mf.read_text())
+    except ValueError as e:
+        raise RftError(f"{what}: manifest.json is not valid JSON: {e}") from None
+    bad = manifest_problems(root, manifest.get("files", {}), required=required)
+    if bad:
+        raise RftError(f"{what} failed verification (tampered or corrupt): " + "; ".join(bad))
+    return manifest

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rft.errors import RftError
-from rft.hashing import file_entries, manifest_problems
+from rft.hashing import file_entries, verified_manifest
 
 
 def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
@@ -47,15 +46,4 @@ def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str
 
 def verify_checkpoint(path: Path) -> dict:
     """Check every file against manifest.json; raise RftError on any mismatch."""
-    path = Path(path)
-    mf = path / "manifest.json"
-    if not mf.exists():
-        raise RftError(f"checkpoint {path} has no manifest.json: it is incomplete and will not be loaded")
-    try:
-        manifest = json.loads(mf.read_text())
-    except ValueError as e:
-        raise RftError(f"checkpoint {path}: manifest.json is not valid JSON: {e}") from None
-    bad = manifest_problems(path, manifest.get("files", {}))
-    if bad:
-        raise RftError(f"checkpoint {path} failed verification (tampered or corrupt): " + "; ".join(bad))
-    return manifest
+    return verified_manifest(path, f"checkpoint {path}", missing="it is incomplete and will not be loaded")

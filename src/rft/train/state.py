@@ -34,7 +34,7 @@ from rft.errors import RftError
 from rft.fsutil import fsync_dir as _fsync_dir
 from rft.fsutil import fsync_file as _fsync_file
 from rft.fsutil import write_atomic
-from rft.hashing import file_entries, manifest_problems
+from rft.hashing import file_entries, verified_manifest
 
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
 
@@ -132,17 +132,7 @@ def _prune(state_root: Path, keep: int) -> None:
 
 def verify_state(d: Path) -> dict:
     """The manifest if every file matches it; raise RftError naming what is wrong otherwise."""
-    mf = d / "manifest.json"
-    if not mf.exists():
-        raise RftError(f"{d}: no manifest.json (the save did not finish)")
-    try:
-        manifest = json.loads(mf.read_text())
-    except ValueError as e:
-        raise RftError(f"{d}/manifest.json is not valid JSON: {e}") from None
-    bad = manifest_problems(d, manifest.get("files", {}), required=STATE_FILES)
-    if bad:
-        raise RftError(f"{d}: state failed verification: " + "; ".join(bad))
-    return manifest
+    return verified_manifest(d, f"state {d}", required=STATE_FILES)
 
 
 def find_latest_state(state_root: Path, warn=print) -> Path | None:
