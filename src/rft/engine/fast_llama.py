@@ -119,7 +119,7 @@ class FastDecoder:
                          and _vnni_shapes_ok(_unwrap(model)))
         if self.gemm:
             self.prepack = False
-        self.packed_prev: dict = {}
+        self.packed: dict = {}
         self._row_invariant: tuple[int, dict[str, set[int]]] | None = None  # (threads, probe result), see verify
         self.sync()
 
@@ -161,15 +161,14 @@ class FastDecoder:
             if not tied:
                 self.head.copy_(head)
             self.norm.copy_(base.model.norm.weight)
-        self.packed = {}
+        prev, self.packed = self.packed, {}
         if self.gemm:
             # the C kernels' own weight layout (16 output columns x pairs of k); oneDNN copies are not needed
             for lw in self.layers:
                 for k in ("wqkv", "wo", "wgu", "wd"):
                     lw[k + "_vnni"] = self.kern.pack(lw[k], lw.get(k + "_vnni"))
                 lw["bqkv32"] = lw["bqkv"].float() if lw["bqkv"] is not None else None
-            self.packed["head_vnni"] = self.kern.pack(self.head, self.packed_prev.get("head_vnni"))
-            self.packed_prev = self.packed
+            self.packed["head_vnni"] = self.kern.pack(self.head, prev.get("head_vnni"))
         elif self.prepack:
             reorder = torch.ops.mkldnn._reorder_linear_weight
             for lw in self.layers:
@@ -304,13 +303,7 @@ class FastDecoder:
     def decode(self, tok: torch.Tensor, state: dict) -> torch.Tensor:
         """tok [b] -> logits [b, V] fp32 for the next position; advances the state in place."""
         if self.kern is not None:
-            t = state["t"]
-            state["valid"][:, t] = True
-            logits = self._forward_kernels(tok[:, None], state["pos"][:, None], state["k"], state["v"],
-                                           state["valid"], t)[:, 0]
-            state["t"] = t + 1
-            state["pos"] = state["pos"] + 1
-            return logits
+            return self._advance_kernels(tok[:, None], state)[:, 0]
         b = tok.shape[0]
         t = state["t"]
         kc, vc, valid = state["k"], state["v"], state["valid"]
@@ -342,6 +335,17 @@ class FastDecoder:
         return self._lin(x, self.head, self.packed.get("head")).float()  # [b, V]
 
     # -- forward with the fused C kernels ---------------------------------------------------------------
+    def _advance_kernels(self, toks: torch.Tensor, state: dict) -> torch.Tensor:
+        """decode (m = 1) and verify on the C kernels: toks [b, m] at the next m positions -> logits [b, m, V];
+        marks the slots valid and advances the state by m."""
+        m, t = toks.shape[1], state["t"]
+        state["valid"][:, t : t + m] = True
+        pos = state["pos"][:, None] + torch.arange(m, device=self.device)  # [b, m]
+        logits = self._forward_kernels(toks, pos, state["k"], state["v"], state["valid"], t)
+        state["t"] = t + m
+        state["pos"] = state["pos"] + m
+        return logits
+
     @torch.inference_mode()
     def _forward_kernels(self, toks: torch.Tensor, pos: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
                          valid: torch.Tensor, t: int, exact: bool = True, last_only: bool = False):
@@ -507,12 +511,7 @@ class FastDecoder:
             if t + m > state["k"].shape[3]:
                 raise ValueError(f"verify: {m} tokens at position {t} overflow the KV cache "
                                  f"({state['k'].shape[3]} slots)")
-            state["valid"][:, t : t + m] = True
-            pos = state["pos"][:, None] + torch.arange(m, device=self.device)  # [b, m]
-            logits = self._forward_kernels(toks, pos, state["k"], state["v"], state["valid"], t)
-            state["t"] = t + m
-            state["pos"] = state["pos"] + m
-            return logits
+            return self._advance_kernels(toks, state)
         b, m = toks.shape
         t = state["t"]
         kc, vc, valid = state["k"], state["v"], state["valid"]
