@@ -25,7 +25,8 @@ from rft.errors import RftError
 
 MAX_DEPTH = 64  # containers inside containers; real job specs, graders and rows use fewer than 10
 MAX_TEXT_BYTES = 64 * 1024 * 1024  # a job spec, grader or request file; datasets pass their own limit
-MAX_YAML_ALIASES = 100
+MAX_YAML_ALIASES = 1000
+MAX_EXPANDED_VALUES = 2_000_000  # values in a parsed file, aliases expanded
 
 
 def _json_kind(v: Any) -> str:
@@ -104,21 +105,49 @@ def read_user_text(path: str | os.PathLike, what: str, *, max_bytes: int = MAX_T
     return decode_utf8(read_user_bytes(path, what, max_bytes=max_bytes), str(path), what)
 
 
-def check_depth(value: Any, name: str, what: str, *, line: int | None = None, limit: int = MAX_DEPTH) -> None:
-    """RftError when containers nest deeper than `limit` (iterative: deep values cannot blow the stack here)."""
-    stack = [(value, 1)]
+def _measure(value: Any, limit_depth: int, limit_size: int) -> tuple[int, int]:
+    """(expanded size, depth) of a parsed value, memoised by identity: YAML aliases share one object, so a
+    "billion laughs" document is measured in the time of its text while its expansion is counted in full."""
+    memo: dict[int, tuple[int, int]] = {}
+    active: set[int] = set()  # containers being measured: meeting one again is a cycle (YAML `&a [*a]`)
+    # Iterative post-order walk: deep values cannot blow the Python stack here.
+    stack: list[tuple[Any, bool]] = [(value, False)]
     while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
+        v, done = stack.pop()
+        if not isinstance(v, (dict, list)) or (id(v) in memo and not done):
             continue
-        if d > limit:
-            where = f"{name}:{line}" if line is not None else name
-            raise RftError(f"{where}: the {what} nests more than {limit} levels deep")
-        stack.extend((c, d + 1) for c in children)
+        children = list(v.values()) if isinstance(v, dict) else v
+        if not done:
+            if id(v) in active:
+                return 1, limit_depth + 1
+            active.add(id(v))
+            stack.append((v, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in memo)
+            continue
+        active.discard(id(v))
+        size, depth = 1 + len(children), 1
+        for c in children:
+            if isinstance(c, (dict, list)):
+                cs, cd = memo.get(id(c), (1, 1))
+                size += cs
+                depth = max(depth, cd + 1)
+        memo[id(v)] = (min(size, limit_size + 1), depth)
+        if depth > limit_depth:
+            return size, depth
+    return memo.get(id(value), (1, 0))
+
+
+def check_depth(value: Any, name: str, what: str, *, line: int | None = None, limit: int = MAX_DEPTH,
+                max_size: int = MAX_EXPANDED_VALUES) -> None:
+    """RftError when containers nest deeper than `limit`, or the value, with shared (aliased) parts counted
+    each time they appear, holds more than `max_size` values."""
+    size, depth = _measure(value, limit, max_size)
+    where = f"{name}:{line}" if line is not None else name
+    if depth > limit:
+        raise RftError(f"{where}: the {what} nests more than {limit} levels deep")
+    if size > max_size:
+        raise RftError(f"{where}: the {what} expands to more than {max_size:,} values (YAML aliases repeat "
+                       "their target each time); write it out or make it smaller")
 
 
 def _reject_constant(name: str) -> Any:
