@@ -46,8 +46,9 @@ def _local_batch(tmp_path, ids, clock, **retry):
     inp = write_requests(tmp_path / "in.jsonl", ids, model=None)
     model_dir = tmp_path / "fake_model"  # create_batch checks the reference; the engine is injected
     model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    (model_dir / "model.safetensors").write_bytes(b"")
+    (model_dir / "config.json").write_text('{"model_type": "llama"}')
+    header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'  # a valid one-tensor safetensors file
+    (model_dir / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
     return create_batch(inp, model=str(model_dir), output=tmp_path / "out.jsonl", config=cfg, clock=clock)
 
 

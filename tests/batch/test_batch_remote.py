@@ -49,7 +49,7 @@ def test_flaky_server_every_request_exactly_once(tmp_path, server, clock, monkey
 
     out, errs = assert_exactly_once(final, ids)
     assert set(errs) == {"r06", "r07", "r08", "r09"}
-    assert final["status"] == "completed"
+    assert final["status"] == "completed_with_errors"  # some failed: never plain "completed" (catalogue B1)
     assert final["request_counts"] == {"total": 40, "completed": 36, "failed": 4}
     # joined by custom_id, never by position: each response answers its own request
     for cid, rec in out.items():
@@ -186,6 +186,7 @@ def test_redrive_reruns_only_dead_letters(tmp_path, server, clock):
     assert {c["key"] for c in redriven if c["content"] == "d01"} == {idempotency_key(st["id"], "d01")}
     out, errs = assert_exactly_once(second, ids)
     assert set(errs) == {"d07"}  # d07 fails for good again; d01 and d05 recovered
+    assert first["status"] == second["status"] == "completed_with_errors"
     assert second["request_counts"] == {"total": 12, "completed": 11, "failed": 1}
     # the dead letter keeps every attempt of both rounds
     assert [a["round"] for a in errs["d07"]["attempts"]] == [0, 1] and errs["d07"]["round"] == 1
@@ -293,6 +294,119 @@ def test_batch_state_is_recorded_in_the_registry(tmp_path, server, clock):
     done = run_batch(st["id"], transport=server.transport(), clock=clock)
     rows = {b["id"]: b for b in Registry().batches()}
     row = rows[st["id"]]
-    assert row["status"] == done["status"] == "completed"
+    assert row["status"] == done["status"] == "completed_with_errors"
     assert row["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
     assert row["output_file"] == done["output_file"] and row["state"]["usage"] == done["usage"]
+
+
+# ------------------------------------------------------------------------------------- catalogue B1
+def _b1_ids() -> list[str]:
+    return [f"b1-{i:03d}" for i in range(100)]
+
+
+def test_b1_malformed_line_is_reported_with_its_line_number_and_nothing_runs(tmp_path, server, clock):
+    """B1, the malformed line: the whole file is refused before anything is sent (as OpenAI's validation
+    does), naming the line; a half-broken file is never half run."""
+    inp = write_requests(tmp_path / "in.jsonl", _b1_ids())
+    lines = inp.read_text().splitlines()
+    lines[56] = lines[56][:40]  # line 57: JSON cut short
+    inp.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RftError, match="nothing was run") as ei:
+        create_batch(inp, model=URL, output=tmp_path / "out.jsonl", config=_config(), clock=clock)
+    assert [(p.file, p.line) for p in ei.value.problems] == [(str(inp), 57)]
+    assert "in.jsonl:57: the line is not valid JSON" in str(ei.value)
+    assert not server.calls and not (tmp_path / "out.jsonl").exists()
+
+
+def test_b1_failures_are_isolated_and_the_batch_is_completed_with_errors(tmp_path, server, clock):
+    """B1: 100 lines; 3 answer 400, 2 answer 500 twice and then succeed; completion order is shuffled.
+    97 results and 3 dead letters, joined by custom_id; the status is completed_with_errors."""
+    ids = _b1_ids()
+    bad, flaky = {"b1-007", "b1-042", "b1-093"}, {"b1-013", "b1-077"}
+    server.script = {cid: ["400"] for cid in bad} | {cid: ["500", "500", "ok"] for cid in flaky}
+    st = _start(tmp_path, ids, clock, _config(max_attempts=4))
+    final = run_batch(st["id"], transport=server.transport(), clock=clock, rng=random.Random(3))
+
+    assert final["status"] == "completed_with_errors"
+    assert final["completed_at"] is not None and final["failed_at"] is None
+    assert final["request_counts"] == {"total": 100, "completed": 97, "failed": 3}
+    out, errs = assert_exactly_once(final, ids)
+    assert set(errs) == bad and len(out) == 97
+    for cid, rec in out.items():  # each result answers its own request, wherever it sits in the file
+        assert rec["response"]["body"]["choices"][0]["message"]["content"] == f"echo {cid}"
+    for cid in bad:
+        assert errs[cid]["response"]["status_code"] == 400 and len(server.calls_for(cid)) == 1
+        assert errs[cid]["request"]["body"]["messages"][0]["content"] == cid
+    for cid in flaky:
+        assert len(server.calls_for(cid)) == 3 and cid in out
+    order = [r["custom_id"] for r in read_jsonl(final["output_file"])]
+    assert order != [c for c in ids if c not in bad]  # shuffled: joining by position would be wrong
+    assert show_batch(st["id"][:14])["status"] == "completed_with_errors"
+
+
+class _LoopbackChat:
+    """A real OpenAI-compatible endpoint on 127.0.0.1 (a thread), for the installed `rft` to talk to: a user
+    message starting with 'bad' gets 400, anything else an echo."""
+
+    def __enter__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                content = body["messages"][-1]["content"]
+                if content.startswith("bad"):
+                    code, answer = 400, {"error": {"message": "scripted 400", "code": "bad"}}
+                else:
+                    code, answer = 200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                                         "choices": [{"index": 0, "finish_reason": "stop",
+                                                      "message": {"role": "assistant", "content": f"echo {content}"}}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+                data = json.dumps(answer).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_b1_cli_exit_codes_and_show(tmp_path):
+    """`rft batch run` (the installed script) exits 4 for completed_with_errors and says so; 0 when every
+    request succeeded; `rft batch show` prints the status and exits 0."""
+    import json
+
+    from tests.clitools import run_rft
+
+    env = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "OPENAI_API_KEY": "sk-test"}
+    with _LoopbackChat() as url:
+        mixed = write_requests(tmp_path / "mixed.jsonl", ["ok-1", "bad-2", "ok-3"])
+        r = run_rft("batch", "run", str(mixed), "--model", url, "--output", str(tmp_path / "m.jsonl"), "--json",
+                    "--max-attempts", "1", env=env, timeout=120)
+        assert r.returncode == 4, (r.stdout[-2000:], r.stderr[-2000:])
+        view = json.loads(r.stdout)
+        assert view["status"] == "completed_with_errors"
+        assert view["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        assert "completed with errors: 1 of 3 request(s) failed" in r.stderr and "exit code 4" in r.stderr
+        assert [x["custom_id"] for x in read_jsonl(tmp_path / "m.errors.jsonl")] == ["bad-2"]
+
+        shown = run_rft("batch", "show", view["id"], env=env)
+        assert shown.returncode == 0 and f"batch {view['id']}: completed_with_errors" in shown.stdout
+
+        clean = write_requests(tmp_path / "clean.jsonl", ["ok-a", "ok-b"])
+        r = run_rft("batch", "run", str(clean), "--model", url, "--output", str(tmp_path / "c.jsonl"), "--quiet",
+                    env=env, timeout=120)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+        assert "batch " in r.stdout and ": completed" in r.stdout and "completed_with_errors" not in r.stdout

@@ -47,15 +47,17 @@ def test_every_problem_reported_with_line_and_field(tmp_path):
     assert all(q.file == str(p) for q in ei.value.problems)
     text = str(ei.value)
     assert "in.jsonl:3: field 'custom_id': duplicate custom_id 'a' (first on line 1)" in text
-    assert "in.jsonl:2: malformed JSON" in text
+    assert "in.jsonl:2: the line is not valid JSON" in text
 
 
 def test_limits_are_checked(tmp_path):
     p = write_requests(tmp_path / "in.jsonl", ["a", "b", "c", "d"])
     with pytest.raises(RftError) as ei:
-        validate_file(p, local=False, max_requests=3, max_bytes=100)
-    msgs = " | ".join(q.message for q in ei.value.problems)
-    assert "at most 3" in msgs and "MB" in msgs
+        validate_file(p, local=False, max_requests=3)
+    assert "at most 3" in " | ".join(q.message for q in ei.value.problems)
+    with pytest.raises(RftError, match="at most 0 MB") as ei:  # too large: refused before it is read
+        validate_file(p, local=False, max_bytes=100)
+    assert "split" in ei.value.hint
     reqs, model = validate_file(p, local=False)
     assert [r.custom_id for r in reqs] == ["a", "b", "c", "d"] and model == "fake-model"
 
@@ -84,7 +86,7 @@ def test_cli_reports_problems_with_exit_code_2(tmp_path):
                         "http://127.0.0.1:9/v1"], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    assert "bad.jsonl:2: malformed JSON" in r.stderr
+    assert "bad.jsonl:2: the line is not valid JSON" in r.stderr
     assert "bad.jsonl:3: field 'url'" in r.stderr
 
 

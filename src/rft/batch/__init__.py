@@ -4,6 +4,8 @@ Input: JSONL lines `{"custom_id", "method": "POST", "url": "/v1/chat/completions
 Output: `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}` lines in the
 output file and failed requests (with the request, every attempt's error and timestamps) in the error file
 next to it, `OUT.errors.jsonl`. Lines come in completion order: join them by `custom_id`, never by position.
+A finished batch is `completed` (every request succeeded), `completed_with_errors` (some are in the error file),
+`failed` (invalid input, or every request failed), `cancelled` or `expired`.
 
 Modules:
 - `validate`  every problem of an input file at once, with line and field;

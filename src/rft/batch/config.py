@@ -9,18 +9,19 @@ Example file:
     retry: {max_attempts: 6, initial_backoff_s: 1, max_backoff_s: 30, request_deadline_s: 600}
     prices: {local_per_hour: 0.10, remote: {gpt-4o-mini: {prompt_per_1k: 0.00015, completion_per_1k: 0.0006}}}
     concurrency: 16
+
+Every number must be finite and within its documented range (`ge`/`le` below); the durations are seconds.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rft.errors import Problem, RftError, did_you_mean
+from rft.userinput import parse_json, parse_yaml, read_user_text
 
 
 class RetryPolicy(BaseModel):
@@ -32,22 +33,22 @@ class RetryPolicy(BaseModel):
     and 5xx. 400, 401, 403, 404, 422 (and any other 4xx) are permanent and go to the error file at once.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_attempts: int = Field(5, ge=1, description="attempts per request, the first one included")
-    initial_backoff_s: float = Field(0.5, gt=0, description="backoff window before the 2nd attempt")
-    backoff_multiplier: float = Field(2.0, ge=1.0, description="the window grows by this factor per attempt")
-    max_backoff_s: float = Field(30.0, gt=0, description="largest backoff window (full jitter draws in [0, window])")
-    retry_after_cap_s: float = Field(60.0, ge=0, description="a server's Retry-After is honoured up to this")
-    request_deadline_s: float = Field(600.0, gt=0, description="total time per request, all attempts and waits")
-    attempt_timeout_s: float = Field(120.0, gt=0, description="timeout of one HTTP attempt (remote endpoints)")
+    max_attempts: int = Field(5, ge=1, le=100, description="attempts per request, the first one included")
+    initial_backoff_s: float = Field(0.5, gt=0, le=3600, description="backoff window before the 2nd attempt")
+    backoff_multiplier: float = Field(2.0, ge=1.0, le=100, description="the window grows by this factor per attempt")
+    max_backoff_s: float = Field(30.0, gt=0, le=86400, description="largest backoff window (full jitter draws in [0, window])")
+    retry_after_cap_s: float = Field(60.0, ge=0, le=86400, description="a server's Retry-After is honoured up to this")
+    request_deadline_s: float = Field(600.0, gt=0, le=30 * 86400, description="total time per request, all attempts and waits")
+    attempt_timeout_s: float = Field(120.0, gt=0, le=86400, description="timeout of one HTTP attempt (remote endpoints)")
     circuit_breaker_threshold: int = Field(
-        20, ge=0, description="stop sending after this many consecutive failures that are the endpoint's "
+        20, ge=0, le=1_000_000, description="stop sending after this many consecutive failures that are the endpoint's "
                               "(retryable ones, 401, 403, 404; 0: never)")
 
 
 class TokenPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt_per_1k: float = Field(ge=0)
     completion_per_1k: float = Field(ge=0)
@@ -60,7 +61,7 @@ class PriceTable(BaseModel):
     model); set your own with `--config` or `--price-per-hour`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     local_per_hour: float = Field(0.10, ge=0, description="USD per hour of machine time for local models")
     remote_default: TokenPrice = TokenPrice(prompt_per_1k=0.00015, completion_per_1k=0.0006)
@@ -71,14 +72,14 @@ class PriceTable(BaseModel):
 
 
 class BatchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     retry: RetryPolicy = RetryPolicy()
     prices: PriceTable = PriceTable()
-    concurrency: int = Field(8, ge=1, description="requests in flight at once (remote endpoints)")
-    batch_size: int = Field(64, ge=1, description="requests per engine call (local models; the engine batches up to 64)")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once (remote endpoints)")
+    batch_size: int = Field(64, ge=1, le=4096, description="requests per engine call (local models; the engine batches up to 64)")
     max_cost: float | None = Field(None, ge=0, description="stop cleanly once the estimated cost reaches this (USD)")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the remote API key")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description="environment variable holding the remote API key")
 
 
 def _problems(err: ValidationError, source: str | None) -> list[Problem]:
@@ -95,7 +96,8 @@ def _problems(err: ValidationError, source: str | None) -> list[Problem]:
             if options:
                 msg += f"; valid keys here: {', '.join(options)}"
         else:
-            msg = f"{e['msg']} (got {e.get('input')!r})"
+            got = repr(e.get("input"))
+            msg = f"{e['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
         out.append(Problem(msg, file=source, field=path))
     return out
 
@@ -113,19 +115,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     raw: dict = {}
     source = None
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.exists():
-            raise RftError(f"batch config file not found: {p}")
-        try:
-            text = p.read_text()
-            loaded = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as e:
-            raise RftError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
-        if loaded is None:
+        source = str(path)
+        # Missing, a directory, binary, not UTF-8, not valid JSON/YAML, too deep: one error naming the file.
+        text = read_user_text(path, "batch config")
+        loaded = parse_json(text, source, "batch config") if source.endswith(".json") else \
+            parse_yaml(text, source, "batch config")
+        if loaded is None:  # an empty file: the defaults
             loaded = {}
         if not isinstance(loaded, dict):
-            raise RftError(f"{p}: a batch config must be a mapping (retry, prices, concurrency, ...)")
+            raise RftError(f"{source}: a batch config must be a mapping (retry, prices, concurrency, ...), "
+                           f"got {type(loaded).__name__}")
         raw = loaded
     for key, value in (overrides or {}).items():
         if value is None:
@@ -133,6 +132,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RftError(f"{source}: field '{part}' must be a mapping, got {type(child).__name__}")
+            node = child
         node[parts[-1]] = value
     return build_config(raw, source=source)

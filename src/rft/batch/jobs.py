@@ -1,7 +1,10 @@
 """Batch jobs: create, run, resume, redrive, cancel, list, show. The CLI and the server call these.
 
-Lifecycle (OpenAI's): `validating -> in_progress -> finalizing -> completed | failed | cancelled | expired`.
-`failed` is a batch whose input did not validate, or in which every request failed. A run that stops early
+Lifecycle (OpenAI's, plus one): `validating -> in_progress -> finalizing -> completed | completed_with_errors |
+failed | cancelled | expired`. `completed` means every request succeeded; `completed_with_errors` that some
+succeeded and some are in the error file (OpenAI reports this as `completed` with a failed count, which a
+script checking the status alone reads as success; catalogue B1). `failed` is a batch whose input did not
+validate, or in which every request failed. A run that stops early
 (circuit breaker open, `max_cost` reached, interrupted, killed) leaves the batch `in_progress` with a
 `stop_reason`; `resume` continues it.
 
@@ -34,12 +37,13 @@ from typing import Callable
 from rft.batch.config import BatchConfig
 from rft.batch.executors import LocalExecutor, Outcome, RemoteExecutor
 from rft.batch.retry import CircuitBreaker, Clock
-from rft.batch.store import (BatchLock, JsonlAppender, batch_folder, batches_dir, is_running, new_batch_id,
-                             read_records, read_state, write_atomic, write_state)
-from rft.batch.validate import BatchRequest, load_requests, validate_file
+from rft.batch.store import (BatchLock, JsonlAppender, batch_folder, batches_dir, is_running, line_id,
+                             new_batch_id, read_records, read_state, write_atomic, write_state)
+from rft.batch.validate import MAX_BYTES, BatchRequest, load_requests, validate_file
 from rft.errors import RftError
+from rft.userinput import check_input_path, check_output_file
 
-TERMINAL = ("completed", "failed", "cancelled", "expired")
+TERMINAL = ("completed", "completed_with_errors", "failed", "cancelled", "expired")
 ENDPOINT = "/v1/chat/completions"
 
 
@@ -51,10 +55,6 @@ def idempotency_key(batch_id: str, custom_id: str) -> str:
     """Stable across attempts, runs and redrives of one request: derived from (batch, custom_id) only."""
     digest = hashlib.sha256(("key\0" + batch_id + "\0" + custom_id).encode()).hexdigest()
     return f"{batch_id}-{digest[:32]}"
-
-
-def _line_id(batch_id: str, custom_id: str) -> str:
-    return "batch_req_" + hashlib.sha256(("line\0" + batch_id + "\0" + custom_id).encode()).hexdigest()[:24]
 
 
 def _window_seconds(window: str) -> float:
@@ -69,6 +69,38 @@ def _errors_path(output: Path) -> Path:
     return output.with_name(name + ".errors.jsonl")
 
 
+def _check_output_paths(output: str | Path) -> Path:
+    """The absolute output path, when it and its errors file (`OUT.errors.jsonl`) can be created without
+    touching anything already there, else RftError naming the path: a directory, a folder on the way that is
+    a file, a name longer than the file system allows, a folder that cannot be written, or a file that already
+    has content (a stranger's file is never truncated or appended to; an empty one, as `mktemp` makes, is
+    used)."""
+    name = str(output)
+    p = check_output_file(Path(name).expanduser(), "batch output")
+    try:
+        p = p.resolve()
+        for path in (p, _errors_path(p)):
+            check_output_file(path, "batch output")
+            if len(str(path).encode()) >= 4096 or any(len(part.encode()) > 255 for part in path.parts):
+                raise RftError(f"{name[:80]}...: the batch output path is longer than the file system allows")
+            if path.exists():
+                if not path.is_file():
+                    raise RftError(f"{path}: not a regular file; the batch output must be a file path")
+                if path.stat().st_size > 0:
+                    raise RftError(f"{path}: already exists and is not this batch's; nothing was run "
+                                   "(it was left as it was)", hint="choose another --output, or move the old file away")
+        anc = p.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise RftError(f"{name}: {anc} is a file, not a folder; nothing was run")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            raise RftError(f"{name}: no permission to write in {anc}")
+    except OSError as e:
+        raise RftError(f"{name[:200]}: cannot use this batch output path: {e.strerror or e}") from None
+    return p
+
+
 # ------------------------------------------------------------------------------------------- create
 def create_batch(input_path: str | Path, *, model: str, remote_model: str | None = None,
                  output: str | Path | None = None, config: BatchConfig | None = None,
@@ -78,9 +110,13 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
     clock = clock or Clock()
     config = config or BatchConfig()
     window_s = _window_seconds(completion_window)
-    input_path = Path(input_path)
-    if not input_path.exists():
-        raise RftError(f"batch input file not found: {input_path}")
+    # Every path is checked before anything is written: a refused batch leaves no folder and no output file.
+    input_path = check_input_path(input_path, "batch input", max_bytes=1 << 62)
+    size = input_path.stat().st_size
+    if size > MAX_BYTES:
+        raise RftError(f"{input_path}: the file is {size / 1e6:.1f} MB; a batch file may hold at most "
+                       f"{MAX_BYTES / 1e6:.0f} MB; nothing was run", hint="split it into several batches")
+    user_out = _check_output_paths(output) if output else None
     remote = is_remote(model)
     model_path = None
     if not remote:
@@ -95,7 +131,7 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
     batch_id = new_batch_id()
     folder = batches_dir() / batch_id
     folder.mkdir(parents=True)
-    out = Path(output).expanduser().resolve() if output else folder / "output.jsonl"
+    out = user_out or folder / "output.jsonl"
     err = _errors_path(out)
     now = clock.now()
     state = {
@@ -125,10 +161,16 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
         if remote and not (remote_model or body_model):
             raise RftError("a remote endpoint needs a model name: pass --remote-model NAME or set body.model in "
                            "the requests")
-        for path in (out, err):
+        for path in (out, err):  # again: one may have appeared since the check above
             if path.exists() and path.stat().st_size > 0:
                 raise RftError(f"{path} already exists; nothing was run",
                                hint="choose another --output, or move the old file away")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.touch()
+            err.touch()
+        except OSError as e:
+            raise RftError(f"{out}: cannot create the batch output: {e.strerror or e}") from None
     except RftError as e:
         # Validation errors name the user's file, not the copy.
         msg = e.message.replace(str(folder / "input.jsonl"), str(input_path))
@@ -139,9 +181,6 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
                              or [{"code": "invalid_input", "message": msg, "line": None, "param": None}]})
         write_state(folder, state)
         raise RftError(f"{msg} (batch {batch_id} is marked failed)", problems, hint=e.hint) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.touch()
-    err.touch()
     state["body_model"] = body_model
     state["request_counts"]["total"] = len(requests)
     state["status"] = "in_progress"
@@ -175,7 +214,7 @@ class _Sink:
         bid, cid = self.state["id"], o.request.custom_id
         self.finished.add(cid)
         if o.gave_up is None:
-            self.out.append({"id": _line_id(bid, cid), "custom_id": cid,
+            self.out.append({"id": line_id(bid, cid), "custom_id": cid,
                              "response": {"status_code": o.status_code, "request_id": o.request_id, "body": o.body},
                              "error": None})
             self.state["request_counts"]["completed"] += 1
@@ -190,7 +229,7 @@ class _Sink:
             if last.status_code is not None:
                 response = {"status_code": last.status_code, "request_id": last.request_id, "body": last.body}
             prior = self.prior_errors.get(cid, {}).get("attempts", [])
-            self.err.append({"id": _line_id(bid, cid), "custom_id": cid, "response": response,
+            self.err.append({"id": line_id(bid, cid), "custom_id": cid, "response": response,
                              "error": {"code": last.code, "message": last.message}, "reason": g.reason,
                              "attempts": prior + [a | {"round": self.state["round"]} for a in o.attempts],
                              "request": {"method": "POST", "url": ENDPOINT, "body": o.request.body},
@@ -244,11 +283,11 @@ def _progress_of(state: dict) -> tuple[list[BatchRequest], dict[str, dict], dict
     requests = load_requests(batches_dir() / state["id"] / "input.jsonl")
     ids = {r.custom_id for r in requests}
     ok: dict[str, dict] = {}
-    for rec in read_records(Path(state["output_file"]), repair=True):
+    for rec in read_records(Path(state["output_file"]), repair=True, batch_id=state["id"]):
         if rec["custom_id"] in ids:
             ok.setdefault(rec["custom_id"], rec)
     dead: dict[str, dict] = {}
-    for rec in read_records(Path(state["error_file"]), repair=True):
+    for rec in read_records(Path(state["error_file"]), repair=True, batch_id=state["id"]):
         if rec["custom_id"] in ids and rec["custom_id"] not in ok:
             dead[rec["custom_id"]] = rec  # later lines win: a redrive's record carries all earlier attempts
     rnd = state["round"]
@@ -283,9 +322,10 @@ def _finalize(folder: Path, state: dict, clock, status: str | None = None) -> di
     _account(state, state["wall_seconds"])
     if status is None:
         rc = state["request_counts"]
-        status = "failed" if rc["completed"] == 0 and rc["failed"] > 0 else "completed"
+        status = "completed" if rc["failed"] == 0 else "failed" if rc["completed"] == 0 else "completed_with_errors"
     state["status"] = status
-    state[f"{status}_at"] = clock.now()
+    # completed_with_errors is a kind of completed: it sets completed_at, as OpenAI's completed batch does.
+    state[f"{status.removesuffix('_with_errors')}_at"] = clock.now()
     state["stop_reason"] = None
     state.pop("pid", None)
     write_state(folder, state)
@@ -296,7 +336,7 @@ def _close_remaining(state: dict, pending: list[BatchRequest], code: str, messag
     """Write requests that will not run (cancelled, expired) to the error file, as OpenAI does."""
     app = JsonlAppender(Path(state["error_file"]))
     for r in pending:
-        app.append({"id": _line_id(state["id"], r.custom_id), "custom_id": r.custom_id, "response": None,
+        app.append({"id": line_id(state["id"], r.custom_id), "custom_id": r.custom_id, "response": None,
                     "error": {"code": code, "message": message}, "reason": code, "attempts": [],
                     "request": {"method": "POST", "url": ENDPOINT, "body": r.body}, "round": state["round"],
                     "failed_at": clock.now()})

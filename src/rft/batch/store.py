@@ -17,8 +17,10 @@ corruption and an error naming the file and line.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -36,13 +38,21 @@ def new_batch_id() -> str:
     return f"batch_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{secrets.token_hex(4)}"
 
 
+# What `new_batch_id` makes: letters, digits and '_'. A typed id or prefix is checked against this before it
+# comes near a path, so `../x`, `/tmp/x` or `*` can never name a folder outside $RFT_HOME/batches.
+_ID_CHARS = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
 def batch_folder(batch_id: str) -> Path:
     """The folder of an existing batch; a unique prefix of the id is enough."""
+    if not isinstance(batch_id, str) or not _ID_CHARS.fullmatch(batch_id):
+        shown = repr(batch_id[:40] + ("..." if len(batch_id) > 40 else "")) if isinstance(batch_id, str) else repr(batch_id)
+        raise RftError(f"{shown} is not a batch id: ids are 1 to 64 letters, digits and '_' "
+                       "(like batch_20250101120000_1a2b3c4d)", hint="`rft batch list` shows the batches")
     root = batches_dir()
-    exact = root / batch_id
-    if (exact / "state.json").exists():
-        return exact
-    known = sorted(p.name for p in root.glob("batch_*") if (p / "state.json").exists()) if root.exists() else []
+    known = sorted(p.name for p in root.glob("batch_*") if (p / "state.json").is_file()) if root.is_dir() else []
+    if batch_id in known:
+        return root / batch_id
     matches = [k for k in known if k.startswith(batch_id)]
     if len(matches) == 1:
         return root / matches[0]
@@ -71,10 +81,14 @@ def _mirror(state: dict) -> None:
 
 
 def read_state(folder: Path) -> dict:
+    path = folder / "state.json"
     try:
-        return json.loads((folder / "state.json").read_text())
-    except ValueError as e:
-        raise RftError(f"{folder / 'state.json'}: unreadable batch state: {e}") from None
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise RftError(f"{path}: unreadable batch state: {e}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("request_counts"), dict):
+        raise RftError(f"{path}: not a batch state (it was edited or damaged)")
+    return state
 
 
 class BatchLock:
@@ -146,9 +160,25 @@ class JsonlAppender:
             self.f.close()
 
 
-def read_records(path: Path, *, repair: bool = False) -> list[dict]:
+def line_id(batch_id: str, custom_id: str) -> str:
+    """The `id` of a result line: derived from (batch, custom_id), so a line can be told to be this batch's."""
+    return "batch_req_" + hashlib.sha256(("line\0" + batch_id + "\0" + custom_id).encode()).hexdigest()[:24]
+
+
+_OURS = b'{"id": "batch_req_'  # how every line JsonlAppender writes for a batch starts
+
+
+def _torn(tail: bytes) -> bool:
+    """Whether bytes after the last good line are a write of ours cut short (or zeros a crash left), so they
+    may be cut off; anything else is someone else's data and is never truncated."""
+    return not tail.strip(b"\x00\n") or tail[:len(_OURS)] == _OURS[:len(tail)]
+
+
+def read_records(path: Path, *, repair: bool = False, batch_id: str | None = None) -> list[dict]:
     """Records of a JSONL results file. A torn last line is ignored, and with `repair=True` cut off the file
-    (so appending can go on after it). A bad line elsewhere is corruption: an RftError naming file and line."""
+    (so appending can go on after it). A bad line elsewhere is corruption: an RftError naming file and line.
+    With `batch_id`, every line must be that batch's (its `id` derives from the batch): a file replaced by
+    someone else's is refused before anything in it is cut or rewritten."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -160,19 +190,25 @@ def read_records(path: Path, *, repair: bool = False) -> list[dict]:
     for i, raw in enumerate(lines, 1):
         try:
             rec = json.loads(raw)
-            if not isinstance(rec, dict) or "custom_id" not in rec:
+            if not isinstance(rec, dict) or not isinstance(rec.get("custom_id"), str):
                 raise ValueError("not a batch result object")
         except ValueError as e:
-            if i == len(lines):  # a complete last line that does not parse: torn too (e.g. zeros after a crash)
-                keep -= len(raw) + 1
+            if i == len(lines) and (batch_id is None or _torn(raw)):  # a complete last line that does not
+                keep -= len(raw) + 1                                    # parse: torn too (zeros after a crash)
                 break
             raise RftError(f"{path}:{i}: corrupt result line ({e})",
                            hint="the results file was edited or damaged; restore it or start a new batch") from None
+        if batch_id is not None and rec.get("id") != line_id(batch_id, rec["custom_id"]):
+            raise RftError(f"{path}:{i}: this line is not a result of batch {batch_id}; the file was replaced or "
+                           "written by something else, and nothing in it was changed",
+                           hint="move it away (and put the batch's own file back) before resuming")
         records.append(rec)
+    if batch_id is not None and keep < len(data) and not _torn(data[keep:]):
+        raise RftError(f"{path}: the file ends in a line that is not a result of batch {batch_id}; nothing in it "
+                       "was changed", hint="move it away before resuming")
     if repair and keep < len(data):
         with open(path, "r+b") as f:
             f.truncate(keep)
             f.flush()
             os.fsync(f.fileno())
     return records
-

@@ -1,25 +1,35 @@
 """Validate a batch input file (OpenAI Batch API JSONL) before any work starts.
 
 Each non-blank line must be `{"custom_id": str, "method": "POST", "url": "/v1/chat/completions", "body": {...}}`.
-Every problem in the file is reported at once, each with its file, line and field: malformed JSON, a missing,
-empty or duplicated `custom_id`, an unsupported `method` or `url`, a body the chat endpoint would refuse
+Every problem in the file is reported at once, each with its file, line and field: a line that is not UTF-8 or
+not strict JSON (no NaN/Infinity, no duplicate keys, at most `rft.userinput.MAX_DEPTH` levels of nesting), a
+JSON value of the wrong kind, a line over `MAX_LINE_BYTES`, a number that is not finite (`1e999`), text with a
+lone surrogate (no result file could hold it), a missing, empty, over-long or duplicated `custom_id`, an unsupported `method` or `url`, a body the chat endpoint would refuse
 (checked with `rft.openai_chat.parse_chat_body` when the model is local; a remote endpoint is the authority on
 its own bodies, so for it only the shape of `messages` is checked), streaming, mixed `body.model` values, and
-the OpenAI limits (50,000 requests, 200 MB per file).
+the OpenAI limits (50,000 requests, 200 MB per file). A file with a NUL byte is binary: one error, at once.
+Simplified: a malformed line rejects the whole file (as OpenAI's validation does), it never becomes a per-request
+failure: a half-broken file is not half run and billed.
+How to run: `python -c "from rft.batch.validate import validate_file; validate_file('in.jsonl', local=False)"`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from rft.errors import Problem, RftError
+from rft.userinput import check_input_path, parse_json
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024  # one request; a chat body with a few inline images stays well below this
+MAX_ID_CHARS = 512  # a custom_id is echoed in results and error messages
 SUPPORTED_URLS = ("/v1/chat/completions",)
 LINE_KEYS = ("custom_id", "method", "url", "body")
+WHAT = "batch input"
 
 
 @dataclass(frozen=True)
@@ -29,8 +39,33 @@ class BatchRequest:
     body: dict
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+def _bad_value(obj: dict) -> tuple[str | None, str] | None:
+    """(dotted field, problem) for the first value no result file could hold: a float that is inf or NaN
+    (`1e999` parses to inf) or a string with a lone surrogate (`"\\ud800"` is valid JSON but not UTF-8).
+    Iterative, so deep values cannot blow the stack."""
+    stack: list[tuple[object, str]] = [(obj, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return path, "numbers must be finite (this one overflows a double)"
+        if isinstance(v, str) and not _utf8(v):
+            return path, "the text has an unpaired surrogate (like \\ud800); send valid Unicode"
+        if isinstance(v, dict):
+            for k, c in v.items():
+                if not _utf8(k):
+                    return path or None, "a key has an unpaired surrogate (like \\ud800); send valid Unicode"
+                stack.append((c, f"{path}.{k[:100]}" if path else k[:100]))
+        elif isinstance(v, list):
+            stack.extend((c, f"{path}[{j}]") for j, c in enumerate(v))
+    return None
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_body(body: dict, local: bool, add) -> None:
@@ -54,63 +89,83 @@ def _check_body(body: dict, local: bool, add) -> None:
         add("streaming is not available in a batch; remove 'stream'", "body.stream")
 
 
+def _lines(f, max_line_bytes: int):
+    """(line number, bytes or None when the line is longer than the limit), reading at most the limit at once."""
+    i = 0
+    while True:
+        raw = f.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        i += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a block at a time
+                raw = f.readline(1 << 20)
+            yield i, None
+        else:
+            yield i, raw
+
+
+def _decode(raw: bytes, i: int, src: str) -> str:
+    """The line as text; RftError for a NUL byte (a binary file: one error is enough), ValueError for bad UTF-8."""
+    if b"\x00" in raw:
+        raise RftError(f"{src}:{i}: the {WHAT} looks binary (a NUL byte); expected UTF-8 JSON lines; nothing was run")
+    if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                         "save the file as UTF-8") from None
+
+
 def validate_file(path: str | Path, *, local: bool, max_requests: int = MAX_REQUESTS,
-                  max_bytes: int = MAX_BYTES) -> tuple[list[BatchRequest], str | None]:
+                  max_bytes: int = MAX_BYTES, max_line_bytes: int = MAX_LINE_BYTES) -> tuple[list[BatchRequest], str | None]:
     """Return the requests and the one model named in the bodies (or None), or raise an RftError that lists
     every problem found."""
-    path = Path(path)
     src = str(path)
-    if not path.exists():
-        raise RftError(f"batch input file not found: {path}")
+    # Missing, a directory, too long a name, no permission: one error before anything is read.
+    path = check_input_path(path, WHAT, max_bytes=1 << 62)
     problems: list[Problem] = []
 
     def add(msg: str, line: int | None = None, field: str | None = None) -> None:
         problems.append(Problem(msg, file=src, line=line, field=field))
 
     size = path.stat().st_size
-    if size > max_bytes:
-        add(f"the file is {size / 1e6:.1f} MB; a batch file may hold at most {max_bytes / 1e6:.0f} MB "
-            "(split it into several batches)")
+    if size > max_bytes:  # at once: reading gigabytes to list more problems helps nobody
+        raise RftError(f"{src}: the file is {size / 1e6:.1f} MB; a batch file may hold at most "
+                       f"{max_bytes / 1e6:.0f} MB; nothing was run", hint="split it into several batches")
     requests: list[BatchRequest] = []
     seen: dict[str, int] = {}
     model: str | None = None
     model_line = 0
     n_lines = 0
     with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
+        for i, raw in _lines(f, max_line_bytes):
+            if raw is None:
+                n_lines += 1
+                add(f"the line is longer than {max_line_bytes:,} bytes (one request may hold at most that)", i)
+                continue
             if not raw.strip():
                 continue
             n_lines += 1
             try:
-                obj = json.loads(raw, parse_constant=_reject_constant)
-            except (ValueError, UnicodeDecodeError) as e:
-                add(f"malformed JSON: {e}", i)
+                text = _decode(raw, i, src)
+            except ValueError as e:
+                add(str(e), i)
                 continue
-            if not isinstance(obj, dict):
-                add("each line must be a JSON object {custom_id, method, url, body}", i)
+            try:
+                obj = parse_json(text, src, "line", line=i, expect=dict)
+            except RftError as e:
+                # parse_json names the file and line; the Problem carries them as fields instead.
+                add(e.message.removeprefix(f"{src}:{i}:").strip(), i)
                 continue
-            for k in obj:
-                if k not in LINE_KEYS:
-                    add(f"unknown key; a batch line has only {', '.join(LINE_KEYS)}", i, k)
-            cid = obj.get("custom_id")
-            if not isinstance(cid, str) or not cid.strip():
-                add("'custom_id' must be a non-empty string" if cid is not None else "'custom_id' is required",
-                    i, "custom_id")
-                cid = None
-            elif cid in seen:
-                add(f"duplicate custom_id '{cid}' (first on line {seen[cid]}); results are joined by custom_id, "
-                    "so each must be unique", i, "custom_id")
-                cid = None
-            else:
-                seen[cid] = i
-            if obj.get("method") != "POST":
-                add(f"'method' must be \"POST\", got {obj.get('method')!r}", i, "method")
-            url = obj.get("url")
-            if url not in SUPPORTED_URLS:
-                add(f"unsupported url {url!r}; supported: {', '.join(SUPPORTED_URLS)}", i, "url")
+            bad = _bad_value(obj)
+            if bad:
+                add(bad[1], i, bad[0])
+                continue
+            _check_line(obj, i, local, add, seen)
             body = obj.get("body")
             if not isinstance(body, dict):
-                add("'body' must be a JSON object (the chat completions request)", i, "body")
                 continue
             before = len(problems)
             _check_body(body, local, lambda msg, fld: add(msg, i, fld))
@@ -119,9 +174,10 @@ def validate_file(path: str | Path, *, local: bool, max_requests: int = MAX_REQU
                 if model is None:
                     model, model_line = m, i
                 elif m != model:
-                    add(f"model '{m}' differs from '{model}' on line {model_line}; a batch runs one model",
+                    add(f"model '{m[:200]}' differs from '{model[:200]}' on line {model_line}; a batch runs one model",
                         i, "body.model")
-            if cid is not None and len(problems) == before:
+            cid = obj.get("custom_id")
+            if len(problems) == before and isinstance(cid, str) and seen.get(cid) == i:
                 requests.append(BatchRequest(cid, i, body))
     if n_lines == 0:
         add("the file has no requests")
@@ -130,6 +186,37 @@ def validate_file(path: str | Path, *, local: bool, max_requests: int = MAX_REQU
     if problems:
         raise RftError(f"{src}: {len(problems)} problem(s) in the batch input; nothing was run", problems)
     return requests, model
+
+
+def _check_line(obj: dict, i: int, local: bool, add, seen: dict[str, int]) -> None:
+    """The envelope of one line: keys, custom_id (recorded in `seen` when valid and new), method, url, body kind."""
+    for k in obj:
+        if k not in LINE_KEYS:
+            add(f"unknown key; a batch line has only {', '.join(LINE_KEYS)}", i, k[:100])
+    cid = obj.get("custom_id")
+    if cid is None:
+        add("'custom_id' is required", i, "custom_id")
+    elif not isinstance(cid, str) or not cid.strip():
+        add("'custom_id' must be a non-empty string", i, "custom_id")
+    elif len(cid) > MAX_ID_CHARS:
+        add(f"'custom_id' is {len(cid)} characters; at most {MAX_ID_CHARS}", i, "custom_id")
+    elif cid in seen:
+        add(f"duplicate custom_id '{cid}' (first on line {seen[cid]}); results are joined by custom_id, "
+            "so each must be unique", i, "custom_id")
+    else:
+        seen[cid] = i
+    if obj.get("method") != "POST":
+        add(f"'method' must be \"POST\", got {_short(obj.get('method'))}", i, "method")
+    url = obj.get("url")
+    if url not in SUPPORTED_URLS:
+        add(f"unsupported url {_short(url)}; supported: {', '.join(SUPPORTED_URLS)}", i, "url")
+    if not isinstance(obj.get("body"), dict):
+        add("'body' must be a JSON object (the chat completions request)", i, "body")
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def load_requests(path: Path) -> list[BatchRequest]:

@@ -1,7 +1,14 @@
 """`rft batch ...`: batch inference jobs in the OpenAI Batch API format. Thin: parse, call `rft.batch`, print.
 
-Exit codes: 0 when the batch completed, 1 when it ended otherwise (failed, cancelled, expired, or stopped early
-and resumable), 2 for user mistakes (an invalid input file lists every problem with its line and field).
+Exit codes of `run`, `resume` and `redrive`:
+  0  completed: every request succeeded;
+  4  completed_with_errors: the batch finished, some requests are in the error file (`OUT.errors.jsonl`).
+     Distinct from 0 so a script never takes a partial result for a whole one (`set -e` stops there), and
+     from 1 so it can still go on with the partial results on purpose: `rft batch run ... || [ $? -eq 4 ]`;
+  1  ended otherwise: failed (every request failed), cancelled, expired, or stopped early and resumable;
+  2  a user mistake: a bad file, path, option or batch id (an invalid input file lists every problem with its
+     line and field); nothing was run and nothing already there was changed.
+`show`, `list` and `cancel` exit 0 whenever they could answer; the status is in what they print.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from rich.table import Table
 
 batch_app = typer.Typer(no_args_is_help=True, help=(
     "Batch inference on OpenAI Batch API JSONL files, on a local model or a remote OpenAI-compatible endpoint."))
+
+EXIT_COMPLETED_WITH_ERRORS = 4
 
 err = Console(stderr=True)
 out = Console()
@@ -60,7 +69,7 @@ def _progress_cb(disabled: bool):
 
 
 def _summary(s: dict) -> None:
-    t = Table(title=f"batch {s['id']}: {s['status']}" + (f" ({s['stop_reason']})" if s.get("stop_reason") else ""))
+    t = Table(title=escape(f"batch {s['id']}: {s['status']}" + (f" ({s['stop_reason']})" if s.get("stop_reason") else "")))
     t.add_column("")
     t.add_column("value", overflow="fold")
     rc = s["request_counts"]
@@ -78,7 +87,7 @@ def _summary(s: dict) -> None:
     t.add_row("errors (dead letters)", s["error_file"])
     if s.get("stop_reason") and s["status"] == "in_progress":
         t.add_row("next", f"rft batch resume {s['id']}")
-    elif rc["failed"] and s["status"] in ("completed", "failed"):
+    elif rc["failed"] and s["status"] in ("completed", "completed_with_errors", "failed"):
         t.add_row("next", f"rft batch redrive {s['id']}  (re-runs the failed requests)")
     out.print(t)
 
@@ -91,6 +100,12 @@ def _finish(state: dict, as_json: bool) -> None:
         _print_json(view)
     else:
         _summary(view)
+    if view["status"] == "completed_with_errors":
+        rc = view["request_counts"]
+        err.print(f"batch {view['id']}: completed with errors: {rc['failed']} of {rc['total']} request(s) failed "
+                  f"(see {view['error_file']}); exit code {EXIT_COMPLETED_WITH_ERRORS}", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_COMPLETED_WITH_ERRORS)
     if view["status"] != "completed":
         raise typer.Exit(1)
 
@@ -127,7 +142,11 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the final batch object as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
 ):
-    """Validate INPUT, then run every request; results are appended durably as they finish."""
+    """Validate INPUT, then run every request; results are appended durably as they finish.
+
+    Exit code: 0 every request succeeded; 4 completed with errors (some requests are in OUT.errors.jsonl);
+    1 failed, cancelled, expired or stopped (resumable); 2 a bad file, path or option (nothing was run).
+    """
     from rft.batch import create_batch, load_config, run_batch
 
     cfg = load_config(config, {
