@@ -179,7 +179,8 @@ def test_local_judges_are_cached_per_model():
 
 def test_missing_local_model_is_a_server_error():
     r = build({**SCORE, "model": "/nonexistent/judge-model-dir"}).grade(make_sample("x"), ITEM)
-    assert r.error == "model_grader_server_error" and "not found" in r.details
+    assert r.error == "model_grader_server_error" and "/nonexistent/judge-model-dir" in r.details
+    assert "not found" in r.details or "does not exist" in r.details
 
 
 # --- remote OpenAI-compatible judge ------------------------------------------------------------------------------

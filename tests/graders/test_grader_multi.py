@@ -98,3 +98,13 @@ def test_sub_grader_names_default_to_keys(python_sandbox):
     assert g.graders["p"].name == "p" and g.graders["t"].name == "t"
     r = g.grade(make_sample("abc"), {})
     assert r.score == pytest.approx(1.25) and r.sub_scores == {"p": 0.25, "t": 1.0}
+
+
+def test_a_formula_result_that_overflows_float32_is_unscored():
+    from rft.graders import build as build_grader
+
+    eq = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "yes", "operation": "eq"}
+    g = build_grader({"type": "multi", "graders": {"a": eq}, "calculate_output": "a * 1e38 * 10"})
+    r = g.grade({"output_text": "yes"}, {})
+    assert r.score is None and r.error == "other_error" and "float32" in r.details and r.sub_scores == {"a": 1.0}
+    assert g.grade({"output_text": "no"}, {}).score == 0.0

@@ -71,6 +71,12 @@ CONTRACT = [
     ("return 1", 1.0, None),  # an int is a number
     ("return 1e9", 1e9, None),  # python scores are not clipped (OpenAI gives them no range)
     ("return -3.5", -3.5, None),
+    ("return 3.4e38", 3.4e38, None),  # the largest scores the float32 reward tensor still holds
+    ("return -3.4028235e38", -3.4028235e38, None),
+    ("return 1e39", None, "python_grader_runtime_error"),  # finite in Python, inf as float32: never a reward
+    ("return -1e39", None, "python_grader_runtime_error"),
+    ("return 3.4028236e38", None, "python_grader_runtime_error"),  # the first value that rounds to inf
+    ("return 10 ** 400", None, "python_grader_runtime_error"),  # an int too large even for a float
     ("return None", None, "python_grader_runtime_error"),
     ("return float('nan')", None, "python_grader_runtime_error"),
     ("return float('inf')", None, "python_grader_runtime_error"),

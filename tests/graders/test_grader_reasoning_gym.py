@@ -24,11 +24,35 @@ def test_templated_input_and_fixed_task(legs):
     assert g.grade(make_sample('{"answer": "%s"}' % row["answer"]), {"rg_entry": row["rg_entry"]}).score == 1.0
 
 
-def test_malformed_answer_is_a_wrong_answer_not_unscored():
+def test_a_scorer_that_raises_is_unscored_not_zero():
     row = load_dataset("builtin:reasoning_gym/prime_factorization?n=1").rows[0]
-    r = build({"type": "reasoning_gym"}).grade(make_sample("31x"), row)  # this scorer raises on it
-    assert r.score == 0.0 and r.error is None
+    r = build({"type": "reasoning_gym"}).grade(make_sample("31x"), row)  # this scorer raises ValueError on it
+    assert r.score is None and r.error == "other_error"
+    assert "prime_factorization" in r.details and "ValueError" in r.details and "'31x'" in r.details
     assert build({"type": "reasoning_gym"}).grade(make_sample(row["answer"]), row).score == 1.0
+
+
+@pytest.mark.parametrize("crash", [KeyError("question"), ZeroDivisionError("division by zero"), RecursionError()])
+def test_verifier_crash_is_unscored_with_an_error_kind(legs, monkeypatch, crash):
+    import rft.data
+
+    def broken(task, answer, entry):
+        raise crash
+
+    monkeypatch.setattr(rft.data, "reasoning_gym_score", broken)
+    g = build({"type": "reasoning_gym"})
+    r = g.grade(make_sample(legs[0]["answer"]), legs[0])  # even the right answer: the verifier, not the answer, failed
+    assert r.score is None and r.error == "other_error"
+    assert type(crash).__name__ in r.details and "leg_counting" in r.details
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e39, None, "1.0"])
+def test_verifier_returning_a_non_score_is_unscored(legs, monkeypatch, bad):
+    import rft.data
+
+    monkeypatch.setattr(rft.data, "reasoning_gym_score", lambda task, answer, entry: bad)
+    r = build({"type": "reasoning_gym"}).grade(make_sample("4"), legs[0])
+    assert r.score is None and r.error == "other_error", r
 
 
 def test_rows_without_reasoning_gym_fields_are_unscored(legs):

@@ -3,7 +3,7 @@
 import pytest
 
 from rft.errors import RftError
-from rft.graders import build
+from rft.graders import GraderContext, build
 from rft.graders.endpoint import MAX_PAYLOAD_BYTES
 from rft.graders.multi import MultiGrader
 from rft.graders.run import grade_file, run_grader
@@ -24,6 +24,7 @@ def test_response_shape_for_a_passing_sample():
     assert md["execution_time"] >= 0 and md["sampled_model_name"] is None and md["token_usage"] is None
     assert set(md["errors"]) == set(ERROR_KINDS) | DETAIL_KEYS
     assert not any(md["errors"][k] for k in ERROR_KINDS)
+    assert md["scored"] is True
 
 
 def test_multi_response_has_sub_rewards_and_token_usage(scripted_judge):
@@ -38,7 +39,7 @@ def test_multi_response_has_sub_rewards_and_token_usage(scripted_judge):
 
 
 def _endpoint(url):
-    g = build({"type": "endpoint", "url": url})
+    g = build({"type": "endpoint", "url": url}, context=GraderContext(allow_private_hosts=("127.0.0.1",)))
     g.backoff_s = 0.0
     return g
 
@@ -75,8 +76,10 @@ def test_each_error_flag(flag, scripted_judge, python_sandbox):
     errors = out["metadata"]["errors"]
     assert errors[flag] is True
     assert [k for k in ERROR_KINDS if errors[k]] == [flag]
-    assert out["reward"] is None  # unscored is not zero
-    assert out["metadata"]["error_details"]
+    # OpenAI's shape: reward is always a number, 0.0 with the flag set when grading failed ...
+    assert out["reward"] == 0.0 and type(out["reward"]) is float
+    assert all(type(v) is float for v in out["metadata"]["scores"].values())
+    assert out["metadata"]["scored"] is False and out["metadata"]["error_details"]
     if flag == "python_grader_runtime_error":
         assert "returned NoneType" in errors["python_grader_runtime_error_details"] or "got NoneType" in errors["python_grader_runtime_error_details"]
     if flag == "python_grader_server_error":
@@ -133,3 +136,45 @@ def test_grade_file_pass_rate_and_sample_parse_errors():
     s = grade_file(spec, [{"a": "abc"}] * 3, ['{"a": "abc"}', '{"a": "xyz"}', "oops"], response_format={"type": "json_object"})
     assert s["pass_rate"] == pytest.approx(0.5)
     assert s["error_rates"]["sample_parse_error"] == pytest.approx(1 / 3)
+
+
+def test_failed_grade_is_zero_in_the_response_but_unscored_inside_rft(python_sandbox):
+    """Where the two shapes differ: graders/run reports 0.0 + flag; GradeResult (training, evals) keeps None,
+    so the sample gets zero advantage and is not averaged in as a wrong answer."""
+    import torch
+
+    from rft.algo import compute_advantages
+    from rft.graders import grade_many, make_sample
+
+    spec = {"type": "python", "name": "py", "source": "def grade(s, i):\n    return 1e39 if s['output_text'] == 'boom' else float(s['output_text'])\n"}
+    out = run_grader(spec, "boom")
+    assert out["reward"] == 0.0 and out["metadata"]["errors"]["python_grader_runtime_error"] is True
+    assert "float32" in out["metadata"]["errors"]["python_grader_runtime_error_details"]
+    g = build(spec)
+    texts = ["1", "0", "boom", "1"]  # one group of 4
+    grades = grade_many(g, [make_sample(t) for t in texts], [{}] * 4)
+    assert [r.score for r in grades] == [1.0, 0.0, None, 1.0] and grades[2].error == "python_grader_runtime_error"
+    # the training step builds its reward tensor exactly like this (rft.train.loop.train_step)
+    rewards = torch.tensor([r.score if r.score is not None else float("nan") for r in grades]).view(1, 4)  # [N, G]
+    adv = compute_advantages("grpo", rewards)
+    assert torch.isfinite(adv.advantages).all() and adv.advantages[0, 2] == 0.0
+    assert adv.advantages[0, 0] > 0 > adv.advantages[0, 1]  # the scored samples still learn
+    s = grade_file(spec, [{}] * 4, texts)
+    assert s["unscored"] == 1 and s["mean_score"] == pytest.approx(2 / 3) and s["rows"][2]["score"] is None
+
+
+def test_multi_sub_rewards_are_numbers_when_a_sub_grader_fails():
+    spec = {"type": "multi", "graders": {"exact": EQ, "broken": {**EQ, "reference": "{{item.nope}}"}},
+            "calculate_output": "exact + broken"}
+    out = run_grader(spec, "4", {"answer": "4"})
+    assert out["reward"] == 0.0 and out["sub_rewards"] == {"exact": 1.0, "broken": 0.0}
+    assert out["metadata"]["scores"] == {"exact": 1.0, "broken": 0.0}
+    assert out["metadata"]["sub_scored"] == {"exact": True, "broken": False}
+    assert out["metadata"]["errors"]["invalid_variable_error"] is True
+    r = build(spec).grade({"output_text": "4"}, {"answer": "4"})
+    assert r.score is None and r.sub_scores == {"exact": 1.0, "broken": None}
+
+
+def test_deeply_nested_sample_with_a_json_response_format_is_a_parse_error():
+    out = run_grader(EQ, "[" * 100_000, {"answer": "x"}, response_format={"type": "json_object"})
+    assert out["metadata"]["errors"]["sample_parse_error"] is True and out["reward"] == 0.0

@@ -1,7 +1,8 @@
 """Graders: the reinforcement signal. One grader path serves training rewards, evaluation and `rft grader run`.
 
 Each OpenAI grader type is one module registered by name (`@register_grader`). Import this package to get
-every registered type; `build(spec)` validates and constructs one; `grade_many` grades a batch.
+every registered type; `build(spec, context=GraderContext(...))` validates and constructs one; `grade_many`
+grades a batch.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import importlib
 from concurrent.futures import ThreadPoolExecutor
 
-from rft.graders.base import GRADERS, Grader, GraderError, build, load_grader_file, register_grader, spec_sha256, validate
+from rft.graders.base import (GRADERS, Grader, GraderContext, GraderError, build, load_grader_file, register_grader,
+                              reward_problem, spec_sha256, validate)
 from rft.graders.templating import TemplateError, make_sample, render
 from rft.types import GradeResult
 
@@ -33,6 +35,6 @@ def grade_many(grader: Grader, samples: list[dict], items: list[dict], *, max_wo
 
 
 __all__ = [
-    "GRADERS", "Grader", "GraderError", "GradeResult", "TemplateError", "build", "grade_many", "load_grader_file",
-    "make_sample", "register_grader", "render", "spec_sha256", "validate",
+    "GRADERS", "Grader", "GraderContext", "GraderError", "GradeResult", "TemplateError", "build", "grade_many",
+    "load_grader_file", "make_sample", "register_grader", "render", "reward_problem", "spec_sha256", "validate",
 ]

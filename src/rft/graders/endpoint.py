@@ -16,28 +16,39 @@ the JSON `{"sample": ..., "item": ..., "trace_id": ...}` to `url` and expects `{
 - `trace_id`: `sample["trace_id"]` when the caller sets one (stable across one rollout), else a fresh UUID per
   grade; retries of one grade reuse it so the service can deduplicate.
 - `pass_threshold` does not change the reward; it decides `passed` in `rft grader run` output and evals.
+- SSRF (catalogue W7): the URL may not reach loopback, link-local (cloud metadata), private, unspecified,
+  multicast or reserved addresses unless the build context allows it (`GraderContext(allow_private_hosts=...)`,
+  the job's `rft.network.allow_private_hosts`; see `rft.graders.netguard`). An IP literal or `localhost` is
+  refused when the grader is validated; a name is resolved at every request, each address is checked, and the
+  connection goes to a checked address (so a name that rebinds to 127.0.0.1 is caught): refused, the sample is
+  unscored with `other_error` and nothing is sent. Redirects are never followed: a 3xx answer is `other_error`.
+  Proxy settings from the environment are not used.
 
-Simplified: plain `urllib` (HTTP/1.1, one connection per request); no TLS client certificates.
+Simplified: plain `http.client` (HTTP/1.1, one connection per request, TLS with the system's default
+verification); no TLS client certificates.
 
 How to run: start any server answering `{"score": 1}` on 127.0.0.1:8000, then
-`python -c "from rft.graders import build, make_sample; g = build({'type': 'endpoint', 'url':
-'http://127.0.0.1:8000/grade'}); print(g.grade(make_sample('x'), {}))"`.
+`python -c "from rft.graders import GraderContext, build, make_sample; g = build({'type': 'endpoint', 'url':
+'http://127.0.0.1:8000/grade'}, context=GraderContext(allow_private_hosts=('127.0.0.1',)));
+print(g.grade(make_sample('x'), {}))"`.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import re
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
+from urllib.parse import urlsplit
 
 from rft.errors import Problem
-from rft.graders.base import Grader, GraderError, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader
+from rft.graders.netguard import RefusedAddress, connect_checked, literal_host_problem
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 RETRIES = 3
@@ -106,18 +117,22 @@ class EndpointGrader(Grader):
     required_fields = {"type", "url"}
     backoff_s = 0.5  # first retry delay; doubles each retry (tests set it to 0)
 
-    def __init__(self, spec):
-        super().__init__(spec)
+    def __init__(self, spec, *, context=None):
+        super().__init__(spec, context=context)
         rate = spec.get("rate_limit")
         self.bucket = shared_bucket(spec["url"], rate) if rate else None
         self.sleep = time.sleep
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         url = spec.get("url")
-        if "url" in spec and (not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url)):
-            problems.append(Problem(f"url must be an http:// or https:// URL, got {url!r}", field=f"{where}.url"))
+        if "url" in spec:
+            bad = _url_problem(url)
+            if bad is None:
+                bad = literal_host_problem(url, context.allowlist)
+            if bad:
+                problems.append(Problem(bad, field=f"{where}.url"))
         headers = spec.get("headers")
         if "headers" in spec:
             if not isinstance(headers, dict):
@@ -145,25 +160,43 @@ class EndpointGrader(Grader):
         url = self.spec["url"]
         if self.bucket is not None:
             self.bucket.acquire()
-        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host, port = parts.hostname or "", parts.port or (443 if https else 80)
+        timeout = float(self.spec.get("timeout_s", 600))
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn = _PinnedConnection(host, port, timeout=timeout, allow=self.context.allowlist, tls=https)
         try:
-            with urllib.request.urlopen(req, timeout=float(self.spec.get("timeout_s", 600))) as resp:
-                raw = resp.read(MAX_PAYLOAD_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            snippet = e.read(300).decode("utf-8", "replace")
-            if e.code == 429 or e.code >= 500:
-                ra = e.headers.get("Retry-After") if e.headers else None
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            status = resp.status
+            raw = resp.read(MAX_PAYLOAD_BYTES + 1)
+        except RefusedAddress as e:
+            raise GraderError("other_error", f"refused to connect: {e}") from None
+        except ssl.SSLCertVerificationError as e:  # a certificate problem is not going to go away on retry
+            raise GraderError("other_error", f"{url}: TLS certificate verification failed: {e.verify_message or e}") from None
+        except (http.client.HTTPException, TimeoutError, ConnectionError, OSError) as e:
+            raise _Retryable(f"{type(e).__name__}: {e}") from None
+        except ValueError as e:  # a header value with a newline, a host name that is not ASCII/IDNA
+            raise GraderError("other_error", f"could not send the request to {url}: {e}") from None
+        finally:
+            conn.close()
+        if 300 <= status < 400:  # never followed: the target could be an address the policy refuses
+            raise GraderError("other_error", f"{url} answered HTTP {status} (redirect to {resp.getheader('Location')!r}); "
+                              "endpoint graders do not follow redirects: use the final URL")
+        if status >= 400:
+            snippet = raw[:300].decode("utf-8", "replace")
+            if status == 429 or status >= 500:
+                ra = resp.getheader("Retry-After")
                 try:
                     retry_after = min(30.0, float(ra)) if ra is not None else None
                 except ValueError:
                     retry_after = None
-                raise _Retryable(f"HTTP {e.code}: {snippet}", retry_after) from None
-            raise GraderError("other_error", f"{url} answered HTTP {e.code}: {snippet}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
+                raise _Retryable(f"HTTP {status}: {snippet}", retry_after)
+            raise GraderError("other_error", f"{url} answered HTTP {status}: {snippet}")
         try:
             payload = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise GraderError("other_error", f"{url} answered with something that is not JSON: {raw[:200]!r}") from None
         score = payload.get("score") if isinstance(payload, dict) else None
         if isinstance(score, bool) or not isinstance(score, (int, float)):
@@ -195,6 +228,38 @@ class EndpointGrader(Grader):
                     self.sleep(delay)
         raise GraderError("unresponsive_reward_error",
                           f"{self.spec['url']} did not answer after {RETRIES + 1} attempts: {' | '.join(errors)[-1000:]}")
+
+
+def _url_problem(url) -> str | None:
+    if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+        return f"url must be an http:// or https:// URL, got {repr(url)[:200]}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        return f"url {url[:200]!r} is not a valid URL: {e}"
+    if not parts.hostname:
+        return f"url {url[:200]!r} has no host"
+    return None
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """HTTP(S) to `host`, connected to an address `netguard` resolved and checked (never re-resolved); the Host
+    header and the TLS server name stay `host`, so virtual hosting and certificate checks work as usual."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, allow, tls: bool):
+        super().__init__(host, port, timeout=timeout)
+        self.allow, self.tls = allow, tls
+
+    def connect(self) -> None:
+        sock = connect_checked(self.host, self.port, self.allow, self.timeout)
+        if self.tls:
+            try:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
 
 
 __all__ = ["EndpointGrader", "MAX_PAYLOAD_BYTES", "RETRIES", "TokenBucket", "shared_bucket"]

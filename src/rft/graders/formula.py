@@ -17,7 +17,11 @@ so grader keys used in a formula must be identifiers too.
 
 Simplified: OpenAI does not publish its grammar; operator precedence follows ordinary maths (power binds
 tighter than unary minus, as in Python). Evaluation errors (division by zero, sqrt of a negative number, log of
-a non-positive one, overflow) raise `FormulaEvalError`; the multi grader reports them as unscored.
+a non-positive one, overflow, a function of inf or NaN) raise `FormulaEvalError`; the multi grader reports them
+as unscored. A formula may nest at most `MAX_DEPTH` levels (parentheses, unary signs, powers, and chains of
+operators all count), so parsing and evaluating can never exhaust Python's stack. `FormulaError` and
+`FormulaEvalError` are `RftError`s: nothing else escapes `parse`, `evaluate` or `tokenize` (fuzzed in
+tests/graders/test_fuzz_graders.py).
 
 How to run: `python -c "from rft.graders.formula import parse; print(parse('2^3^2').evaluate({}))"`.
 """
@@ -29,26 +33,35 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from rft.errors import RftError
 
-class FormulaError(Exception):
-    """A formula that does not parse. `position` is the 1-based character column of the problem."""
+MAX_DEPTH = 100  # nesting levels; real formulas use fewer than 10
+
+
+class FormulaError(RftError):
+    """A formula that does not parse. `message` is the problem, `position` its 1-based character column."""
 
     def __init__(self, message: str, position: int, formula: str):
-        self.message, self.position, self.formula = message, position, formula
-        super().__init__(f"{message} at position {position}")
+        super().__init__(message)
+        self.position, self.formula = position, formula
+
+    def __str__(self) -> str:
+        return f"{self.message} at position {self.position}"
 
     def pointer(self) -> str:
         """The formula with a caret under the problem, for error messages."""
         return f"{self.formula}\n{' ' * (self.position - 1)}^"
 
 
-class FormulaEvalError(Exception):
+class FormulaEvalError(RftError):
     """A formula that parsed but could not be evaluated for these values (e.g. division by zero)."""
 
 
 def _fn1(f: Callable[[float], float], name: str, domain: Callable[[float], bool] | None = None, why: str = ""):
     def call(args: list[float]) -> float:
         x = args[0]
+        if not math.isfinite(x):  # floor(nan) raises ValueError, floor(inf) OverflowError: say what happened
+            raise FormulaEvalError(f"{name}({x}): the argument is not a finite number")
         if domain is not None and not domain(x):
             raise FormulaEvalError(f"{name}({x:g}): {why}")
         return float(f(x))
@@ -105,6 +118,7 @@ class _Parser:
         self.formula = formula
         self.tokens = tokenize(formula)
         self.i = 0
+        self.depth = 0  # how many unary() calls are open: bounds the recursion
 
     @property
     def tok(self) -> Token:
@@ -148,11 +162,18 @@ class _Parser:
         return node
 
     def unary(self) -> Node:
-        if self.take("-"):
-            return ("neg", self.unary())
-        if self.take("+"):
-            return self.unary()
-        return self.power()
+        # Every recursive path (parentheses, call arguments, signs, the right side of ^) goes through here.
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"the formula nests more than {MAX_DEPTH} levels deep")
+        self.depth += 1
+        try:
+            if self.take("-"):
+                return ("neg", self.unary())
+            if self.take("+"):
+                return self.unary()
+            return self.power()
+        finally:
+            self.depth -= 1
 
     def power(self) -> Node:
         base = self.primary()
@@ -189,6 +210,27 @@ class _Parser:
         if tok.kind == "end":
             raise self.error("the formula ends where a number, name or '(' was expected")
         raise self.error(f"unexpected {self.describe(tok)}; expected a number, name or '('")
+
+
+def _children(node: Node) -> list[Node]:
+    kind = node[0]
+    if kind == "neg":
+        return [node[1]]
+    if kind == "bin":
+        return [node[2], node[3]]
+    if kind == "call":
+        return list(node[2])
+    return []
+
+
+def _depth(tree: Node) -> int:
+    """The tree's depth, computed without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in _children(node))
+    return deepest
 
 
 def _variables(node: Node, out: list[str]) -> None:
@@ -248,6 +290,8 @@ class Formula:
             out = _eval(self.tree, values)
         except OverflowError:
             raise FormulaEvalError("numeric overflow") from None
+        except (TypeError, ValueError) as e:  # a value that is not a number (parse() never produces one)
+            raise FormulaEvalError(f"could not evaluate: {e}") from None
         if not math.isfinite(out):
             raise FormulaEvalError(f"the result is {out}")
         return out
@@ -258,6 +302,9 @@ def parse(formula: str) -> Formula:
     if not isinstance(formula, str):
         raise FormulaError(f"a formula must be a string, got {type(formula).__name__}", 1, str(formula))
     tree = _Parser(formula).parse()
+    if _depth(tree) > MAX_DEPTH:  # "a+a+...+a" parses in a loop but builds a tree as deep as it is long
+        raise FormulaError(f"the formula nests more than {MAX_DEPTH} levels deep (split long chains of operators "
+                           "with parentheses)", 1, formula)
     names: list[str] = []
     _variables(tree, names)
     return Formula(formula, tree, tuple(names))
@@ -267,4 +314,4 @@ def evaluate(formula: str, values: dict[str, float]) -> float:
     return parse(formula).evaluate(values)
 
 
-__all__ = ["FUNCTIONS", "Formula", "FormulaError", "FormulaEvalError", "evaluate", "parse", "tokenize"]
+__all__ = ["FUNCTIONS", "MAX_DEPTH", "Formula", "FormulaError", "FormulaEvalError", "evaluate", "parse", "tokenize"]

@@ -11,8 +11,9 @@ parentheses, min max abs floor ceil exp sqrt log) is evaluated with each key bou
   not a grader key is reported with the valid keys.
 - Run time: if any sub-grader is unscored, the multi result is unscored with the first such sub-grader's error
   kind (in key order) and details naming it; a formula that cannot be evaluated for these scores (division
-  by zero, log of 0, overflow) is unscored with `other_error`. A multi grader constructed without validation
-  whose formula does not parse is unscored with `formula_parse_error` on every sample.
+  by zero, log of 0, overflow, a result outside the float32 range of the reward tensor) is unscored with
+  `other_error`. A multi grader constructed without validation whose formula does not parse is unscored with
+  `formula_parse_error` on every sample.
 
 Simplified: sub-graders run one after another (`grade_many` already grades samples concurrently), and the
 formula's result is not clipped.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import time
 
 from rft.errors import Problem, did_you_mean
-from rft.graders.base import GRADERS, Grader, GraderError, register_grader, validate
+from rft.graders.base import DEFAULT_CONTEXT, GRADERS, Grader, GraderError, register_grader, reward_problem, validate
 from rft.graders.formula import FormulaError, FormulaEvalError, parse
 from rft.types import GradeResult
 
@@ -54,8 +55,8 @@ class MultiGrader(Grader):
     required_fields = {"type", "graders", "calculate_output"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         graders = spec.get("graders")
         keys: list[str] = []
         if "graders" in spec:
@@ -68,7 +69,7 @@ class MultiGrader(Grader):
                     if isinstance(sub, dict) and sub.get("type") == "multi":
                         problems.append(Problem("a multi grader cannot contain another multi grader", field=f"{f}.type"))
                         continue
-                    problems += validate(sub, f)
+                    problems += validate(sub, f, context=context)
         if "calculate_output" in spec:
             formula = spec["calculate_output"]
             if not isinstance(formula, str):
@@ -77,9 +78,9 @@ class MultiGrader(Grader):
                 problems += formula_problems(formula, keys, where)
         return problems
 
-    def __init__(self, spec):
-        super().__init__(spec)
-        self.graders: dict[str, Grader] = {k: GRADERS[s["type"]](s) for k, s in spec["graders"].items()}
+    def __init__(self, spec, *, context=None):
+        super().__init__(spec, context=context)
+        self.graders: dict[str, Grader] = {k: GRADERS[s["type"]](s, context=self.context) for k, s in spec["graders"].items()}
         for key, g in self.graders.items():
             if not g.spec.get("name"):
                 g.name = key
@@ -122,9 +123,13 @@ class MultiGrader(Grader):
         if missing:
             return done(None, "formula_parse_error", f"calculate_output: unknown variable(s) {', '.join(missing)}")
         try:
-            return done(self.formula.evaluate(subs))
+            value = self.formula.evaluate(subs)
         except FormulaEvalError as e:
             return done(None, "other_error", f"calculate_output could not be evaluated: {e}")
+        why = reward_problem(value)
+        if why:  # finite as a float64 but not as the float32 reward (e.g. 1e30 * 1e30)
+            return done(None, "other_error", f"calculate_output gave {value!r}: {why}")
+        return done(value)
 
     def score(self, sample, item):  # grade() is overridden; kept for the Grader contract
         r = self.grade(sample, item)

@@ -5,11 +5,14 @@ What: `{type: "python", name, source, image_tag?}`. Validation (before any sampl
 `(sample, item)`, relative imports and module-level imports of packages that are not installed. At run time
 each call goes to a warm worker of `rft.graders.sandbox` (see its docstring for what is and is not isolated):
 
-- a finite number (int or float, not bool) -> the score; python scores are not clipped (OpenAI gives them no
-  range);
-- an exception, `sys.exit()`, a module that fails to load, or a return value that is not a finite number
-  (None, NaN, inf, a string) -> unscored, `python_grader_runtime_error`, details with the traceback tail and
-  captured stderr;
+- a number (int or float, not bool) that is finite as the float32 the reward tensor holds (|x| up to about
+  3.4028235e38) -> the score. Scores outside [0, 1] are kept as they are, not clipped: OpenAI documents no
+  range for python graders (only score_model has one, `range`, default [0, 1]), and the advantage normalises
+  within each group, so a 0..10 scale trains like 0..1 under grpo (dr_grpo and the mean reward metric do see
+  the scale);
+- an exception, `sys.exit()`, a module that fails to load, or a return value that is not such a number
+  (None, NaN, inf, 1e39, True, a string) -> unscored, `python_grader_runtime_error`, details with the
+  traceback tail and captured stderr (OpenAI marks these invalid); never a real 0;
 - a wall-clock timeout, the CPU limit, a crash of the grader process (e.g. `os._exit`, a segfault) or a
   lost worker -> unscored, `python_grader_server_error`, details starting with the type
   (`timeout:`, `cpu_limit:`, `crash:`, `unavailable:`).
@@ -32,7 +35,7 @@ import sys
 import threading
 
 from rft.errors import Problem
-from rft.graders.base import Grader, GraderError, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader, reward_problem
 from rft.graders.sandbox import MAX_SOURCE_BYTES, SandboxLimits, SandboxPool, SandboxUnavailable, shared_pool
 
 _config_lock = threading.Lock()
@@ -131,13 +134,13 @@ class PythonGrader(Grader):
     allowed_fields = {"type", "name", "source", "image_tag"}
     required_fields = {"type", "source"}
 
-    def __init__(self, spec, *, pool: SandboxPool | None = None):
-        super().__init__(spec)
+    def __init__(self, spec, *, pool: SandboxPool | None = None, context=None):
+        super().__init__(spec, context=context)
         self._pool = pool
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         if "image_tag" in spec and not isinstance(spec["image_tag"], str):
             problems.append(Problem("image_tag must be a string (it is accepted and ignored)", field=f"{where}.image_tag"))
         if "source" in spec:
@@ -160,6 +163,11 @@ class PythonGrader(Grader):
         except SandboxUnavailable as e:
             raise GraderError("python_grader_server_error", f"unavailable: {e}") from None
         if res.ok:
+            # Checked here, in the parent, on what actually came back: 1e39 is a finite float64 (the sandbox
+            # accepts it) but inf in the float32 reward tensor, where it would wipe out its group's advantages.
+            why = reward_problem(res.value)
+            if why:
+                raise GraderError("python_grader_runtime_error", f"grade() returned {repr(res.value)[:100]}: {why}")
             return res.value
         if res.is_server_error:
             raise GraderError("python_grader_server_error", f"{res.status}: {res.error}")

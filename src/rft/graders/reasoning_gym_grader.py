@@ -8,9 +8,12 @@ entries where a task's scorer cares. Scores are in [0, 1], partial credit possib
 
 - A row without `rg_entry` (or without `rg_task` when the spec names no task) is unscored with
   `invalid_variable_error`; an unknown task is a validation problem (spec) or `other_error` (row).
-- Some scorers raise on malformed answers (e.g. prime_factorization on "31x"). A malformed answer is a wrong
-  answer, so the sample scores 0.0, not unscored; a scorer that is broken for every row shows up in preflight,
-  where the reference answers must pass.
+- A scorer that raises is a crash, not a verdict: the sample is unscored with `other_error` and details naming
+  the task and the exception (never a real 0.0, which would teach the policy that its answer was wrong when
+  the verifier failed). A score that is not a finite number is unscored the same way. Some reasoning-gym
+  scorers raise on malformed answers (prime_factorization on "31x"); those samples are unscored too, so they
+  get no advantage either way, and their rate is visible in the `errors/other_error` metric and the
+  unscored-fraction limit of training (`rft.train.max_unscored_frac`).
 
 How to run: `python -c "from rft.data import load_dataset; from rft.graders import build, make_sample;
 row = load_dataset('builtin:reasoning_gym/leg_counting?n=1').rows[0]; g = build({'type': 'reasoning_gym'});
@@ -20,7 +23,7 @@ print(g.grade(make_sample(row['answer']), row))"`.
 from __future__ import annotations
 
 from rft.errors import Problem, RftError, did_you_mean
-from rft.graders.base import Grader, GraderError, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader
 from rft.graders.templating import check, render
 
 DEFAULT_INPUT = "{{sample.output_text}}"
@@ -49,8 +52,8 @@ class ReasoningGymGrader(Grader):
     required_fields = {"type"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         if "task" in spec:
             task = spec["task"]
             if not isinstance(task, str):
@@ -85,8 +88,9 @@ class ReasoningGymGrader(Grader):
             return score_answer(task, answer, entry)
         except RftError as e:  # unknown task named by the row
             raise GraderError("other_error", str(e)) from None
-        except Exception:
-            return 0.0  # the scorer rejected a malformed answer: a wrong answer (see module docstring)
+        except Exception as e:  # the verifier crashed: unscored, not a wrong answer (see module docstring)
+            raise GraderError("other_error", f"the reasoning-gym scorer of task '{task}' raised {type(e).__name__}: "
+                              f"{str(e)[:500]} (answer: {answer[:200]!r})") from None
 
 
 __all__ = ["ReasoningGymGrader", "score_answer"]

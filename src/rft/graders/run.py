@@ -2,7 +2,7 @@
 
 What
 ----
-- `run_grader(spec, model_sample, item=None, *, response_format=None)` validates the grader (raising
+- `run_grader(spec, model_sample, item=None, *, response_format=None, context=None)` validates the grader (raising
   `RftError` with every problem, like `graders/validate`), grades one sample and returns OpenAI's run
   response: `{reward, sub_rewards, model_grader_token_usage_per_model, metadata: {name, type,
   execution_time, scores, token_usage, sampled_model_name, errors: {...}}}`. `metadata.errors` has every
@@ -16,9 +16,13 @@ What
 
 Differences from OpenAI, on purpose
 -----------------------------------
-- Unscored is not zero: when the grader could not score, `reward` is None (OpenAI reports a number) and the
-  error flag says why. rft extensions in `metadata`: `error_details` (the message for any error kind),
-  `passed` (for graders with `pass_threshold`) and `latency_s`.
+- The response keeps OpenAI's shape exactly: `reward`, every `sub_rewards` value and every `metadata.scores`
+  value are numbers, 0.0 where grading failed, with the error flag set (as OpenAI's graders/run reports a
+  failed grade). That 0.0 exists only in this response: inside rft (`Grader.grade` -> `GradeResult`, which
+  training, evals and `grade_file` use) an unscored sample has `score=None`, gets zero advantage and counts
+  in the unscored fraction; it is never a reward of 0. rft extensions in `metadata`: `scored` (False when the
+  reward is that placeholder 0.0, with `sub_scored` per multi key), `error_details` (the message for any error
+  kind), `passed` (for graders with `pass_threshold`) and `latency_s`.
 - `response_format`: when given (`{"type": "json_schema" | "json_object", ...}`), a sample that is not JSON is
   unscored with `sample_parse_error` before the grader runs; `output_json` is filled whenever the sample
   parses as JSON either way. The schema itself is not enforced.
@@ -40,11 +44,12 @@ from rft.types import ERROR_KINDS, GradeResult
 ONLY_INSIDE_MULTI = ("label_model",)
 
 
-def validate_reinforcement_grader(spec: Any, where: str = "grader") -> list[Problem]:
-    """Problems of a grader used as `method.reinforcement.grader` of a fine-tuning job."""
+def validate_reinforcement_grader(spec: Any, where: str = "grader", *, context=None) -> list[Problem]:
+    """Problems of a grader used as `method.reinforcement.grader` of a fine-tuning job (`context`: a
+    `GraderContext`, e.g. with the job's `rft.network.allow_private_hosts`)."""
     from rft.graders import validate
 
-    problems = validate(spec, where)
+    problems = validate(spec, where, context=context)
     if isinstance(spec, dict) and spec.get("type") in ONLY_INSIDE_MULTI:
         problems.append(Problem(f"a {spec['type']} grader can be used in a fine-tuning job only inside a multi grader "
                                 "(wrap it: {\"type\": \"multi\", \"graders\": {\"label\": ...}, \"calculate_output\": \"label\"})",
@@ -61,8 +66,8 @@ def _sample_for(model_sample: str, response_format: dict | None) -> tuple[dict, 
     if rtype in ("json_schema", "json_object"):
         try:
             parsed = json.loads(model_sample)
-        except ValueError as e:
-            return sample, f"the sample is not valid JSON but response_format is {rtype}: {e}"
+        except (ValueError, RecursionError) as e:  # RecursionError: "[[[[..." nested past the parser's limit
+            return sample, f"the sample is not valid JSON but response_format is {rtype}: {str(e)[:200] or type(e).__name__}"
         if sample.get("output_json") is None:
             sample["output_json"] = parsed
     return sample, None
@@ -103,18 +108,23 @@ def response_for(grader, result: GradeResult, *, usage: dict, execution_time: fl
     models = _judge_models(grader)
     is_multi = grader.type == "multi"
     passed = grader.passed(result.score) if hasattr(grader, "passed") else None
+    # OpenAI's shape: numbers only; an unscored grade reads 0.0 here and `errors` (and `scored`) say it failed.
+    reward = result.score if result.scored else 0.0
+    subs = {k: (v if v is not None else 0.0) for k, v in result.sub_scores.items()} if is_multi else {}
     return {
-        "reward": result.score,
-        "sub_rewards": dict(result.sub_scores) if is_multi else {},
+        "reward": reward,
+        "sub_rewards": subs,
         "model_grader_token_usage_per_model": usage,
         "metadata": {
             "name": grader.name,
             "type": grader.type,
             "execution_time": execution_time,
-            "scores": dict(result.sub_scores) if is_multi else {grader.name: result.score},
+            "scores": dict(subs) if is_multi else {grader.name: reward},
             "token_usage": total if usage else None,
             "sampled_model_name": models[0] if len(models) == 1 else (",".join(models) or None),
             "errors": errors_block(result),
+            "scored": result.scored,
+            **({"sub_scored": {k: v is not None for k, v in result.sub_scores.items()}} if is_multi else {}),
             "error_details": result.details if result.error else None,
             "passed": passed,
             "latency_s": result.latency_s,
@@ -123,16 +133,17 @@ def response_for(grader, result: GradeResult, *, usage: dict, execution_time: fl
 
 
 def run_grader(spec: dict, model_sample: str, item: dict | None = None, *, response_format: dict | None = None,
-               grader=None) -> dict:
+               grader=None, context=None) -> dict:
     """Validate `spec`, grade `model_sample` against `item`, return OpenAI's graders/run response (see module doc).
-    `grader`: an already built grader for `spec` (e.g. with an injected judge)."""
+    `grader`: an already built grader for `spec` (e.g. with an injected judge); `context`: the `GraderContext`
+    to build it with (e.g. `GraderContext(allow_private_hosts=(...))` from `--allow-private-host`)."""
     from rft.graders import build
 
     if not isinstance(model_sample, str):
         raise RftError(f"model_sample must be a string, got {type(model_sample).__name__}")
     if item is not None and not isinstance(item, dict):
         raise RftError(f"item must be a JSON object, got {type(item).__name__}")
-    g = grader or build(spec)
+    g = grader or build(spec, context=context)
     t0 = time.perf_counter()
     sample, parse_error = _sample_for(model_sample, response_format)
     before = _usage(g)
@@ -153,13 +164,13 @@ def _p95(xs: list[float]) -> float:
 
 
 def grade_file(spec: dict, data_rows: list[dict], sample_texts: list[str], *, response_format: dict | None = None,
-               max_workers: int = 4, grader=None) -> dict:
+               max_workers: int = 4, grader=None, context=None) -> dict:
     """Grade many samples; returns a summary with per-row results (see module doc)."""
     from rft.graders import build, grade_many
 
     if len(data_rows) != len(sample_texts):
         raise RftError(f"{len(data_rows)} data rows but {len(sample_texts)} samples; they must pair up one to one")
-    g = grader or build(spec)
+    g = grader or build(spec, context=context)
     t0 = time.perf_counter()
     samples, results_pre = [], {}
     for i, text in enumerate(sample_texts):

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rft.errors import Problem, RftError, did_you_mean
-from rft.graders.base import Grader, GraderError, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader
 from rft.graders.templating import check, render
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -403,8 +403,8 @@ def _check_model(spec: dict, where: str) -> list[Problem]:
 class _ModelGrader(Grader):
     """Shared by score_model and label_model: judge lookup, prompting, usage accounting."""
 
-    def __init__(self, spec, *, judge: Judge | None = None):
-        super().__init__(spec)
+    def __init__(self, spec, *, judge: Judge | None = None, context=None):
+        super().__init__(spec, context=context)
         self._judge = judge
         self._usage_lock = threading.Lock()
         self.usage: dict[str, dict[str, int]] = {}  # judge model -> token counts (model_grader_token_usage_per_model)
@@ -464,8 +464,8 @@ class ScoreModelGrader(_ModelGrader):
     required_fields = {"type", "model", "input"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where) + _check_model(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context) + _check_model(spec, where)
         if "input" in spec:
             problems += _check_messages(spec, where)
         if "range" in spec:
@@ -503,8 +503,8 @@ class LabelModelGrader(_ModelGrader):
     required_fields = {"type", "model", "input", "labels", "passing_labels"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where) + _check_model(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context) + _check_model(spec, where)
         if "input" in spec:
             problems += _check_messages(spec, where)
         labels = spec.get("labels")

@@ -7,7 +7,7 @@ case-sensitive), `ilike` (contains, case-insensitive). Scores 1.0 or 0.0.
 from __future__ import annotations
 
 from rft.errors import Problem
-from rft.graders.base import Grader, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, register_grader
 from rft.graders.templating import check, render
 
 OPERATIONS = {
@@ -25,8 +25,8 @@ class StringCheckGrader(Grader):
     required_fields = {"type", "input", "reference", "operation"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         op = spec.get("operation")
         if "operation" in spec and op not in OPERATIONS:
             problems.append(Problem(f"operation must be one of {', '.join(OPERATIONS)}, got {op!r}", field=f"{where}.operation"))

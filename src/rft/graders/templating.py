@@ -1,9 +1,11 @@
 """OpenAI grader templates: `{{item.a}}`, `{{item.a.b}}`, `{{item.list[0]}}`, `{{sample.output_text}}`,
 `{{sample.output_json.x}}`, `{{sample.output_tools[0].function.name}}`.
 
-Only the `item` and `sample` namespaces exist. A path that does not resolve raises `TemplateError`, which
-graders report as `invalid_variable_error` (unscored), never as an empty string. Values that are not
-strings are rendered as JSON (compact), matching how a dict or list would be pasted into a prompt.
+Only the `item` and `sample` namespaces exist. A path that does not resolve raises `TemplateError` (an
+`RftError`), which graders report as `invalid_variable_error` (unscored), never as an empty string. Values that
+are not strings are rendered as JSON (compact), matching how a dict or list would be pasted into a prompt.
+Scanning is linear in the template's length (no backtracking regex), and a model output nested too deeply to
+parse as JSON simply has no `output_json`. Fuzzed in tests/graders/test_fuzz_graders.py.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import json
 import re
 from typing import Any
 
-from rft.errors import Problem
+from rft.errors import Problem, RftError
 
-_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# The variable is stripped in code: `\{\{\s*([^{}]*?)\s*\}\}` backtracks cubically on "{{" + many spaces (a
+# 5,000-space template took a minute to validate).
+_TOKEN = re.compile(r"\{\{([^{}]*)\}\}")
 _PATH = re.compile(r"^(item|sample)((?:\.[A-Za-z_][A-Za-z0-9_\-]*|\[\d+\]|\[\"[^\"]*\"\]|\['[^']*'\])*)$")
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")
 
 
-class TemplateError(Exception):
+class TemplateError(RftError):
     """A template variable could not be resolved (OpenAI: invalid_variable_error)."""
 
     error_kind = "invalid_variable_error"
@@ -32,7 +36,7 @@ class SampleParseError(TemplateError):
 
 
 def variables(template: str) -> list[str]:
-    return [m.group(1) for m in _TOKEN.finditer(template)]
+    return [m.group(1).strip() for m in _TOKEN.finditer(template)]
 
 
 def check(template: str, where: str = "template") -> list[Problem]:
@@ -80,7 +84,7 @@ def to_text(value: Any) -> str:
 
 def render(template: str, sample: dict, item: dict) -> str:
     """Substitute every {{...}}; raises TemplateError for a variable that does not resolve."""
-    return _TOKEN.sub(lambda m: to_text(lookup(m.group(1), sample, item)), template)
+    return _TOKEN.sub(lambda m: to_text(lookup(m.group(1).strip(), sample, item)), template)
 
 
 def make_sample(
@@ -99,7 +103,7 @@ def make_sample(
         if s[:1] in "{[":
             try:
                 output_json = json.loads(s)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." deeper than the parser goes
                 output_json = None
     sample: dict[str, Any] = {
         "output_text": output_text,

@@ -36,7 +36,7 @@ import threading
 from typing import Callable
 
 from rft.errors import Problem, Registry
-from rft.graders.base import Grader, GraderError, register_grader
+from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader
 from rft.graders.templating import check, render
 
 METRICS = Registry("text_similarity evaluation_metric")
@@ -207,8 +207,8 @@ class TextSimilarityGrader(Grader):
     required_fields = {"type", "input", "reference", "evaluation_metric"}
 
     @classmethod
-    def validate_spec(cls, spec, where):
-        problems = super().validate_spec(spec, where)
+    def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
+        problems = super().validate_spec(spec, where, context)
         metric = spec.get("evaluation_metric")
         if "evaluation_metric" in spec and metric not in METRICS:
             from rft.errors import did_you_mean
