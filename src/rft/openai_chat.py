@@ -10,6 +10,10 @@ One path serves the HTTP server (`rft serve`) and batch inference:
   engine's predicted-output path (`generate_predicted`). It returns, per call, a `chat.completion` body or the
   `ChatRequestError` for that call, so one bad call never fails its neighbours.
 - `completion_body`, `chunk_body`, `usage_body` build the response objects (the server streams chunks).
+- `parse_json_body(raw)` turns request bytes into JSON strictly: invalid UTF-8, invalid JSON, NaN / Infinity /
+  numbers that overflow a float (1e999), integers too long to convert, and nesting deeper than `MAX_JSON_DEPTH`
+  are a 400. `parse_chat_body` itself never raises anything but `ChatRequestError`, whatever Python value it
+  is handed (tests/serve/test_fuzz_chat_request.py drives it with generated bodies).
 
 Simplifications, stated honestly:
 - Text only. Tools/function calling, logprobs, response_format json_object/json_schema, audio, logit_bias and
@@ -26,6 +30,8 @@ Simplifications, stated honestly:
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +43,9 @@ from rft.types import Completion
 DEFAULT_MAX_TOKENS = 256
 MAX_N = 128
 MAX_STOP = 4
+MAX_JSON_DEPTH = 32  # containers inside containers; a real chat body nests 4 deep (messages/content parts)
+MAX_TOKENS_CAP = 2**31 - 1  # max_tokens beyond this cannot fit any context window or tensor index
+SEED_RANGE = (-(2**63), 2**63 - 1)  # OpenAI's seed is an int64; torch.Generator accepts this range
 ROLES = ("system", "user", "assistant", "developer")
 
 # Accepted and ignored: they change nothing about the text a local model produces.
@@ -81,7 +90,64 @@ class ChatCall:
 
 
 # ------------------------------------------------------------------------------------------ parsing
-def _bad(param: str, message: str) -> ChatRequestError:
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a valid JSON number (non-finite numbers are refused)")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # 1e999 parses to inf, which no sampling parameter can mean
+        raise ValueError(f"the number {text[:40]} is too large (non-finite numbers are refused)")
+    return v
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when containers nest deeper than `limit` (iterative, so a deep value cannot blow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if d > limit:
+            return True
+        stack.extend((c, d + 1) for c in children)
+    return False
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body as JSON, strictly; ChatRequestError (400) for anything else. Empty is null."""
+    try:
+        text = raw.decode("utf-8") if raw else "null"
+    except UnicodeDecodeError as e:
+        raise ChatRequestError(f"the request body is not valid UTF-8 (byte {e.start})", None) from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ChatRequestError(f"the request body nests too deeply (limit {MAX_JSON_DEPTH} levels)", None) from None
+    except ValueError as e:  # JSONDecodeError, a refused constant, an int longer than Python converts
+        raise ChatRequestError(f"the request body is not valid JSON: {_short(str(e), 200)}", None) from None
+    if json_depth_exceeds(value):
+        raise ChatRequestError(f"the request body nests more than {MAX_JSON_DEPTH} levels deep", None)
+    return value
+
+
+def _short(text: str, n: int = 60) -> str:
+    """User text echoed in an error message, cut short: a 4 MB key must not come back in the response."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _show(v: Any) -> str:
+    """A value for an error message; safe for ints too long for str() and for huge strings."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of {v.bit_length()} bits"
+    return _short(repr(v))
+
+
+def _bad(param: str | None, message: str) -> ChatRequestError:
     return ChatRequestError(message, param)
 
 
@@ -91,8 +157,8 @@ def _number(body: dict, key: str, lo: float, hi: float, default: float) -> float
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _bad(key, f"'{key}' must be a number, got {type(v).__name__}")
-    if not lo <= v <= hi:
-        raise _bad(key, f"'{key}' must be between {lo:g} and {hi:g}, got {v}")
+    if not lo <= v <= hi:  # NaN compares False: refused here too
+        raise _bad(key, f"'{key}' must be between {lo:g} and {hi:g}, got {_show(v)}")
     return float(v)
 
 
@@ -104,14 +170,22 @@ def _int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
         raise _bad(key, f"'{key}' must be an integer, got {type(v).__name__}")
     if v < lo or (hi is not None and v > hi):
         rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-        raise _bad(key, f"'{key}' must be {rng}, got {v}")
+        raise _bad(key, f"'{key}' must be {rng}, got {_show(v)}")
     return v
+
+
+def _str(s: str, param: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (U+D800 alone, legal in JSON): no tokenizer can encode it
+        raise _bad(param, f"'{param}' contains an unpaired surrogate; send valid Unicode text") from None
+    return s
 
 
 def _text(content: Any, param: str) -> str:
     """A message/prediction content: a string or a list of {"type": "text", "text": str} parts."""
     if isinstance(content, str):
-        return content
+        return _str(content, param)
     if isinstance(content, list):
         parts = []
         for j, part in enumerate(content):
@@ -119,10 +193,11 @@ def _text(content: Any, param: str) -> str:
             if not isinstance(part, dict):
                 raise _bad(p, f"'{p}' must be an object like {{\"type\": \"text\", \"text\": \"...\"}}")
             if part.get("type") != "text":
-                raise _bad(f"{p}.type", f"'{p}.type' is {part.get('type')!r}; only text content parts are supported")
+                raise _bad(f"{p}.type",
+                           f"'{p}.type' is {_show(part.get('type'))}; only text content parts are supported")
             if not isinstance(part.get("text"), str):
                 raise _bad(f"{p}.text", f"'{p}.text' must be a string")
-            parts.append(part["text"])
+            parts.append(_str(part["text"], f"{p}.text"))
         return "".join(parts)
     raise _bad(param, f"'{param}' must be a string or a list of text parts, got {type(content).__name__}")
 
@@ -141,7 +216,7 @@ def _messages(raw: Any) -> list[dict]:
         if role in ("tool", "function"):
             raise _bad(f"{p}.role", f"'{p}.role' is '{role}': tool and function messages are not supported")
         if role not in ROLES:
-            raise _bad(f"{p}.role", f"'{p}.role' must be one of {', '.join(ROLES)}, got {role!r}")
+            raise _bad(f"{p}.role", f"'{p}.role' must be one of {', '.join(ROLES)}, got {_show(role)}")
         if m.get("tool_calls") or m.get("function_call"):
             raise _bad(f"{p}.tool_calls", f"'{p}.tool_calls': tool calls are not supported")
         if m.get("audio"):
@@ -154,9 +229,10 @@ def _messages(raw: Any) -> list[dict]:
 
 
 def _refuse_unsupported(body: dict) -> None:
-    unknown = sorted(k for k in body if k not in _KNOWN)
+    unknown = sorted(str(k) for k in body if k not in _KNOWN)  # str: a dict built in Python may have other keys
     if unknown:
-        raise _bad(unknown[0], f"Unrecognized request argument supplied: {unknown[0]}")
+        name = _short(unknown[0])
+        raise _bad(name, f"Unrecognized request argument supplied: {name}")
     if body.get("tools"):
         raise _bad("tools", "'tools': tool calling is not supported by this server")
     if body.get("functions"):
@@ -174,7 +250,8 @@ def _refuse_unsupported(body: dict) -> None:
     if rf is not None:
         if not isinstance(rf, dict) or rf.get("type") != "text":
             kind = rf.get("type") if isinstance(rf, dict) else rf
-            raise _bad("response_format", f"'response_format' {kind!r} is not supported; only {{\"type\": \"text\"}}")
+            raise _bad("response_format",
+                       f"'response_format' {_show(kind)} is not supported; only {{\"type\": \"text\"}}")
     for key in ("presence_penalty", "frequency_penalty"):
         if body.get(key) not in (None, 0, 0.0):
             raise _bad(key, f"'{key}' is not supported by this server (only 0)")
@@ -198,24 +275,24 @@ def parse_chat_body(body: dict) -> ChatCall:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model", "'model' must be a string")
-    max_tokens = _int(body, "max_completion_tokens", 1)
+    max_tokens = _int(body, "max_completion_tokens", 1, MAX_TOKENS_CAP)
     if max_tokens is None:
-        max_tokens = _int(body, "max_tokens", 1)
+        max_tokens = _int(body, "max_tokens", 1, MAX_TOKENS_CAP)
     else:
-        _int(body, "max_tokens", 1)  # still validated
+        _int(body, "max_tokens", 1, MAX_TOKENS_CAP)  # still validated
     n = _int(body, "n", 1, MAX_N) or 1
     temperature = _number(body, "temperature", 0.0, 2.0, 1.0)
     top_p = _number(body, "top_p", 0.0, 1.0, 1.0)
-    seed = _int(body, "seed", -(2**63))
+    seed = _int(body, "seed", *SEED_RANGE)
     stop_raw = body.get("stop")
     if stop_raw is None:
         stop: tuple[str, ...] = ()
     elif isinstance(stop_raw, str):
-        stop = (stop_raw,) if stop_raw else ()
+        stop = (_str(stop_raw, "stop"),) if stop_raw else ()
     elif isinstance(stop_raw, list) and all(isinstance(s, str) for s in stop_raw):
         if len(stop_raw) > MAX_STOP:
             raise _bad("stop", f"'stop' takes at most {MAX_STOP} sequences, got {len(stop_raw)}")
-        stop = tuple(s for s in stop_raw if s)
+        stop = tuple(_str(s, "stop") for s in stop_raw if s)
     else:
         raise _bad("stop", "'stop' must be a string or a list of strings")
     stream = body.get("stream")
@@ -230,9 +307,10 @@ def parse_chat_body(body: dict) -> ChatCall:
             raise _bad("stream_options", "'stream_options' is only allowed when 'stream' is true")
         if not isinstance(so, dict):
             raise _bad("stream_options", "'stream_options' must be an object")
-        extra = sorted(set(so) - {"include_usage", "include_obfuscation"})
+        extra = sorted(str(k) for k in set(so) - {"include_usage", "include_obfuscation"})
         if extra:
-            raise _bad(f"stream_options.{extra[0]}", f"Unrecognized argument: stream_options.{extra[0]}")
+            name = _short(extra[0])
+            raise _bad(f"stream_options.{name}", f"Unrecognized argument: stream_options.{name}")
         iu = so.get("include_usage", False)
         if not isinstance(iu, bool):
             raise _bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean")

@@ -4,9 +4,11 @@
 with uvicorn. The request/response logic lives in `rft.openai_chat` and is shared with batch inference; the
 engine is owned by one worker thread that micro-batches requests and follows alias changes
 (`rft.serve.worker`). Run it with `rft serve --model alias:prod` and point any OpenAI client at
-`http://127.0.0.1:8000/v1`.
+`http://127.0.0.1:8000/v1`. What every request passes first (Host allowlist, cross-origin refusal, body
+limit, token, rate limit) is `rft.serve.guard`.
 """
 
 from rft.serve.app import create_app, is_loopback, serve
+from rft.serve.guard import ServeLimits
 
-__all__ = ["create_app", "is_loopback", "serve"]
+__all__ = ["ServeLimits", "create_app", "is_loopback", "serve"]

@@ -6,25 +6,33 @@ Routes:
   ending in `data: [DONE]` (`stream_options.include_usage` adds a final chunk with `choices: []` and usage).
 - `GET /v1/models`, `GET /v1/models/{id}`: the one served model, named as the reference given to the server.
 - `GET /health`: `{"status": "ok", "model": ...}`.
-Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with 400 (invalid request),
-401 (missing or wrong token), 404 (unknown model or route), 503 (the reference no longer resolves).
+Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with 400 (invalid request: bad JSON,
+NaN/Infinity, nesting deeper than 32, a bad parameter), 401 (missing or wrong token), 403 (a Host outside the
+allowlist, a cross-origin request), 404 (unknown model or route), 413 (body over the limit), 415 (not
+`application/json`), 429 (rate limit), 503 (the reference no longer resolves).
 
-Security boundary: with a token (`create_app(token=...)`; `rft serve` reads `RFT_API_TOKEN`), every route
-and every path, including unknown ones, needs `Authorization: Bearer <token>` (compared in constant time).
-The server speaks plain HTTP: off loopback, the token and the prompts cross the network in clear unless a
-TLS proxy sits in front. There is no rate limiting and no per-user isolation: anyone with the token can
-use the whole model.
+Security boundary (the front door is `rft.serve.guard`, shared with the remote mode): with a token
+(`create_app(token=...)`; `rft serve` reads `RFT_API_TOKEN`), every route and every path, including unknown
+ones, needs `Authorization: Bearer <token>` (compared in constant time); a public bind refuses tokens shorter
+than 32 characters. Loopback binds check the `Host` header against an allowlist (DNS rebinding); no bind
+accepts a state-changing request from a cross-origin page, and no CORS header is ever sent. Request bodies are
+limited (4 MiB by default), parsed, validated and tokenised off the event loop. The server speaks plain HTTP:
+off loopback, the token and the prompts cross the network in clear unless a TLS proxy sits in front. Rate
+limiting is optional (`rate_limit` requests per minute per token); there is no per-user isolation: anyone
+with the token can use the whole model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
+import math
 import os
+import socket
 import time
 from contextlib import asynccontextmanager
+from typing import Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,10 +40,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rft.errors import RftError
-from rft.openai_chat import ChatRequestError, chunk_body, new_id, parse_chat_body
+from rft.openai_chat import ChatCall, ChatRequestError, check_call, chunk_body, new_id, parse_chat_body, parse_json_body
+from rft.serve.guard import LOOPBACK_HOSTS, ServeLimits, error_response, harden, off_loop, read_json_bytes
 from rft.serve.worker import ModelWorker, StreamJob
 
 LOOPBACK_NAMES = ("localhost",)
+DEFAULT_MAX_BODY_MB = 4
+MIN_TOKEN_CHARS = 32
+TOKEN_HOWTO = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 def is_loopback(host: str) -> bool:
@@ -47,51 +59,23 @@ def is_loopback(host: str) -> bool:
         return False  # any other host name may resolve off-machine
 
 
-def _error_response(e: ChatRequestError, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(e.to_dict(), status_code=e.status_code, headers=headers)
-
-
-class BearerAuth:
-    """ASGI middleware: every HTTP request and websocket needs `Authorization: Bearer <token>`, else 401."""
-
-    def __init__(self, app, token: str):
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        value = b""
-        for k, v in scope.get("headers", []):
-            if k == b"authorization":
-                value = v
-                break
-        scheme, _, given = value.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
-            return await self.app(scope, receive, send)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        msg = "missing bearer token" if not value else "invalid bearer token"
-        e = ChatRequestError(f"{msg}: send 'Authorization: Bearer <RFT_API_TOKEN>'", None, status_code=401,
-                             code="invalid_api_key")
-        resp = _error_response(e, headers={"WWW-Authenticate": "Bearer"})
-        await resp(scope, receive, send)
-
-
 def create_app(model_ref: str, *, token: str | None = None, served_name: str | None = None, loader=None,
                refresh_s: float = 0.0, max_batch: int = 32, log=lambda s: None, remote_model: str | None = None,
-               api_key_env: str = "OPENAI_API_KEY", transport=None):
+               api_key_env: str = "OPENAI_API_KEY", transport=None, limits: ServeLimits = ServeLimits(),
+               clock: Callable[[], float] | None = None):
     """The ASGI app serving `model_ref` (embedded name, directory, `ckpt:<id>`, `alias:<name>`).
 
     Loads the engine now (a bad reference raises RftError here). `loader(resolved) -> engine` replaces the
     default LocalEngine loader (tests); `refresh_s` is how often the reference is re-resolved (0: before
-    every batch). `app.state.worker` is the ModelWorker; the app closes it on shutdown.
+    every batch). `limits` sets the body limit, the Host allowlist (None here: `serve` sets it for loopback
+    binds) and the rate limit, whose `clock` tests inject. `app.state.worker` is the ModelWorker; the app
+    closes it on shutdown.
     """
     from rft.serve.remote import create_remote_app, is_remote
 
     if is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
-        return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport)
+        return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport,
+                                 limits=limits, clock=clock)
     worker = ModelWorker(model_ref, served_name=served_name, loader=loader, refresh_s=refresh_s,
                          max_batch=max_batch, log=log)
     name = worker.served_name
@@ -103,19 +87,18 @@ def create_app(model_ref: str, *, token: str | None = None, served_name: str | N
 
     app = FastAPI(title="rft serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = worker
-    if token:
-        app.add_middleware(BearerAuth, token=token)
+    harden(app, token=token, limits=limits, clock=clock)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
         code = "not_found" if exc.status_code == 404 else None
-        return _error_response(ChatRequestError(str(exc.detail), None, status_code=exc.status_code, code=code))
+        return error_response(ChatRequestError(str(exc.detail), None, status_code=exc.status_code, code=code))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc):
         first = (exc.errors() or [{}])[0]
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
-        return _error_response(ChatRequestError(f"invalid request: {first.get('msg', exc)}", param, status_code=422))
+        return error_response(ChatRequestError(f"invalid request: {first.get('msg', exc)}", param, status_code=422))
 
     def model_obj() -> dict:
         return {"id": name, "object": "model", "created": worker.loaded_at, "owned_by": "rft"}
@@ -135,25 +118,32 @@ def create_app(model_ref: str, *, token: str | None = None, served_name: str | N
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
         if model_id != name:
-            return _error_response(unknown_model(model_id))
+            return error_response(unknown_model(model_id))
         return model_obj()
+
+    def prepare(raw: bytes) -> ChatCall:
+        """Parse, validate and tokenise one request (on a threadpool thread: a long prompt takes seconds to
+        tokenise, which must stall neither the event loop nor the engine's worker thread). The worker checks
+        the call again before generating: the alias may have moved to another model in between. Sharing the
+        tokenizer with the worker thread is safe because no caller changes its padding or truncation settings
+        (the fast tokenizer's only mutable state)."""
+        call = parse_chat_body(parse_json_body(raw))
+        if call.model is not None and call.model != name:
+            raise unknown_model(call.model)
+        check_call(worker.engine, call)
+        return call
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as e:
-            return _error_response(ChatRequestError(f"the request body is not valid JSON: {e}", None))
-        try:
-            call = parse_chat_body(body)
-            if call.model is not None and call.model != name:
-                raise unknown_model(call.model)
+            raw = await read_json_bytes(request)
+            call = await off_loop(len(raw), prepare, raw)
         except ChatRequestError as e:
-            return _error_response(e)
+            return error_response(e)
         if not call.stream:
             res = await asyncio.wrap_future(worker.submit_chat(call))
             if isinstance(res, ChatRequestError):
-                return _error_response(res)
+                return error_response(res)
             return JSONResponse(res)
 
         loop = asyncio.get_running_loop()
@@ -165,7 +155,7 @@ def create_app(model_ref: str, *, token: str | None = None, served_name: str | N
             job.cancel()
             raise
         if kind == "error":
-            return _error_response(val)
+            return error_response(val)
         return StreamingResponse(_sse(events, job, name), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -211,22 +201,71 @@ async def _sse(events: asyncio.Queue, job: StreamJob, name: str):
         job.cancel()  # a client that disconnected stops the generation
 
 
+def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
+    """The Host allowlist for a bind address: loopback names plus the address itself plus `extra` on loopback
+    binds; only `extra` (or None: any Host) elsewhere."""
+    if is_loopback(host):
+        own = host if not (":" in host and not host.startswith("[")) else f"[{host}]"
+        return tuple(dict.fromkeys((*LOOPBACK_HOSTS, own, *extra)))
+    return tuple(extra) or None
+
+
+def check_serve_options(host: str, port: int, token: str | None, max_body_mb: float, rate_limit: int) -> None:
+    """Refuse bad `rft serve` settings before anything is loaded or bound (one-line RftErrors)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise RftError(f"--port must be between 1 and 65535, got {port}")
+    if not (isinstance(max_body_mb, (int, float)) and math.isfinite(max_body_mb) and 0 < max_body_mb <= 1024):
+        raise RftError(f"--max-body-mb must be more than 0 and at most 1024, got {max_body_mb}")
+    if rate_limit < 0:
+        raise RftError(f"--rate-limit must be 0 (off) or a number of requests per minute, got {rate_limit}")
+    if is_loopback(host):
+        return
+    if not token:
+        raise RftError(f"refusing to bind to {host} without a token: anyone who can reach it could use the model; "
+                       f"set RFT_API_TOKEN to a random secret of at least {MIN_TOKEN_CHARS} characters "
+                       f"({TOKEN_HOWTO}) or bind to 127.0.0.1")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise RftError(f"refusing to bind to {host} with a {len(token)}-character RFT_API_TOKEN: a public server "
+                       f"needs at least {MIN_TOKEN_CHARS} random characters; generate one with {TOKEN_HOWTO}")
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn will serve on: a port in use or not ours is a one-line RftError, not a log."""
+    name = host.strip("[]")
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it Nagle's algorithm and delayed ACKs add ~40 ms to every small response.
+    sock = socket.socket(socket.AF_INET6 if ":" in name else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+    try:
+        sock.bind((name, port))
+    except OSError as e:
+        sock.close()
+        raise RftError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
 def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          log=print, remote_model: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> None:
-    """Run the server with uvicorn until interrupted. Off loopback a token is required (RFT_API_TOKEN)."""
+          log=print, remote_model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+          max_body_mb: float = DEFAULT_MAX_BODY_MB, allowed_hosts: Sequence[str] = (), rate_limit: int = 0) -> None:
+    """Run the server with uvicorn until interrupted. Off loopback a token of at least 32 characters is
+    required (RFT_API_TOKEN); every setting is checked before the model is loaded or the port bound."""
     import uvicorn
 
     token = token if token is not None else (os.environ.get("RFT_API_TOKEN") or None)
-    if not is_loopback(host) and not token:
-        raise RftError(f"refusing to bind to {host} without a token: anyone who can reach it could use the model",
-                       hint="set RFT_API_TOKEN to a long random secret (clients send it as 'Authorization: "
-                            "Bearer <token>'), or bind to 127.0.0.1")
-    app = create_app(model_ref, token=token, log=log, remote_model=remote_model, api_key_env=api_key_env)
+    check_serve_options(host, port, token, max_body_mb, rate_limit)
+    limits = ServeLimits(max_body_bytes=int(max_body_mb * 1024 * 1024), allowed_hosts=bind_hosts(host, allowed_hosts),
+                         rate_limit=rate_limit)
+    app = create_app(model_ref, token=token, log=log, remote_model=remote_model, api_key_env=api_key_env,
+                     limits=limits)
+    sock = _listen_socket(host, port)
     auth = "bearer token required" if token else "no token (loopback only)"
+    hosts = "any Host" if limits.allowed_hosts is None else "Host " + ", ".join(limits.allowed_hosts)
+    rate = f"; at most {rate_limit} requests/min per token" if rate_limit else ""
+    front = f"{auth}; {hosts}; bodies up to {max_body_mb:g} MiB{rate}"
     if getattr(app.state, "worker", None) is None:
-        log(f"serving '{remote_model}' from the remote endpoint {model_ref} on http://{host}:{port}/v1; {auth}")
+        log(f"serving '{remote_model}' from the remote endpoint {model_ref} on http://{host}:{port}/v1; {front}")
     else:
         w = app.state.worker
-        log(f"serving '{model_ref}' ({w.resolved.path}) on http://{host}:{port}/v1; {auth}"
+        log(f"serving '{model_ref}' ({w.resolved.path}) on http://{host}:{port}/v1; {front}"
             "; requests are micro-batched on one engine thread")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

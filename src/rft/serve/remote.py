@@ -5,41 +5,42 @@ Requests are forwarded as they are (the remote decides which fields it accepts),
 model name and the remote's key (from the environment variable named by `api_key_env`) as the bearer token;
 responses, usage and errors come back unchanged, streams are relayed line by line. Connection failures and
 timeouts become a 502 / 504 in OpenAI's error shape. No retries here: a client of a server retries itself
-(batch jobs against a remote endpoint have their own retry policy, see rft.batch).
+(batch jobs against a remote endpoint have their own retry policy, see rft.batch). The front door is the local
+mode's (`rft.serve.guard`: Host allowlist, cross-origin refusal, body limit, token, rate limit), and bodies are
+parsed as strictly as there: NaN, Infinity, 1e999 and deep nesting are a 400 here and never forwarded.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from typing import Callable
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from rft.errors import RftError
-from rft.openai_chat import ChatRequestError
+from rft.openai_chat import ChatRequestError, parse_json_body
+from rft.serve.guard import ServeLimits, error_response, harden, off_loop, read_json_bytes
 
 
 def is_remote(ref: str) -> bool:
     return ref.startswith(("http://", "https://"))
 
 
-def _error(message: str, status: int, param: str | None = None, code: str | None = None) -> JSONResponse:
-    e = ChatRequestError(message, param, status_code=status, code=code)
-    return JSONResponse(e.to_dict(), status_code=status)
+def _error(message: str, status: int, param: str | None = None, code: str | None = None) -> Response:
+    return error_response(ChatRequestError(message, param, status_code=status, code=code))
 
 
 def create_remote_app(base_url: str, remote_model: str | None, *, token: str | None = None,
                       api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 600.0,
-                      transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+                      transport: httpx.AsyncBaseTransport | None = None, limits: ServeLimits = ServeLimits(),
+                      clock: Callable[[], float] | None = None) -> FastAPI:
     """The ASGI app forwarding /v1/chat/completions to `base_url` (see the module docstring)."""
     from contextlib import asynccontextmanager
 
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from rft.serve.app import BearerAuth
 
     if not remote_model:
         raise RftError(f"serving the remote endpoint {base_url} needs --remote-model NAME (the model it serves)")
@@ -55,8 +56,7 @@ def create_remote_app(base_url: str, remote_model: str | None, *, token: str | N
         await client.aclose()
 
     app = FastAPI(title="rft serve (remote)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    if token:
-        app.add_middleware(BearerAuth, token=token)
+    harden(app, token=token, limits=limits, clock=clock)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
@@ -84,9 +84,10 @@ def create_remote_app(base_url: str, remote_model: str | None, *, token: str | N
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as e:
-            return _error(f"the request body is not valid JSON: {e}", 400)
+            raw = await read_json_bytes(request)
+            body = await off_loop(len(raw), parse_json_body, raw)
+        except ChatRequestError as e:
+            return error_response(e)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             return _error("'messages' must be a non-empty list", 400, "messages")
         if body.get("model") not in (None, name):

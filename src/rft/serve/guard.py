@@ -1,0 +1,299 @@
+"""The front door of `rft serve`: what every HTTP request passes before a route sees it.
+
+`harden(app, token=..., limits=ServeLimits(...), clock=...)` installs, outermost first, on the local and the
+remote app alike:
+
+- `Guard`: the `Host` header allowlist (DNS rebinding: a page on evil.example whose name re-resolves to
+  127.0.0.1 sends `Host: evil.example`; loopback binds accept only localhost / 127.0.0.1 / [::1] and the bind
+  address, with any port, plus `--allowed-host`), then cross-origin refusal (a POST/PUT/PATCH/DELETE or a CORS
+  preflight whose `Origin` is not the server's own, or with `Sec-Fetch-Site: cross-site`, is a 403; no
+  `Access-Control-Allow-*` header is ever sent), then the request-body limit (413 when `Content-Length`
+  is over it, before a byte of the body is read; bytes are counted as they arrive for chunked bodies).
+- `BearerAuth`: `Authorization: Bearer <token>` on every route when a token is set (401 otherwise).
+- `RateLimit` (optional): a token bucket of N requests per minute per bearer token, or per client address
+  when the server has no token; 429 with `Retry-After`. `/health` is not counted (probes poll it).
+
+Routes read JSON through `read_json_bytes` (415 unless `Content-Type: application/json`, so the simple
+requests a web page may send cross-origin without a preflight, `text/plain`, form posts, never reach the
+model) and parse and validate it off the event loop with `off_loop` (a thread; long bodies take turns on a
+few threads, so many of them cannot crowd out the small ones).
+
+Security boundary, stated honestly: the Origin/Sec-Fetch-Site check stops browsers, which always send those
+headers cross-origin; a non-browser client can send any header and is stopped only by the token. The rate
+limit keys on the client address seen by the server: behind a reverse proxy every client shares one bucket.
+Buckets live in memory, per process. The body limit bounds one request, not the number of concurrent ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from rft.openai_chat import ChatRequestError
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LONG_BODY_BYTES = 256 * 1024  # bodies above this are parsed on at most LONG_BODIES_AT_ONCE threads
+LONG_BODIES_AT_ONCE = 4
+MAX_BUCKETS = 10_000  # rate-limit buckets kept before idle (full) ones are dropped
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The front door's settings (see the module docstring)."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    allowed_hosts: tuple[str, ...] | None = None  # None: any Host (a public bind, where the token protects)
+    rate_limit: int = 0  # requests per minute per token (per client address without one); 0: off
+
+
+def error_response(e: ChatRequestError, headers: dict | None = None) -> Response:
+    """The error in OpenAI's shape. ASCII JSON: a message quoting user text with a lone surrogate (legal in a
+    JSON string, not in UTF-8) must still render, as the escape `\\ud800`."""
+    body = json.dumps(e.to_dict(), ensure_ascii=True)
+    return Response(body, status_code=e.status_code, headers=headers, media_type="application/json")
+
+
+async def _refuse(scope, receive, send, e: ChatRequestError, headers: dict | None = None) -> None:
+    if scope["type"] == "websocket":  # closing before accept makes the server answer the handshake with 403
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await error_response(e, headers)(scope, receive, send)
+
+
+def _header(scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """'Host' header or allowlist entry -> (lower-case name without brackets, port or None).
+    '[::1]:8000' -> ('::1', 8000); 'localhost' -> ('localhost', None); a bare '::1' is a name."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        name, _, rest = v[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif v.count(":") == 1:
+        name, _, port = v.partition(":")
+    else:
+        name, port = v, ""
+    if port and not (port.isascii() and port.isdigit()):
+        return v, -1  # a port that is not a number matches no entry
+    return name, int(port) if port else None
+
+
+def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
+    if "*" in allowed:
+        return True
+    if not host:
+        return False
+    name, port = split_host(host)
+    for entry in allowed:
+        e_name, e_port = split_host(entry)
+        if e_name == name and (e_port is None or e_port == port):
+            return True
+    return False
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether an `Origin` header names this server (compared with the Host the request came to)."""
+    scheme, sep, netloc = origin.strip().lower().partition("://")
+    if not sep or not host or scheme not in ("http", "https"):
+        return False  # 'null' (sandboxed frames, file: pages) and anything odd is foreign
+    default = {"http": ":80", "https": ":443"}[scheme]
+    host = host.strip().lower()
+    return netloc.removesuffix(default) == host.removesuffix(default)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware: Host allowlist, cross-origin refusal, request-body limit (see the module docstring)."""
+
+    def __init__(self, app, *, max_body_bytes: int, allowed_hosts: tuple[str, ...] | None):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = _header(scope, b"host")
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
+            shown = repr(host[:100]) if host else "(none)"
+            return await _refuse(scope, receive, send, ChatRequestError(
+                f"Host {shown} is not allowed on this server (DNS rebinding protection); start it with "
+                "--allowed-host NAME to accept it", None, status_code=403, code="host_not_allowed"))
+        method = scope.get("method", "GET")
+        origin = _header(scope, b"origin")
+        cross = (_header(scope, b"sec-fetch-site") or "").lower() == "cross-site" or (
+            origin is not None and not same_origin(origin, host))
+        # A websocket handshake is a GET any page may open: refuse foreign ones like a state change.
+        if cross and (method in STATE_CHANGING or method == "OPTIONS" or scope["type"] == "websocket"):
+            return await _refuse(scope, receive, send, ChatRequestError(
+                "cross-origin requests are refused: this API is for programs, not for web pages on other sites",
+                None, status_code=403, code="cross_origin_refused"))
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not (length.isascii() and length.strip().isdigit()):
+                return await _refuse(scope, receive, send, ChatRequestError(
+                    "the Content-Length header is not a number", None))
+            if int(length) > self.max_body_bytes:  # answered before a byte of the body is read
+                return await _refuse(scope, receive, send, self._too_large())
+
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:  # chunked (or lying) bodies: stop reading here
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await _refuse(scope, receive, send, self._too_large())
+
+    def _too_large(self) -> ChatRequestError:
+        mb = self.max_body_bytes / (1024 * 1024)
+        return ChatRequestError(f"the request body is larger than this server's limit of {mb:g} MiB "
+                                f"({self.max_body_bytes:,} bytes; rft serve --max-body-mb)", None,
+                                status_code=413, code="request_too_large")
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request and websocket needs `Authorization: Bearer <token>`, else 401.
+    Compared in constant time, on SHA-256 digests so the comparison does not depend on the length either."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.digest = hashlib.sha256(token.encode()).digest()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        value = b""
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                value = v
+                break
+        scheme, _, given = value.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(hashlib.sha256(given.strip()).digest(), self.digest):
+            return await self.app(scope, receive, send)
+        msg = "missing bearer token" if not value else "invalid bearer token"
+        e = ChatRequestError(f"{msg}: send 'Authorization: Bearer <RFT_API_TOKEN>'", None, status_code=401,
+                             code="invalid_api_key")
+        await _refuse(scope, receive, send, e, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimit:
+    """ASGI middleware: a token bucket per bearer token (or client address) holding `per_minute` requests,
+    refilled continuously; an empty bucket is a 429 with `Retry-After` (whole seconds until one refills).
+    `clock()` returns seconds (time.monotonic; tests inject a fake one)."""
+
+    def __init__(self, app, *, per_minute: int, clock: Callable[[], float]):
+        self.app = app
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0  # requests per second
+        self.clock = clock
+        self.buckets: dict[bytes | str, tuple[float, float]] = {}  # key -> (requests left, when)
+
+    def take(self, key: bytes | str) -> float:
+        """0 when the request may go ahead (and it is counted), else the seconds until it could."""
+        now = self.clock()
+        left, then = self.buckets.get(key, (self.capacity, now))
+        left = min(self.capacity, left + max(0.0, now - then) * self.rate)
+        if left >= 1 - 1e-9:  # the epsilon: waiting exactly Retry-After seconds must be enough
+            self.buckets[key] = (left - 1, now)
+            return 0.0
+        self.buckets[key] = (left, now)
+        if len(self.buckets) > MAX_BUCKETS:
+            self._prune(now)
+        return (1 - left) / self.rate
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (left, then) in self.buckets.items() if left + (now - then) * self.rate >= self.capacity]
+        for k in full:
+            del self.buckets[k]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            return await self.app(scope, receive, send)
+        key: bytes | str = _header(scope, b"authorization") or (scope.get("client") or ("unknown",))[0]
+        wait = self.take(key)
+        if wait <= 0:
+            return await self.app(scope, receive, send)
+        retry = max(1, math.ceil(wait))
+        per = int(self.capacity)
+        e = ChatRequestError(f"rate limit reached: {per} requests per minute; retry after {retry} s", None,
+                             status_code=429, code="rate_limit_exceeded", type="requests")
+        await _refuse(scope, receive, send, e, headers={"Retry-After": str(retry),
+                                                         "x-ratelimit-limit-requests": str(per),
+                                                         "x-ratelimit-remaining-requests": "0"})
+
+
+def harden(app, *, token: str | None, limits: ServeLimits, clock: Callable[[], float] | None = None) -> None:
+    """Install the front door on a FastAPI app (the last middleware added runs first)."""
+    if limits.rate_limit:
+        app.add_middleware(RateLimit, per_minute=limits.rate_limit, clock=clock or time.monotonic)
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, allowed_hosts=limits.allowed_hosts)
+
+
+async def read_json_bytes(request) -> bytes:
+    """The body of a JSON route: 415 unless the content type is JSON (see the module docstring)."""
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = repr(media[:60]) if media else "none"
+        raise ChatRequestError(f"send the body as JSON with 'Content-Type: application/json' (got {shown})", None,
+                               status_code=415, code="unsupported_media_type")
+    return await request.body()
+
+
+# One semaphore per event loop (an asyncio semaphore belongs to the loop that first waits on it).
+_long_bodies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def off_loop(size: int, fn: Callable[..., Any], *args) -> Any:
+    """`fn(*args)` on a worker thread, so parsing, validating and tokenising a request never stalls the event
+    loop (and the other requests on it). `size` is the body's length: long bodies take turns on
+    LONG_BODIES_AT_ONCE threads, bounding the memory their token lists take at once."""
+    if size <= LONG_BODY_BYTES:
+        return await run_in_threadpool(fn, *args)
+    loop = asyncio.get_running_loop()
+    sem = _long_bodies.get(loop)
+    if sem is None:
+        sem = _long_bodies[loop] = asyncio.Semaphore(LONG_BODIES_AT_ONCE)
+    async with sem:
+        return await run_in_threadpool(fn, *args)
