@@ -1,5 +1,11 @@
 """Reports for people: a training run's report.md and curves.png, an eval's report.md, a comparison's and a
-gate verdict's markdown. The numbers live in the JSON next to each; these functions only format them."""
+gate verdict's markdown. The numbers live in the JSON next to each; these functions only format them.
+
+Every formatter and the plot accept edge values (accuracy 0 or 1 with a bound a rounding error past the mean,
+NaN or missing metrics, a single step, no evaluations, a torn metrics line) and draw or print what there is;
+the training loop still treats any failure here as a warning, never as the job's failure.
+How to run: `python -c "from rft.eval.report import plot_curves; plot_curves(Path('run/metrics.jsonl'), [], None,
+Path('curves.png'))"`."""
 
 from __future__ import annotations
 
@@ -12,12 +18,18 @@ def format_ci(ev: dict | None, *, with_n: bool = True, missing: str = "n/a") -> 
     """'0.930 [0.886, 0.958] (n=200)' for an eval summary."""
     if not ev:
         return missing
-    lo, hi = ev["accuracy_ci95"]
-    return f"{ev['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (f" (n={ev['n']})" if with_n else "")
+    ci = ev.get("accuracy_ci95")
+    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return f"{_f(ev.get('accuracy'))} [{_f(lo)}, {_f(hi)}]" + (f" (n={ev.get('n', '?')})" if with_n else "")
 
 
 def _f(x, fmt: str = ".3f", missing: str = "n/a") -> str:
-    return missing if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return missing
+    try:
+        return format(x, fmt)
+    except (TypeError, ValueError):  # a string or other value where a number was expected: show it as it is
+        return str(x)
 
 
 def _ci_pair(ci, fmt: str = ".3f") -> str:
@@ -146,19 +158,21 @@ def gates_markdown(v: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def run_markdown(report: dict) -> str:
+    """report.md of a training run (a job object as `run_job` returns it); tolerant of missing and NaN values."""
     b, f = report.get("baseline_eval"), report.get("final_eval")
     lines = [
-        f"# rft run {report['id']}",
+        f"# rft run {report.get('id')}",
         "",
-        f"- model: `{report['model']}` -> `{report.get('fine_tuned_model')}`",
-        f"- status: **{report['status']}**",
-        f"- training file: `{report['training_file']}` (sha256 `{report.get('training_file_sha256', '')[:16]}`)",
+        f"- model: `{report.get('model')}` -> `{report.get('fine_tuned_model')}`",
+        f"- status: **{report.get('status')}**",
+        f"- training file: `{report.get('training_file')}` (sha256 `{(report.get('training_file_sha256') or '')[:16]}`)",
         f"- validation file: `{report.get('validation_file')}` (sha256 `{(report.get('validation_file_sha256') or '')[:16]}`)",
-        f"- grader: `{report.get('grader_type')}` (sha256 `{report.get('grader_sha256', '')[:16]}`)",
-        f"- resolved config sha256: `{report.get('config_sha256', '')[:16]}`",
+        f"- grader: `{report.get('grader_type')}` (sha256 `{(report.get('grader_sha256') or '')[:16]}`)",
+        f"- resolved config sha256: `{(report.get('config_sha256') or '')[:16]}`",
         f"- code version: `{report.get('code_version')}`",
-        f"- steps: {report.get('trained_steps')} in {report.get('train_seconds', 0):.1f} s of training",
+        f"- steps: {report.get('trained_steps')} in {_f(report.get('train_seconds'), '.1f')} s of training"
+        + (f" ({report['skipped_steps']} skipped: non-finite loss or gradient)" if report.get("skipped_steps") else ""),
         "",
         "| | greedy accuracy [95% CI] |",
         "|---|---|",
@@ -169,24 +183,25 @@ def write_markdown(report: dict, path: Path) -> None:
     if report.get("evals"):
         lines += ["## Evaluations during training", "", "| step | accuracy [95% CI] | unscored |", "|---|---|---|"]
         for ev in report["evals"]:
-            lines.append(f"| {ev['step']} | {format_ci(ev)} | {ev['unscored_frac']:.3f} |")
+            lines.append(f"| {ev.get('step')} | {format_ci(ev)} | {_f(ev.get('unscored_frac'))} |")
         lines.append("")
     c = report.get("final_comparison")
     if c:
-        m = c["mcnemar"]
+        m = c.get("mcnemar") or {}
         lines += [
             "## Final against baseline (paired, validation set)",
             "",
-            f"- final - baseline: {_f(c['mean_difference'], '+.3f')} {_ci_pair(c['difference_ci95'], '+.3f')} "
-            f"on {c['n_scored_pairs']} items ({c['ci_method']})",
-            f"- McNemar ({m['method']}): {m['improved']} improved vs {m['regressed']} regressed pass/fail, p = {_f(m['p_value'], '.4g')}",
+            f"- final - baseline: {_f(c.get('mean_difference'), '+.3f')} {_ci_pair(c.get('difference_ci95'), '+.3f')} "
+            f"on {c.get('n_scored_pairs')} items ({c.get('ci_method')})",
+            f"- McNemar ({m.get('method')}): {m.get('improved')} improved vs {m.get('regressed')} regressed pass/fail, "
+            f"p = {_f(m.get('p_value'), '.4g')}",
             "",
         ]
     if report.get("regressed_items") is not None:
         lines += [
             "## Per-item change against the baseline (validation set)",
             "",
-            f"- improved: {len(report.get('improved_items', []))} items; regressed: {len(report['regressed_items'])} items",
+            f"- improved: {len(report.get('improved_items') or [])} items; regressed: {len(report['regressed_items'])} items",
         ]
         for it in report["regressed_items"][:20]:
             # records of compare_reports (a = baseline, b = final)
@@ -195,50 +210,112 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("")
     if report.get("final_verdict"):
         lines += [gates_markdown(report["final_verdict"])]
-    lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report.get("paths", {}).items()]
-    path.write_text("\n".join(lines) + "\n")
+    lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in (report.get("paths") or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    """Write `run_markdown(report)` to `path` (temp file, then rename: a failed write leaves the old one)."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(run_markdown(report), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metric_rows(metrics_path: Path) -> list[dict]:
+    """metrics.jsonl rows that parse as objects; a torn last line (a kill mid-write) or a stray value is skipped."""
+    rows = []
+    if not metrics_path.exists():
+        return rows
+    for line in metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _num(x) -> float:
+    """x as a float, NaN when it is missing, not a number, or infinite (a point that cannot be drawn)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v if math.isfinite(v) else float("nan")
+
+
+def curve_points(rows: list[dict], evals: list[dict], baseline: dict | None):
+    """What `plot_curves` draws, as plain numbers: (train steps, train rewards) without NaN, and for validation
+    (steps, accuracies, lower error bars, upper error bars) with the bars clamped to >= 0. A confidence bound can
+    land a rounding error on the wrong side of its mean (a Wilson interval for 0 of n has a lower bound of about
+    1e-17), and matplotlib refuses negative error bars; points without a finite accuracy are left out, and a
+    missing or NaN bound draws no bar on that side."""
+    train = [(_num(r.get("step")), _num(r.get("reward"))) for r in rows]
+    train = [(s, r) for s, r in train if not (math.isnan(s) or math.isnan(r))]
+    es, ea, lo, hi = [], [], [], []
+    for e in ([baseline] if baseline else []) + list(evals or []):  # the baseline is the step-0 point
+        if not isinstance(e, dict):
+            continue
+        acc = _num(e.get("accuracy"))
+        step = _num(e.get("step") or 0)
+        if math.isnan(acc) or math.isnan(step):
+            continue
+        ci = e.get("accuracy_ci95")
+        low, high = (_num(ci[0]), _num(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (acc, acc)
+        es.append(step)
+        ea.append(acc)
+        lo.append(0.0 if math.isnan(low) else max(0.0, acc - low))
+        hi.append(0.0 if math.isnan(high) else max(0.0, high - acc))
+    return [s for s, _ in train], [r for _, r in train], (es, ea, lo, hi)
 
 
 def plot_curves(metrics_path: Path, evals: list[dict], baseline: dict | None, out: Path) -> Path | None:
+    """curves.png: training reward per step (with a moving mean) and validation accuracy with its 95% CI.
+    Draws whatever there is (no steps, one step, NaN rewards, no evaluations); the caller decides what a failure
+    here means (the training loop logs it as a warning: a plot never fails a job)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, rewards = [], []
-    if metrics_path.exists():
-        for line in metrics_path.read_text().splitlines():
-            row = json.loads(line)
-            steps.append(row["step"])
-            rewards.append(row["reward"])
+    steps, rewards, (es, ea, lo, hi) = curve_points(read_metric_rows(Path(metrics_path)), evals, baseline)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    ax[0].plot(steps, rewards, ".-", color="tab:blue", label="train reward (mean)")
-    if len(rewards) >= 5:
-        w = 5
-        smooth = [sum(rewards[max(0, i - w + 1) : i + 1]) / len(rewards[max(0, i - w + 1) : i + 1]) for i in range(len(rewards))]
-        ax[0].plot(steps, smooth, "-", color="tab:orange", label="moving mean (5)")
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("reward")
-    ax[0].set_title("training reward")
-    ax[0].legend()
-    ax[0].grid(alpha=0.3)
-    points = ([baseline] if baseline else []) + list(evals)  # the baseline is the step-0 point
-    es = [e.get("step") or 0 for e in points]
-    ea = [e["accuracy"] for e in points]
-    lo = [e["accuracy"] - e["accuracy_ci95"][0] for e in points]
-    hi = [e["accuracy_ci95"][1] - e["accuracy"] for e in points]
-    if es:
-        ax[1].errorbar(es, ea, yerr=[lo, hi], fmt="o-", capsize=3, label="validation accuracy (95% CI)")
-    if baseline:
-        ax[1].axhline(baseline["accuracy"], color="gray", linestyle="--", label=f"baseline {baseline['accuracy']:.3f}")
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel("greedy accuracy")
-    ax[1].set_title("validation")
-    ax[1].set_ylim(0, 1.02)
-    if es or baseline:
-        ax[1].legend(loc="lower right")
-    ax[1].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        ax[0].plot(steps, rewards, ".-", color="tab:blue", label="train reward (mean)")
+        if len(rewards) >= 5:
+            w = 5
+            smooth = [sum(rewards[max(0, i - w + 1): i + 1]) / len(rewards[max(0, i - w + 1): i + 1])
+                      for i in range(len(rewards))]
+            ax[0].plot(steps, smooth, "-", color="tab:orange", label="moving mean (5)")
+        if not steps:
+            ax[0].text(0.5, 0.5, "no training steps with a reward", ha="center", va="center",
+                       transform=ax[0].transAxes, color="gray")
+        ax[0].set_xlabel("step")
+        ax[0].set_ylabel("reward")
+        ax[0].set_title("training reward")
+        if steps:
+            ax[0].legend()
+        ax[0].grid(alpha=0.3)
+        if es:
+            ax[1].errorbar(es, ea, yerr=[lo, hi], fmt="o-", capsize=3, label="validation accuracy (95% CI)")
+        bacc = _num(baseline.get("accuracy")) if isinstance(baseline, dict) else float("nan")
+        if not math.isnan(bacc):
+            ax[1].axhline(bacc, color="gray", linestyle="--", label=f"baseline {bacc:.3f}")
+        if not es:
+            ax[1].text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax[1].transAxes, color="gray")
+        ax[1].set_xlabel("step")
+        ax[1].set_ylabel("greedy accuracy")
+        ax[1].set_title("validation")
+        ax[1].set_ylim(0, 1.02)
+        if es or not math.isnan(bacc):
+            ax[1].legend(loc="lower right")
+        ax[1].grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
     return out

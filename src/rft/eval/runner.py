@@ -270,8 +270,17 @@ def write_report(report: dict, out_dir: Path, *, stem: str = "report") -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     pj, pm = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     report["paths"] = {"dir": str(out_dir), "json": str(pj), "markdown": str(pm)}
+    # The markdown is a view of the JSON: if it cannot be formatted, the evaluation still stands (the JSON is its
+    # result) and the problem is recorded as a warning in the report instead of failing the command.
+    try:
+        md = eval_markdown(report)
+    except Exception as e:  # noqa: BLE001 - a report view never fails an evaluation
+        md = None
+        report.setdefault("warnings", []).append(f"could not write {pm.name}: {type(e).__name__}: {e}")
+        report["paths"]["markdown"] = None
     pj.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    pm.write_text(eval_markdown(report))
+    if md is not None:
+        pm.write_text(md)
     return report["paths"]
 
 

@@ -9,6 +9,11 @@ weights; weights are only ever read from safetensors (`use_safetensors=True`, no
   training sees an ordinary (not quantized-flagged) model.
 - a directory path: any local HF model directory with safetensors weights; an rft checkpoint directory is one.
 - anything else that looks like a hub id fails with a hint: rft never downloads weights at run time.
+
+Before any library reads a directory, `resolve` checks it: config.json is a JSON object with a model_type, every
+safetensors header is sound (`hashing.check_safetensors`: bounded size, offsets inside the file), and an adapter
+is never stored as pickle. Pickle files beside safetensors weights are never read (`use_safetensors=True`).
+Simplified: a directory's tokenizer is checked only when it is loaded; its failures become one-line errors.
 """
 
 from __future__ import annotations
@@ -125,21 +130,18 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
             raise RftError(f"'{ref}': checkpoint ids and aliases need the job registry, which this version does not "
                            "have yet", hint="pass the checkpoint directory instead, e.g. ~/.rft/runs/<job id>/checkpoints/final") from None
         return resolve_ref(ref, verify=verify)
-    p = Path(ref).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise RftError(f"model reference '{ref}' is a file; expected a model directory")
-        if not (p / "config.json").exists():
-            raise RftError(f"model directory '{ref}' has no config.json")
-        if not list(p.glob("*.safetensors")):
-            extra = " (found pickle weights; rft only loads safetensors)" if list(p.glob("*.bin")) else ""
-            raise RftError(f"model directory '{ref}' has no *.safetensors weights{extra}")
-        kind = "checkpoint" if (p / "rft_checkpoint.json").exists() else "directory"
+    p = _existing_path(ref)
+    if p is not None:
+        kind = _check_model_dir(ref, p)
         if verify and (p / "manifest.json").exists():
             from rft.train.checkpoint import verify_checkpoint  # noqa: PLC0415
 
             verify_checkpoint(p)  # an rft checkpoint loaded by path is re-hashed too: tampered files are refused
         return ResolvedModel(ref, p.resolve(), kind)
+    if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).parent.exists():
+        raise RftError(f"model directory '{_short(ref)}' does not exist",
+                       hint=f"check the path (relative paths start from {Path.cwd()}), or use the embedded model "
+                            f"'{DEFAULT_MODEL}'")
     looks_like_hub = "/" in ref and not ref.startswith((".", "/", "~"))
     hint = (
         "rft does not download weights. Download the model elsewhere (e.g. `huggingface-cli download "
@@ -149,9 +151,75 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
     if looks_like_hub:
         raise RftError(f"model '{ref}' looks like a hub id, and rft works offline", hint=hint)
     raise RftError(
-        f"model '{ref}' not found: not an embedded model ({', '.join(EMBEDDED)}), not a directory",
-        hint=hint,
+        f"model '{_short(ref)}' not found: not an embedded model ({', '.join(EMBEDDED)}), not a directory",
+        hint=hint if len(ref) < 200 else f"pass a model directory, or the embedded model '{DEFAULT_MODEL}'",
     )
+
+
+def _short(ref: str, n: int = 120) -> str:
+    return ref if len(ref) <= n else ref[:n] + f"... ({len(ref)} characters)"
+
+
+# Files whose loading would run pickle (torch.load). A model directory may hold them beside safetensors (hub
+# snapshots often do) because rft never reads them; an adapter or a directory with only these is refused.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _existing_path(ref: str) -> Path | None:
+    """The path when `ref` names something on disk; None when it does not; RftError when the name itself is
+    unusable (longer than the file system allows, a NUL byte, no permission to look)."""
+    if "\x00" in ref:
+        raise RftError(f"model reference {_short(ref)!r} contains a NUL byte")
+    p = Path(ref).expanduser()
+    try:
+        p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        import errno
+
+        why = ("is longer than the file system allows" if e.errno == errno.ENAMETOOLONG
+               else f"cannot be read: {e.strerror or e}")
+        raise RftError(f"model reference '{_short(ref)}' {why}",
+                       hint=f"pass a model directory path, or the embedded model '{DEFAULT_MODEL}'") from None
+    return p
+
+
+def _check_model_dir(ref: str, p: Path) -> str:
+    """Check that `p` is a loadable model directory before any library reads it: a directory with a config.json
+    that is a JSON object naming a model_type, safetensors weights with sound headers, and no adapter stored as
+    pickle. Returns the kind ("checkpoint" or "directory")."""
+    from rft.hashing import check_safetensors
+    from rft.userinput import load_json_file
+
+    fix = f"pass a Hugging Face model directory (config.json, tokenizer, *.safetensors) or '{DEFAULT_MODEL}'"
+    if not p.is_dir():
+        raise RftError(f"model reference '{ref}' is a file; expected a model directory", hint=fix)
+    if not any(p.iterdir()):
+        raise RftError(f"model directory '{ref}' is empty", hint=fix)
+    if p.name.endswith(".partial") or ((p / "rft_checkpoint.json").exists() and not (p / "manifest.json").exists()):
+        raise RftError(f"model directory '{ref}' is an incomplete rft checkpoint (its save did not finish: no "
+                       "manifest.json); it is never loaded", hint="use a complete checkpoint: `rft checkpoints list JOB`")
+    pickles = sorted(x.name for x in p.iterdir() if x.name.endswith(PICKLE_SUFFIXES))
+    if (p / "adapter_config.json").exists() and not (p / "adapter_model.safetensors").exists():
+        extra = f" ({', '.join(pickles)} is pickle, which rft never loads)" if pickles else ""
+        raise RftError(f"model directory '{ref}' is an adapter without adapter_model.safetensors{extra}",
+                       hint="convert the adapter to safetensors (peft: save_pretrained(..., safe_serialization=True))")
+    if not (p / "config.json").exists():
+        raise RftError(f"model directory '{ref}' has no config.json", hint=fix)
+    cfg = load_json_file(p / "config.json", "model config", max_bytes=16 * 1024 * 1024)
+    if not isinstance(cfg.get("model_type"), str) or not cfg["model_type"]:
+        raise RftError(f"model directory '{ref}': config.json has no model_type",
+                       hint="it should be a transformers config (e.g. \"model_type\": \"llama\")")
+    weights = sorted(p.glob("*.safetensors"))
+    if not weights:
+        extra = f" (found pickle weights {', '.join(pickles[:3])}; rft only loads safetensors)" if pickles else ""
+        raise RftError(f"model directory '{ref}' has no *.safetensors weights{extra}",
+                       hint="convert the weights to safetensors (transformers: save_pretrained(..., "
+                            "safe_serialization=True))")
+    for w in weights:
+        check_safetensors(w)
+    return "checkpoint" if (p / "rft_checkpoint.json").exists() else "directory"
 
 
 def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):
@@ -160,16 +228,37 @@ def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = dtype or torch.float32
-    tok = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+    # The directory passed `resolve`'s checks; what transformers still refuses (an architecture it does not know,
+    # weights that do not fit the config, a broken tokenizer) is a fault of the directory, reported as one line.
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad tokenizer
+        raise RftError(f"model '{resolved.ref}': cannot load the tokenizer from {resolved.path}: {_one_line(e)}",
+                       hint="the directory needs tokenizer files (tokenizer.json, tokenizer_config.json)") from None
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="sdpa"
-    )
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line error below
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="sdpa"
+        )
+    except Exception as e:  # noqa: BLE001
+        raise RftError(f"model '{resolved.ref}': cannot load the model from {resolved.path}: {_one_line(e)}",
+                       hint="check that config.json and the safetensors weights belong to the same causal LM") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.to(device)
     model.eval()
     return model, tok
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split()).replace(" For details look at the above report!", "")  # the report is silenced
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def list_models() -> list[dict]:

@@ -4,7 +4,16 @@
                the engine (bf16 compute where the CPU is fast at it) and, only if beta > 0, a reference
     baseline   greedy evaluation on the validation set
     loop       rollout -> grade -> advantages -> policy update -> log -> (eval, checkpoint)
-    final      evaluation, checkpoint, report (json, markdown, plot)
+    final      evaluation, checkpoint, report (json, markdown, plot; a report that fails is a warning, never
+               the job's failure)
+
+Non-finite steps (catalogue N1): when a step's loss or gradient norm is NaN or Inf, optimizer.step() is not
+called (weights and optimizer moments stay bit-identical), the step is logged with `nonfinite: true` and the
+running `skipped_steps` count, and a warning event is written. The step still counts: the step counter, the
+learning-rate schedule (a function of the step number) and the data cursor advance, and the skipped batch is
+not retried. MAX_NONFINITE_STEPS (3) in a row stop the run with an error; nothing is saved for those steps, so
+the last checkpoint and state are intact. `grad_norm` is the norm before clipping; clipping bounds the applied
+gradient's norm by `rft.optimizer.grad_clip`.
 
 Run it with `rft train JOB.yaml` or `rft demo`; the library entry point is `run_job(job)`.
 Simplifications: one process, one device; rollouts and training alternate (no overlap); completions are
@@ -38,10 +47,15 @@ from rft.train.runlog import RunLog
 from rft.types import ERROR_KINDS, EvalReport
 
 
+# N1: a step whose loss or gradient is NaN/Inf is skipped (see train_step); this many in a row stop the run.
+MAX_NONFINITE_STEPS = 3
+
+
 @dataclass
 class StepResult:
     metrics: dict
     samples: list[dict] = field(default_factory=list)
+    nonfinite: str | None = None  # why the update was refused (non-finite loss or gradient), else None
 
 
 def set_seed(seed: int) -> None:
@@ -119,7 +133,8 @@ def load_policy(job: JobSpec, resolved: models.ResolvedModel):
 
 class LrSchedule:
     """Learning rate as a function of the step (1-based): linear warmup, then constant, linear or cosine decay.
-    Set explicitly every step, so a step that skips the update still advances the schedule."""
+    Set explicitly every step, so a step that skips the update (no learnable group, or a non-finite loss or
+    gradient) still advances the schedule: the LR of step k never depends on how many updates were skipped."""
 
     def __init__(self, opt, job: JobSpec, total_steps: int):
         self.opt, self.o, self.total = opt, job.rft.optimizer, total_steps
@@ -238,6 +253,8 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
     lr = sched.apply(step)
     # Nothing to learn (every group has zero variance or is unscored) and no KL term: skip the passes.
     iterations = a.num_iterations if (learnable or a.beta > 0) else 0
+    nonfinite = None  # why this step's update was refused (N1), or None
+    updates = 0
     for it in range(iterations):
         opt.zero_grad(set_to_none=True)
         for start in range(0, batch.n_prompts, per_mb):
@@ -260,6 +277,8 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
                                    epsilon_high=a.epsilon_high, beta=a.beta, ref_logp=ref)
             tb = time.perf_counter()
             tt["forward"] += tb - tf
+            if nonfinite is None and not bool(torch.isfinite(out.loss.detach())):
+                nonfinite = f"loss is {float(out.loss.detach())}"
             out.loss.backward()
             tt["backward"] += time.perf_counter() - tb
             if it == 0:
@@ -271,15 +290,22 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
                 if out.kl is not None:
                     stats["kl"] += float((out.kl * m).sum()) / ntok
         to = time.perf_counter()
+        # clip_grad_norm_ returns the norm before clipping: that is the value logged as grad_norm.
         gn = torch.nn.utils.clip_grad_norm_(params, job.rft.optimizer.grad_clip if job.rft.optimizer.grad_clip > 0 else float("inf"))
         if it == 0:
             stats["grad_norm"] = float(gn)
-        if not math.isfinite(float(gn)):
-            raise RftError(f"step {step}: gradient norm is {float(gn)}; stopping before the weights are corrupted",
-                           hint="lower the learning rate, or use rft.train.dtype=float32")
+        if nonfinite is None and not math.isfinite(float(gn)):
+            nonfinite = f"gradient norm is {float(gn)}"
+        if nonfinite is not None:
+            # N1: refuse the update. No optimizer.step(): weights and AdamW moments stay bit-identical. Later
+            # iterations of this step are not run (their old log-probs would be the same refused batch).
+            opt.zero_grad(set_to_none=True)
+            tt["optimizer"] += time.perf_counter() - to
+            break
         opt.step()
+        updates += 1
         tt["optimizer"] += time.perf_counter() - to
-    if iterations:
+    if updates:
         ts = time.perf_counter()
         engine.sync_weights()
         tt["sync"] = time.perf_counter() - ts
@@ -303,6 +329,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
         "kl": stats["kl"],
         "entropy": stats["entropy"] if iterations else None,
         "skipped_update": iterations == 0,
+        "nonfinite": nonfinite is not None,
         "clip_ratio/low_mean": stats["clip_low"],
         "clip_ratio/high_mean": stats["clip_high"],
         "clip_ratio/region_mean": stats["clip_low"] + stats["clip_high"],
@@ -334,7 +361,7 @@ def train_step(step: int, rows: list[dict], *, job: JobSpec, derived: dict, mode
          "reward": g.score, "error": g.error, "advantage": advs[i], "finish_reason": c.finish_reason}
         for i, (c, g) in enumerate(zip(flat, grades))
     ]
-    return StepResult(metrics, sample_rows)
+    return StepResult(metrics, sample_rows, nonfinite=nonfinite)
 
 
 # ================================================================================================ jobs
@@ -524,9 +551,15 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
         status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
         err = {"code": type(e).__name__, "message": str(e), "param": None}
         job_obj |= {"status": status, "error": err, "finished_at": int(time.time())}
-        run.write_json("job.json", job_obj)
+        # The registry row first: whatever else fails below (a full disk), the job must not be left looking
+        # active, which `rft jobs list` would later show as interrupted.
         reg.update_job(run.job_id, status=status, error=err, finished_at=time.time())
-        run.event(f"Job {status}: {e}", level="error", type="status")
+        for record in (lambda: run.write_json("job.json", job_obj),
+                       lambda: run.event(f"Job {status}: {e}", level="error", type="status")):
+            try:
+                record()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
         raise
     finally:
         signals.restore()
@@ -705,6 +738,12 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
         res = train_step(step, rows, job=job, derived=derived, model=model, tok=tok, engine=engine, grader=ctx.grader,
                          opt=opt, sched=sched, ref_model=ref_model, compute_dtype=ctx.compute_dtype, params=params)
         m = res.metrics | {"epoch": cursor.epoch}
+        if res.nonfinite is not None:
+            st["skipped_steps"] = st.get("skipped_steps", 0) + 1
+            st["nonfinite_streak"] = st.get("nonfinite_streak", 0) + 1
+        else:
+            st["nonfinite_streak"] = 0
+        m["skipped_steps"] = st.get("skipped_steps", 0)
         st["t_train"] += m["time/step"]
         st["trained_tokens"] += int(m["tokens_per_second"] * m["time/step"])
         st["step"] = step
@@ -719,6 +758,18 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
         st["last"] = m
         if ctx.progress:
             ctx.progress(step, total, m)
+        if res.nonfinite is not None:
+            run.event(f"Step {step}: {res.nonfinite}; the update was skipped (weights and optimizer unchanged; "
+                      f"{st['nonfinite_streak']} in a row, {st['skipped_steps']} in all)", level="warn",
+                      type="metrics", data={"step": step, "nonfinite": res.nonfinite, "skipped_steps": st["skipped_steps"],
+                                            "consecutive": st["nonfinite_streak"]})
+            if st["nonfinite_streak"] >= MAX_NONFINITE_STEPS:
+                raise RftError(
+                    f"step {step}: {st['nonfinite_streak']} consecutive steps had a non-finite loss or gradient "
+                    f"({res.nonfinite}); stopping. No update was applied on those steps; the last saved checkpoint "
+                    "and training state are intact",
+                    hint="lower the learning rate, use rft.train.dtype=float32, or check the grader's rewards; "
+                         f"continue with `rft jobs resume {run.job_id}`")
         if m["unscored_frac"] > job.rft.train.max_unscored_frac:
             raise RftError(
                 f"step {step}: {m['unscored_frac']:.0%} of samples were unscored (limit "
@@ -788,7 +839,8 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
     improved = comparison.get("improved", []) if comparison else []
     regressed = comparison.get("regressed", []) if comparison else []
     summ = lambda r: {k: v for k, v in r.items() if k != "items"} if r else None  # noqa: E731
-    plot = plot_curves(run.dir / "metrics.jsonl", st["evals"], summ(baseline), run.dir / "curves.png")
+    plot = _report_step(ctx, "the plot curves.png", lambda: plot_curves(run.dir / "metrics.jsonl", st["evals"],
+                                                                         summ(baseline), run.dir / "curves.png"))
     suffix = f":{job.suffix}" if job.suffix else ""
     ckpt_dir = ckpt["path"] if ckpt else None
     job_obj = ctx.job_obj
@@ -799,20 +851,37 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
         "baseline_eval": summ(baseline), "final_eval": summ(final), "guard_baseline_eval": summ(st["guard_baseline"]),
         "guard_final_eval": summ(final_guard),
         "evals": st["evals"], "train_seconds": st["t_train"], "trained_steps": total, "last_step_metrics": st["last"],
+        "skipped_steps": st.get("skipped_steps", 0),
         "improved_items": improved, "regressed_items": regressed,
         "final_comparison": {k: v for k, v in comparison.items() if k not in ("improved", "regressed")} if comparison else None,
         "final_checkpoint_id": ckpt["id"] if ckpt else None, "final_verdict": ckpt.get("verdict") if ckpt else None,
         "paths": {"run_dir": str(run.dir), "report": str(run.dir / "report.md"), "report_json": str(run.dir / "report.json"),
-                  "plot": str(plot), "checkpoint": ckpt_dir,
+                  "plot": str(plot) if plot else None, "checkpoint": ckpt_dir,
                   "metrics": str(run.dir / "metrics.jsonl"), "events": str(run.dir / "events.jsonl")},
         "wall_seconds": time.time() - job_obj["created_at"],
     }
     job_obj["result_files"] = [job_obj["paths"]["report_json"], job_obj["paths"]["metrics"]]
-    run.write_json("report.json", job_obj)
-    write_markdown(job_obj, run.dir / "report.md")
-    run.write_json("job.json", job_obj)
+    _report_step(ctx, "report.json", lambda: run.write_json("report.json", job_obj))
+    _report_step(ctx, "report.md", lambda: write_markdown(job_obj, run.dir / "report.md"))
+    _report_step(ctx, "job.json", lambda: run.write_json("job.json", job_obj))
     run.event("The job has successfully completed", data={"final_eval": job_obj["final_eval"]})
     return job_obj
+
+
+def _report_step(ctx: _Ctx, what: str, fn: Callable):
+    """Run one report-writing step after training finished. Reports never fail a job: the weights, checkpoint
+    and registry row are the result; a plot or file that cannot be written (odd metric values, a full disk, a
+    plotting library that refuses its input) is a warning event, and the job still succeeds."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - anything a report step raises is a warning, by design
+        msg = f"could not write {what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}; the job's result stands"
+        ctx.log(f"warning: {msg}")
+        try:
+            ctx.run.event(msg, level="warn", type="report", data={"what": what, "error": type(e).__name__})
+        except Exception:  # noqa: BLE001 - the event log may be on the same full disk
+            pass
+        return None
 
 
 # ------------------------------------------------------------------------- checkpoints, gates, monitor
@@ -890,16 +959,26 @@ def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: di
 
 
 def _prune_checkpoints(ctx: _Ctx) -> None:
-    """Keep the best `keep_best` by validation score, the latest, the final, and anything approved or aliased."""
+    """Keep the best `keep_best` by validation score (at least the single best), the newest, the final, and
+    anything approved or aliased. A checkpoint whose folder is gone (moved or deleted outside rft) is stale: it is
+    marked `missing` with a warning and takes no place among the best, so it can neither crash the run nor shield
+    a real checkpoint from rotation (catalogue C6)."""
     import shutil
 
     reg, job = ctx.reg, ctx.job
     rows = [r for r in reg.list_checkpoints(ctx.run.job_id, include_pruned=False) if not r["is_final"]]
+    for r in [r for r in rows if not (Path(r["path"]) / "manifest.json").exists()]:
+        reg.update_checkpoint(r["id"], status="missing")
+        ctx.run.event(f"Checkpoint {r['id']} (step {r['step']}): its folder {r['path']} is gone (moved or deleted); "
+                      "it is no longer tracked as a candidate best checkpoint", level="warn",
+                      data={"id": r["id"], "step": r["step"], "path": r["path"]})
+        rows.remove(r)
     if not rows:
         return
     keep = {max(rows, key=lambda r: (r["step"], r["created_at"]))["id"]}
-    scored = sorted((r for r in rows if r["val_score"] is not None), key=lambda r: (r["val_score"], r["step"]), reverse=True)
-    keep |= {r["id"] for r in scored[: job.rft.checkpoint.keep_best]}
+    scored = sorted((r for r in rows if r["val_score"] is not None and r["val_score"] == r["val_score"]),
+                    key=lambda r: (r["val_score"], r["step"]), reverse=True)
+    keep |= {r["id"] for r in scored[: max(1, job.rft.checkpoint.keep_best)]}
     keep |= {r["id"] for r in rows if r["approval_status"] == "approved"}
     keep |= reg.pinned_checkpoints()
     for r in rows:

@@ -12,6 +12,9 @@ Save protocol: files go to `step_X.partial/`, each fsynced; the manifest is writ
 directory is renamed to `step_X` and the parent fsynced; then the `LATEST` pointer is replaced atomically
 (write temp, fsync, rename). Resume reads `LATEST`, verifies the manifest and falls back to the newest older
 complete state if the pointed-to one is missing or fails verification. Partial directories are never read.
+A save that fails part-way (a full disk, catalogue C6) removes its partial directory and raises an RftError
+naming the path and the free space; LATEST and the earlier states are untouched, so the job stays resumable.
+Rotation keeps the newest `keep` complete states and always the one LATEST names.
 
 Fault injection for tests: RFT_FAULT="<point>[:<n>]" SIGKILLs the process at a named point
 (`after_save_file:<i>`, `before_manifest`, `before_rename`, `before_pointer_update`, `after_step:<k>`).
@@ -33,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from rft.errors import RftError
 from rft.fsutil import fsync_dir as _fsync_dir
 from rft.fsutil import fsync_file as _fsync_file
-from rft.fsutil import write_atomic
+from rft.fsutil import save_error, write_atomic
 from rft.hashing import file_entries, verified_manifest
 
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
@@ -86,8 +89,8 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
     state_root.mkdir(parents=True, exist_ok=True)
     final = state_root / f"step_{step:06d}"
     tmp = state_root / f"step_{step:06d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    for stale in state_root.glob("step_*.partial"):  # left by a kill mid-save; never read, only in the way
+        shutil.rmtree(stale, ignore_errors=True)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     opt_tensors, opt_meta = _optimizer_tensors(opt, names)
     trainer = dict(trainer) | {
@@ -103,31 +106,58 @@ def save_state(state_root: Path, step: int, *, model, opt, trainer: dict, keep: 
         ("rng.safetensors", lambda p: save_file(_rng_tensors(), str(p))),
         ("trainer_state.json", lambda p: p.write_text(json.dumps(trainer, indent=2, default=str))),
     ]
-    for i, (name, write) in enumerate(writers):
-        write(tmp / name)
-        _fsync_file(tmp / name)
-        fault("after_save_file", i, step=step)
-    fault("before_manifest", step=step)
-    manifest = {"step": step, "kind": "rft-train-state", "files": file_entries(tmp, STATE_FILES)}
-    with open(tmp / "manifest.json", "w") as f:
-        f.write(json.dumps(manifest, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir()
+        for i, (name, write) in enumerate(writers):
+            write(tmp / name)
+            _fsync_file(tmp / name)
+            fault("after_save_file", i, step=step)
+        fault("before_manifest", step=step)
+        manifest = {"step": step, "kind": "rft-train-state", "files": file_entries(tmp, STATE_FILES)}
+        with open(tmp / "manifest.json", "w") as f:
+            f.write(json.dumps(manifest, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+    except BaseException as e:
+        # C6: a failed save (a full disk) leaves no partial folder, and LATEST and every earlier state untouched.
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = save_error(e, final, f"the training state for step {step}")
+        if err is not None:
+            raise err from None
+        raise
     fault("before_rename", step=step)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(state_root)
     fault("before_pointer_update", step=step)
-    write_json_atomic(state_root / "LATEST", {"step": step, "dir": final.name})
+    try:
+        write_json_atomic(state_root / "LATEST", {"step": step, "dir": final.name})
+    except OSError as e:
+        # The state itself is complete; resume would fall back to it or to the one LATEST still names.
+        raise save_error(e, state_root / "LATEST", f"the LATEST pointer for step {step}") from None
     _prune(state_root, keep)
     return final
 
 
+def _latest_name(state_root: Path) -> str | None:
+    try:
+        return json.loads((state_root / "LATEST").read_text())["dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _prune(state_root: Path, keep: int) -> None:
-    done = sorted(p for p in state_root.glob("step_*") if p.is_dir() and not p.name.endswith(".partial"))
-    for p in done[:-keep] if keep > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
+    """Keep the newest `keep` complete states (a manifest written) and the one LATEST names. Folders without a
+    manifest are not counted, so rotation never removes the newest complete state in favour of a broken one."""
+    if keep <= 0:
+        return
+    done = sorted(p for p in state_root.glob("step_*")
+                  if p.is_dir() and not p.name.endswith(".partial") and (p / "manifest.json").exists())
+    protect = {p.name for p in done[-keep:]} | {_latest_name(state_root)}
+    for p in done:
+        if p.name not in protect:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def verify_state(d: Path) -> dict:
@@ -145,8 +175,11 @@ def find_latest_state(state_root: Path, warn=print) -> Path | None:
     ptr = state_root / "LATEST"
     if ptr.exists():
         try:
-            named = state_root / json.loads(ptr.read_text())["dir"]
-        except (ValueError, KeyError):
+            name = json.loads(ptr.read_text())["dir"]
+            if not (isinstance(name, str) and name.startswith("step_") and "/" not in name and name != ".."):
+                raise ValueError(name)
+            named = state_root / name
+        except (OSError, ValueError, KeyError, TypeError):
             named = None
             warn(f"warning: {ptr} is unreadable; using the newest complete state instead")
         if named is not None:
@@ -168,6 +201,14 @@ def load_state(d: Path, *, model, opt, verified: bool = False) -> dict:
     verified first unless the caller just did (`verified=True`, e.g. the directory came from find_latest_state)."""
     if not verified:
         verify_state(d)
+    try:
+        return _load_state(d, model=model, opt=opt)
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # a well-hashed but hand-made or foreign state
+        raise RftError(f"state {d} is not a training state this version of rft can load: "
+                       f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+
+
+def _load_state(d: Path, *, model, opt) -> dict:
     trainer = json.loads((d / "trainer_state.json").read_text())
     weights = load_file(str(d / "trainable.safetensors"))
     named = dict(model.named_parameters())
