@@ -78,3 +78,89 @@ def test_quickstart_example_parses():
 
     job = load_job(Path(__file__).parents[1] / "examples" / "quickstart.yaml")
     assert job.grader["type"] == "string_check"
+
+
+# --------------------------------------------------------------------------------- hostile job files
+# Every way a job file can be wrong gives one message naming the file, exit 2, through the installed `rft`.
+# (name, how to make it in a folder -> path, what the message must say)
+def _write(name: str, data: bytes | str):
+    def make(d):
+        p = d / name
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return p
+    return make
+
+
+def _dir(d):
+    (d / "job.yaml").mkdir()
+    return d / "job.yaml"
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+JOB_FILE_CASES = [
+    ("missing", lambda d: d / "nope.yaml", ["job spec not found"]),
+    ("directory", _dir, ["is a directory"]),
+    ("binary", _write("job.yaml", b"model: x\n\x00\x01\x02\xff"), ["job.yaml:2", "binary"]),
+    ("non-utf8", _write("job.yaml", b"model: x\ntraining_file: caf\xe9\n"), ["job.yaml:2", "not valid UTF-8"]),
+    ("invalid-yaml", _write("job.yaml", "model: x\nmethod: [\n"), ["job.yaml:", "not valid YAML"]),
+    ("yaml-list", _write("job.yaml", "- model: x\n"), ["must be a mapping", "got an array"]),
+    ("json-list", _write("job.json", "[1, 2]"), ["must be a mapping"]),
+    ("json-invalid", _write("job.json", '{"model": "x",\n "seed": NaN}'), ["job.json", "not valid JSON"]),
+    ("json-deep", _write("job.json", "[" * 100_000 + "]" * 100_000), ["nest"]),
+    ("yaml-deep", _write("job.yaml", "a: " + "[" * 100_000 + "]" * 100_000), ["nest"]),
+    ("yaml-alias-bomb", _write("job.yaml", BOMB), ["alias"]),
+    ("huge-int", _write("job.yaml", "seed: " + "9" * 5000 + "\n"), ["cannot be read"]),
+    ("huge-line", _write("job.yaml", "model: " + "x" * (5 * 1024 * 1024)), ["bytes", "limit"]),
+    ("long-name", lambda d: d / ("j" * 300 + ".yaml"), ["longer than the file system allows"]),
+]
+
+
+PREFLIGHT_TOO = {"missing", "binary", "yaml-list", "yaml-alias-bomb", "long-name"}
+
+
+@pytest.mark.parametrize("case", JOB_FILE_CASES, ids=[c[0] for c in JOB_FILE_CASES])
+def test_hostile_job_files_through_the_cli(tmp_path, case):
+    from tests.clitools import assert_user_error, run_rft
+
+    _, make, needles = case
+    p = make(tmp_path)
+    before = sorted(x.name for x in tmp_path.iterdir())
+    # `rft preflight` reads the file the same way (load_job); running it for a few classes keeps the suite quick
+    for command in ("train", "preflight") if case[0] in PREFLIGHT_TOO else ("train",):
+        r = run_rft(command, str(p), timeout=120)
+        assert_user_error(r, str(p)[:150], *needles)
+        assert len((r.stdout + r.stderr).strip().splitlines()) <= 3, r.stderr  # one message (and a hint)
+    assert sorted(x.name for x in tmp_path.iterdir()) == before  # nothing written next to it
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("a..b=1", "empty part"),
+    (".seed=1", "empty part"),
+    ("seed.=1", "empty part"),
+    ("rft.sampl ing.n=4", "not a name"),
+    ("=4", "empty key"),
+    ("novalue", "not key=value"),
+    ("seed.x=1", "'seed' is not a section"),
+    ("rft.sampling.stop.0=x", "'rft.sampling.stop' is not a section"),
+    ("rft.sampling.n=" + "[" * 50_000, "nests too deeply"),
+    ("rft.sampling.stop=[&a [x, x], *a, *a]", "aliases"),
+    ("rft.sampling.stop=" + "x" * 200_000, "the limit is"),
+    ("seed=" + "9" * 5000, "cannot be read"),
+])
+def test_malformed_overrides_are_rft_errors(override, needle):
+    raw = _raw(seed=3, rft={"sampling": {"stop": ["\n"]}})
+    with pytest.raises(RftError, match=needle):
+        apply_overrides(raw, [override])
+
+
+def test_malformed_override_through_the_cli(tmp_path):
+    from tests.clitools import assert_user_error, run_rft
+
+    import json
+
+    p = tmp_path / "job.json"
+    p.write_text(json.dumps(BASE))
+    assert_user_error(run_rft("train", str(p), "rft..sampling=1"), "rft..sampling", "empty part")
+    assert_user_error(run_rft("train", str(p), "training_file.x=1"), "'training_file' is not a section")

@@ -2,7 +2,7 @@
 
     model, training_file, validation_file, seed, suffix, metadata,
     method: {type: reinforcement, reinforcement: {grader, hyperparameters, response_format?}}
-    rft: {algorithm, sampling, optimizer, lora, eval, checkpoint, extraction, train}
+    rft: {algorithm, sampling, optimizer, lora, eval, checkpoint, extraction, train, sandbox, network, gates, monitor}
 
 OpenAI hyperparameters map onto concrete values (`resolve()`; "auto" picks the documented default):
     batch_size               -> prompts per optimizer step              (auto: rft.train.prompts_per_step)
@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,18 +33,34 @@ from rft.errors import Problem, RftError, did_you_mean
 
 Auto = Literal["auto"]
 
+# Upper bounds that keep a run inside what one machine can hold; every number's range is listed by
+# `ranges_table()` (README "Job spec value ranges") and tests/test_config_ranges.py fails on an unbounded one.
+MAX_NEW_TOKENS = 32768
+MAX_GROUP = 256  # completions per prompt after compute_multiplier: every one of them is decoded at once
+MAX_PROMPTS_PER_STEP = 4096
+MAX_COMPLETIONS_PER_STEP = 16384  # prompts per step x completions per prompt
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes [0, 2**32 - 1]; torch takes more
+
+
+def _int(lo: int, hi: int) -> Any:
+    """An int in [lo, hi] as one member of a union with "auto"."""
+    return Annotated[int, Field(ge=lo, le=hi)]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: NaN and inf (YAML .nan / .inf) are refused everywhere, not only outside a range
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Hyperparameters(_Strict):
-    batch_size: Union[int, Auto] = "auto"
-    learning_rate_multiplier: Union[float, Auto] = "auto"
-    n_epochs: Union[int, Auto] = "auto"
-    eval_interval: Union[int, Auto] = "auto"
-    eval_samples: Union[int, Auto] = "auto"
-    compute_multiplier: Union[float, Auto] = "auto"
+    batch_size: Union[_int(1, MAX_PROMPTS_PER_STEP), Auto] = "auto"
+    # OpenAI accepts multipliers above 1; the resulting learning rate is checked against (0, 1] in parse_job
+    learning_rate_multiplier: Union[Annotated[float, Field(gt=0, le=10)], Auto] = "auto"
+    n_epochs: Union[_int(1, 1000), Auto] = "auto"
+    eval_interval: Union[_int(1, MAX_STEPS), Auto] = "auto"
+    eval_samples: Union[_int(0, MAX_GROUP), Auto] = "auto"
+    compute_multiplier: Union[Annotated[float, Field(gt=0, le=64)], Auto] = "auto"
     reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
 
 
@@ -61,44 +78,46 @@ class Method(_Strict):
 class AlgorithmConfig(_Strict):
     advantage: str = "grpo"  # registered in rft.algo.ADVANTAGES: grpo | rloo | dr_grpo
     loss: str = "grpo"  # registered in rft.algo.LOSSES: grpo | dapo | dr_grpo
-    epsilon: float = 0.2
-    epsilon_high: float | None = None  # None: same as epsilon (DAPO suggests 0.28)
-    beta: float = 0.0  # KL weight to the frozen reference; 0 skips the reference pass entirely
-    num_iterations: int = 1  # optimizer passes per rollout batch (>1 reuses rollout log-probs as old policy)
+    epsilon: float = Field(0.2, gt=0, le=1)
+    epsilon_high: float | None = Field(None, gt=0, le=1)  # None: same as epsilon (DAPO suggests 0.28); >= epsilon
+    beta: float = Field(0.0, ge=0, le=100)  # KL weight to the frozen reference; 0 skips the reference pass entirely
+    num_iterations: int = Field(1, ge=1, le=64)  # optimizer passes per rollout batch (>1 reuses rollout log-probs)
 
 
 class SamplingConfig(_Strict):
-    n: int = 8  # completions per prompt (group size)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 32
+    n: int = Field(8, ge=2, le=MAX_GROUP)  # completions per prompt (group size); group-relative RL needs 2
+    # > 0: the engine's temperature 0 is greedy, which makes every completion of a group the same (nothing to
+    # learn) and records log-probs at temperature 1 while the policy divides by max(T, 1e-6)
+    temperature: float = Field(1.0, gt=0, le=100)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, le=1_000_000)  # 0: off
+    max_new_tokens: int = Field(32, ge=1, le=MAX_NEW_TOKENS)
     stop: list[str] = Field(default_factory=list)
 
 
 class OptimizerConfig(_Strict):
-    lr: float = 2e-5
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    grad_accumulation: int = 1  # micro-batches per optimizer step
-    betas: tuple[float, float] = (0.9, 0.99)
+    lr: float = Field(2e-5, gt=0, le=1)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0, le=1e6)  # 0: no clipping
+    grad_accumulation: int = Field(1, ge=1, le=1024)  # micro-batches per optimizer step
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
     schedule: Literal["constant", "linear", "cosine"] = "constant"
 
 
 class LoraConfig(_Strict):
     enabled: bool = False
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    rank: int = Field(16, ge=1, le=4096)
+    alpha: int = Field(32, ge=1, le=65536)
+    dropout: float = Field(0.0, ge=0, lt=1)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
 class EvalConfig(_Strict):
-    max_items: int | None = None  # limit the validation set (None: all rows)
-    max_new_tokens: int | None = None  # None: same as sampling.max_new_tokens
-    samples: int = 0  # sampled completions per item for pass@k (0: greedy only)
-    temperature: float = 1.0  # for the pass@k samples
+    max_items: int | None = Field(None, ge=1, le=10_000_000)  # limit the validation set (None: all rows)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)  # None: same as sampling.max_new_tokens
+    samples: int = Field(0, ge=0, le=MAX_GROUP)  # sampled completions per item for pass@k (0: greedy only)
+    temperature: float = Field(1.0, ge=0, le=100)  # for the pass@k samples (0: greedy, every sample the same)
     baseline: bool = True
     final: bool = True
     # A second validation set that measures what must not get worse (gates.max_guard_regression), graded by
@@ -110,12 +129,12 @@ class EvalConfig(_Strict):
 class CheckpointConfig(_Strict):
     save_final: bool = True
     at_eval: bool = True  # save a model checkpoint (registered, gated) at every evaluation
-    keep_best: int = Field(2, ge=0)  # model checkpoints kept by validation score, plus the latest and the final
+    keep_best: int = Field(2, ge=0, le=1000)  # model checkpoints kept by validation score, plus the latest and the final
     dtype: Literal["float32", "bfloat16"] = "float32"
     # Exact-resume training state (weights, optimizer, RNG, data cursor): every `state_interval` steps
     # (None: at every evaluation) and whenever the job pauses; the newest `keep_states` are kept.
-    state_interval: int | None = Field(None, ge=1)
-    keep_states: int = Field(2, ge=1)
+    state_interval: int | None = Field(None, ge=1, le=MAX_STEPS)
+    keep_states: int = Field(2, ge=1, le=1000)
 
 
 class ExtractionConfig(_Strict):
@@ -128,24 +147,62 @@ class ExtractionConfig(_Strict):
 class SandboxConfig(_Strict):
     """Limits for `python` graders (see rft.graders.sandbox for what is and is not protected)."""
 
-    timeout_s: float = 120.0  # wall clock per call
-    cpu_s: float | None = None  # None: timeout_s + 1
-    memory_mb: int = 2048
-    nproc: int = 64
-    fsize_mb: int = 1024
-    workers: int | None = None  # pool size (None: max(2, CPU count))
+    timeout_s: float = Field(120.0, gt=0, le=86400)  # wall clock per call
+    cpu_s: float | None = Field(None, gt=0, le=86400)  # None: timeout_s + 1
+    memory_mb: int = Field(2048, ge=64, le=1_048_576)  # below ~64 MB the interpreter itself cannot start
+    nproc: int = Field(64, ge=1, le=65536)
+    fsize_mb: int = Field(1024, ge=1, le=1_048_576)
+    workers: int | None = Field(None, ge=1, le=1024)  # pool size (None: max(2, CPU count))
     isolation: Literal["auto", "namespaces", "basic"] = "auto"
 
 
 class TrainConfig(_Strict):
-    prompts_per_step: int = 2  # used when hyperparameters.batch_size is auto
-    max_steps: int | None = None
+    prompts_per_step: int = Field(2, ge=1, le=MAX_PROMPTS_PER_STEP)  # used when hyperparameters.batch_size is auto
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # compute dtype; master weights stay fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    micro_batch_size: int | None = None  # sequences per forward/backward (None: the whole step)
-    max_unscored_frac: float = 0.5  # stop the run when a step's unscored share exceeds this
+    micro_batch_size: int | None = Field(None, ge=1, le=MAX_COMPLETIONS_PER_STEP)  # sequences per forward/backward (None: the whole step)
+    max_unscored_frac: float = Field(0.5, ge=0, le=1)  # stop the run when a step's unscored share exceeds this
     log_samples: bool = True
     reference_output: str | None = None  # template; every row's reference must pass the grader
+
+
+def _host_entry_problem(entry: str) -> str | None:
+    """None when `entry` is an IP address, a CIDR block or a host name; else what is wrong with it."""
+    import ipaddress
+    import re
+
+    if not isinstance(entry, str) or not entry.strip():
+        return "an empty entry"
+    e = entry.strip()
+    try:
+        if "/" in e:
+            ipaddress.ip_network(e, strict=False)
+        else:
+            ipaddress.ip_address(e.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    label = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    if "/" not in e and len(e) <= 253 and re.fullmatch(rf"{label}(?:\.{label})*\.?", e):
+        return None
+    return (f"'{e[:100]}' is not an IP address (10.0.0.5), a CIDR block (10.0.0.0/8) or a host name "
+            "(grader.internal)")
+
+
+class NetworkConfig(_Strict):
+    """What `endpoint` graders may reach. Loopback, link-local and private addresses are refused (SSRF) unless
+    listed here: host names, IP addresses or CIDR blocks, e.g. [localhost, 10.0.0.0/8]."""
+
+    allow_private_hosts: list[str] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("allow_private_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        bad = [p for p in (_host_entry_problem(x) for x in v) if p]
+        if bad:
+            raise ValueError("; ".join(bad[:5]))
+        return [x.strip() for x in v]
 
 
 # Imported here, after ExtractionConfig: rft.eval's package imports this module for it.
@@ -163,15 +220,17 @@ class RftSection(_Strict):
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     monitor: MonitorConfig | None = None  # reward-integrity monitor (None: off)
 
 
 class JobSpec(_Strict):
-    model: str = "smollm2-135m-instruct"
-    training_file: str
-    validation_file: str | None = None
-    seed: int = 0
+    # references and paths: at most PATH_MAX, so a pasted blob fails here rather than in a message
+    model: str = Field("smollm2-135m-instruct", min_length=1, max_length=4096)
+    training_file: str = Field(min_length=1, max_length=4096)
+    validation_file: str | None = Field(None, max_length=4096)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     suffix: str | None = Field(default=None, max_length=64)
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
@@ -194,6 +253,121 @@ class JobSpec(_Strict):
         return self.method.reinforcement.hyperparameters
 
 
+# ------------------------------------------------------------------------------------------ value ranges
+@dataclass(frozen=True)
+class FieldRange:
+    """The documented range of one number in the job spec (read from the models' Field constraints)."""
+
+    key: str  # dotted path, e.g. rft.sampling.temperature
+    kind: str  # "int" | "float"
+    lo: float | None
+    lo_open: bool
+    hi: float | None
+    hi_open: bool
+    auto: bool = False  # "auto" is also accepted
+    optional: bool = False  # null is also accepted
+    count: int = 1  # a tuple of `count` such numbers (optimizer.betas)
+    default: Any = None
+
+    def interval(self) -> str:
+        lo = "-inf" if self.lo is None else _fmt_num(self.lo)
+        hi = "inf" if self.hi is None else _fmt_num(self.hi)
+        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+    def text(self) -> str:
+        """'(0, 100]', '[1, 4096] or "auto"', '[1, 1000] or null'."""
+        return self.interval() + (' or "auto"' if self.auto else "") + (" or null" if self.optional else "")
+
+
+def _fmt_num(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        x = int(x)
+    if isinstance(x, int):
+        return "2**32 - 1" if x == 2**32 - 1 else f"{x:_}" if abs(x) >= 100_000 else str(x)
+    return repr(x)
+
+
+def _members(ann: Any, meta: tuple = ()):
+    """The parts of a field annotation: ("num", int|float, constraints), ("auto",), ("none",), ("model", cls),
+    ("tuple", n) before a tuple's members. Looks through Annotated, Optional/Union, tuple, list and dict."""
+    import types
+    from typing import get_args, get_origin
+
+    origin = get_origin(ann)
+    if origin is Annotated:
+        base, *extra = get_args(ann)
+        cons = [c for x in extra for c in getattr(x, "metadata", [x])]  # a Field(...) keeps its bounds in .metadata
+        yield from _members(base, meta + tuple(cons))
+    elif origin in (Union, types.UnionType):
+        for a in get_args(ann):
+            yield from _members(a, meta)
+    elif origin is tuple:
+        args = [a for a in get_args(ann) if a is not Ellipsis]
+        yield ("tuple", len(args))
+        for a in args:
+            yield from _members(a, meta)
+    elif origin in (list, dict, set, frozenset):
+        for a in get_args(ann):
+            yield from _members(a, ())
+    elif origin is Literal:
+        if "auto" in get_args(ann):
+            yield ("auto",)
+    elif ann is type(None):
+        yield ("none",)
+    elif ann in (int, float):
+        yield ("num", ann, meta)
+    elif isinstance(ann, type) and issubclass(ann, BaseModel):
+        yield ("model", ann)
+
+
+def numeric_fields(model: type[BaseModel] | None = None, prefix: str = "") -> list[FieldRange]:
+    """Every number in the job spec with its range, walking the nested models (`JobSpec` by default)."""
+    model = model or JobSpec
+    out: list[FieldRange] = []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        parts = list(_members(f.annotation, tuple(f.metadata)))
+        tags = {p[0] for p in parts}
+        count = next((p[1] for p in parts if p[0] == "tuple"), 1)
+        seen = set()
+        for p in parts:
+            if p[0] == "model":
+                out += numeric_fields(p[1], key + ".")
+            elif p[0] == "num":
+                def bound(attr):
+                    return next((getattr(c, attr) for c in p[2] if getattr(c, attr, None) is not None), None)
+                ge, gt, le, lt = bound("ge"), bound("gt"), bound("le"), bound("lt")
+                r = FieldRange(key, p[1].__name__, gt if gt is not None else ge, gt is not None,
+                               lt if lt is not None else le, lt is not None, "auto" in tags, "none" in tags, count,
+                               None if f.default_factory else f.default)
+                if r not in seen:
+                    seen.add(r)
+                    out.append(r)
+    return out
+
+
+_RANGES: dict[str, FieldRange] = {}
+
+
+def _range_of(key: str) -> FieldRange | None:
+    if not _RANGES:
+        for r in numeric_fields():
+            _RANGES.setdefault(r.key, r)
+    return _RANGES.get(key)
+
+
+def ranges_table() -> str:
+    """The job spec's numbers as a markdown table (key, type, range, default) for the README."""
+    rows = ["| key | type | range | default |", "|---|---|---|---|"]
+    for r in numeric_fields():
+        kind = ("integer" if r.kind == "int" else "number") if r.count == 1 else \
+            f"{r.count} {'integers' if r.kind == 'int' else 'numbers'}"
+        d = r.default
+        default = "null" if d is None else json.dumps(list(d) if isinstance(d, tuple) else d)
+        rows.append(f"| `{r.key}` | {kind} | {r.text().replace('|', chr(92) + '|')} | {default} |")
+    return "\n".join(rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 def _known_fields(model_cls, path: list[str]) -> list[str]:
     cls = model_cls
@@ -201,53 +375,131 @@ def _known_fields(model_cls, path: list[str]) -> list[str]:
         f = cls.model_fields.get(part) if hasattr(cls, "model_fields") else None
         if f is None:
             return []
-        ann = f.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        else:
+        models = [p[1] for p in _members(f.annotation) if p[0] == "model"]  # also MonitorConfig | None
+        if not models:
             return []
+        cls = models[0]
     return list(cls.model_fields) if hasattr(cls, "model_fields") else []
+
+
+def _show(v: Any, limit: int = 100) -> str:
+    """A value as the user wrote it, short: huge strings and integers are cut, never printed whole."""
+    if isinstance(v, bool):
+        s = str(v).lower()
+    elif isinstance(v, int):
+        if v.bit_length() <= 128:
+            s = str(v)
+        elif v.bit_length() < 14_000:  # str() refuses more than 4300 digits
+            s = f"an integer of {len(str(abs(v)))} digits"
+        else:
+            s = f"an integer of about {int(v.bit_length() * 0.30103):,} digits"
+    elif isinstance(v, str):
+        s = v
+    else:
+        try:
+            s = repr(v)
+        except (ValueError, RecursionError):  # an int beyond Python's str() digit limit inside a container
+            s = f"a {type(v).__name__} too large to show"
+    return s if len(s) <= limit else s[:limit] + f"... ({len(s):,} characters)"
+
+
+_UNION_TAGS = ("literal[", "function-", "constrained-", "nullable[", "tuple[", "list[", "dict[")
 
 
 def _pydantic_problems(err: ValidationError, source: str | None) -> list[Problem]:
     out = []
     for e in err.errors():
-        loc = [str(x) for x in e["loc"] if not isinstance(x, int) or True]
-        # pydantic reports union members as extra loc parts ("int", "literal['auto']"); drop them
-        loc = [x for x in loc if not x.startswith(("literal[", "function-")) and x not in ("int", "float", "str")]
+        # pydantic reports union members as extra loc parts ("int", "constrained-int", "literal['auto']"); drop them
+        loc = [str(x) for x in e["loc"] if not (isinstance(x, str) and (x.startswith(_UNION_TAGS) or
+                                                                        x in ("int", "float", "str", "bool", "none")))]
         path = ".".join(loc)
+        rng = _range_of(".".join(x for x in loc if not x.isdigit()))
         if e["type"] == "extra_forbidden":
             parent = [str(x) for x in e["loc"][:-1]]
             options = _known_fields(JobSpec, parent)
-            msg = f"unknown key '{e['loc'][-1]}'{did_you_mean(str(e['loc'][-1]), options)}"
+            msg = f"unknown key '{_show(e['loc'][-1], 80)}'{did_you_mean(str(e['loc'][-1]), options)}"
             if options:
                 msg += f"; valid keys here: {', '.join(options)}"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif rng is not None:
+            if e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+                what = ""
+            elif e["type"] == "finite_number":
+                what = "a finite number "
+            else:
+                what = "an integer " if rng.kind == "int" else "a number "
+            msg = f"must be {what}in {rng.text()}, got {_show(e.get('input'))}"
+        elif e["type"] == "value_error":  # our own validators: their message says what is wrong
+            msg = str(e["msg"]).removeprefix("Value error, ")
         else:
-            msg = f"{e['msg']} (got {e.get('input')!r})"
+            msg = f"{e['msg']} (got {_show(e.get('input'))})"
         out.append(Problem(msg, file=source, field=path))
-    # de-duplicate (union members repeat the same complaint)
+    # one complaint per number (a union with "auto" fails once per member), no repeats elsewhere
     seen, uniq = set(), []
     for p in out:
-        if (p.field, p.message) not in seen:
-            seen.add((p.field, p.message))
+        k = p.field if _range_of(p.field or "") else (p.field, p.message)
+        if k not in seen:
+            seen.add(k)
             uniq.append(p)
     return uniq
 
 
+MAX_OVERRIDE_CHARS = 100_000
+
+
+class _AliasInOverride(Exception):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Override values are one-liners: YAML anchors and aliases there can only be an alias bomb."""
+
+    def compose_node(self, parent, index):  # noqa: D401 - yaml's hook
+        if self.check_event(yaml.events.AliasEvent):
+            raise _AliasInOverride()
+        return super().compose_node(parent, index)
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML; text that is not valid YAML stays a string)."""
+    import re
+
+    if not isinstance(text, str):
+        raise RftError(f"override {_show(text)} is not key=value text")
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise RftError(f"override '{_short(text)}' is {len(text):,} characters; the limit is {MAX_OVERRIDE_CHARS:,}")
     if "=" not in text:
-        raise RftError(f"override '{text}' is not key=value (e.g. rft.sampling.temperature=0.7)")
+        raise RftError(f"override '{_short(text)}' is not key=value (e.g. rft.sampling.temperature=0.7)")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise RftError(f"override '{text}' has an empty key")
+        raise RftError(f"override '{_short(text)}' has an empty key")
+    parts = key.split(".")
+    if any(not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}", p) for p in parts) or len(parts) > 16:
+        why = "an empty part (a..b, .a or a.)" if "" in parts else "a part that is not a name (letters, digits, _ or -)"
+        raise RftError(f"override '{_short(text)}': the key '{_short(key)}' has {why}; "
+                       "keys are dotted names like rft.sampling.temperature")
+    if not value.strip():
+        return parts, ""
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.load(value, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasInOverride:
+        raise RftError(f"override '{_short(key)}': values cannot use YAML aliases (*name); write the value out") from None
     except yaml.YAMLError:
-        parsed = value
-    return key.split("."), parsed
+        parsed = value  # not YAML: the text itself (e.g. a grader template with a colon)
+    except RecursionError:
+        raise RftError(f"override '{_short(key)}': the value nests too deeply to parse") from None
+    except (ValueError, OverflowError) as e:  # PyYAML's int() of a number with more than 4300 digits
+        raise RftError(f"override '{_short(key)}': the value cannot be read: {_short(str(e), 120)}") from None
+    from rft.userinput import check_depth
+
+    check_depth(parsed, f"override '{_short(key)}'", "override value")
+    return parts, parsed
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -259,38 +511,43 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if nxt is None:
                 nxt = cur[part] = {}
             if not isinstance(nxt, dict):
-                raise RftError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a section")
+                raise RftError(f"override '{_short(text)}': '{'.'.join(path[: i + 1])}' is not a section "
+                               f"(it holds {_show(nxt, 40)})")
             cur = nxt
         cur[path[-1]] = value
     return raw
 
 
+MAX_JOB_BYTES = 4 * 1024 * 1024  # a job spec is a page of YAML; even inline python graders fit many times over
+
+
 def load_raw(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise RftError(f"job file not found: {path}")
-    text = p.read_text()
+    """The job file's mapping. Every way the file can be wrong (missing, a directory, binary, not UTF-8, not
+    JSON/YAML, too deep, an alias bomb, too large, not a mapping) is one RftError naming the file."""
+    from rft.userinput import load_mapping_file
+
     try:
-        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise RftError(f"{path}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
-    if not isinstance(raw, dict):
-        raise RftError(f"{path}: a job spec must be a mapping at the top level")
-    return raw
+        return load_mapping_file(path, "job spec", max_bytes=MAX_JOB_BYTES)
+    except (ValueError, OverflowError) as e:  # PyYAML's int() of a number with more than 4300 digits
+        raise RftError(f"{path}: the job spec has a value that cannot be read: {_short(str(e), 120)}") from None
 
 
 def parse_job(raw: dict, source: str | None = None) -> JobSpec:
+    from rft.userinput import check_depth
+
+    where = f" {source}" if source else ""
+    check_depth(raw, source or "job spec", "job spec")  # deep values would reach pydantic's recursion limit
     try:
         job = JobSpec.model_validate(raw)
     except ValidationError as e:
-        raise RftError(f"invalid job spec{f' {source}' if source else ''}", _pydantic_problems(e, source)) from None
+        raise RftError(f"invalid job spec{where}", _pydantic_problems(e, source)) from None
     from rft import algo
 
     problems = []
     if job.rft.algorithm.advantage not in algo.ADVANTAGES:
-        problems.append(Problem(f"unknown advantage '{job.rft.algorithm.advantage}'{did_you_mean(job.rft.algorithm.advantage, list(algo.ADVANTAGES))}; valid: {', '.join(algo.ADVANTAGES)}", file=source, field="rft.algorithm.advantage"))
+        problems.append(Problem(f"unknown advantage '{_show(job.rft.algorithm.advantage)}'{did_you_mean(job.rft.algorithm.advantage, list(algo.ADVANTAGES))}; valid: {', '.join(algo.ADVANTAGES)}", file=source, field="rft.algorithm.advantage"))
     if job.rft.algorithm.loss not in algo.LOSSES:
-        problems.append(Problem(f"unknown loss '{job.rft.algorithm.loss}'{did_you_mean(job.rft.algorithm.loss, list(algo.LOSSES))}; valid: {', '.join(algo.LOSSES)}", file=source, field="rft.algorithm.loss"))
+        problems.append(Problem(f"unknown loss '{_show(job.rft.algorithm.loss)}'{did_you_mean(job.rft.algorithm.loss, list(algo.LOSSES))}; valid: {', '.join(algo.LOSSES)}", file=source, field="rft.algorithm.loss"))
     from rft.graders.run import validate_reinforcement_grader
 
     for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader"):
@@ -300,13 +557,52 @@ def parse_job(raw: dict, source: str | None = None) -> JobSpec:
 
         try:
             re.compile(job.rft.extraction.pattern)
-        except re.error as e:
+        except (re.error, RecursionError, OverflowError) as e:
             problems.append(Problem(f"invalid regular expression: {e}", file=source, field="rft.extraction.pattern"))
-    if job.rft.sampling.n < 2:
-        problems.append(Problem("group-relative RL needs at least 2 completions per prompt", file=source, field="rft.sampling.n"))
+    problems += _cross_field_problems(job, source)
     if problems:
-        raise RftError(f"invalid job spec{f' {source}' if source else ''}", problems)
+        raise RftError(f"invalid job spec{where}", problems)
     return job
+
+
+def _cross_field_problems(job: JobSpec, source: str | None) -> list[Problem]:
+    """Ranges that depend on two fields: the clip window, the learning rate, completions per prompt and step."""
+    out = []
+    a, hp = job.rft.algorithm, job.hp
+    if a.epsilon_high is not None and a.epsilon_high < a.epsilon:
+        out.append(Problem(f"must be >= rft.algorithm.epsilon ({a.epsilon}), got {a.epsilon_high}", file=source,
+                           field="rft.algorithm.epsilon_high"))
+    if hp.learning_rate_multiplier != "auto" and job.rft.optimizer.lr * hp.learning_rate_multiplier > 1:
+        out.append(Problem(f"the learning rate rft.optimizer.lr x learning_rate_multiplier = "
+                           f"{job.rft.optimizer.lr * hp.learning_rate_multiplier:g} must be in (0, 1]", file=source,
+                           field="method.reinforcement.hyperparameters.learning_rate_multiplier"))
+    cm = 1.0 if hp.compute_multiplier == "auto" else float(hp.compute_multiplier)
+    group = max(2, round(job.rft.sampling.n * cm))
+    if group > MAX_GROUP:
+        out.append(Problem(f"completions per prompt = round(rft.sampling.n {job.rft.sampling.n} x compute_multiplier "
+                           f"{cm:g}) = {group} must be at most {MAX_GROUP} (they are decoded at once)", file=source,
+                           field="method.reinforcement.hyperparameters.compute_multiplier"))
+    prompts = job.rft.train.prompts_per_step if hp.batch_size == "auto" else int(hp.batch_size)
+    if group <= MAX_GROUP and prompts * group > MAX_COMPLETIONS_PER_STEP:
+        key = "rft.train.prompts_per_step" if hp.batch_size == "auto" else "method.reinforcement.hyperparameters.batch_size"
+        out.append(Problem(f"completions per step = {prompts} prompts x {group} completions = {prompts * group} "
+                           f"must be at most {MAX_COMPLETIONS_PER_STEP}", file=source, field=key))
+    return out
+
+
+def check_context_length(job: JobSpec, context_length: int, source: str | None = None) -> None:
+    """RftError when the tokens to generate cannot fit the model's context window next to a prompt:
+    rft.sampling.max_new_tokens and rft.eval.max_new_tokens must both be below `context_length`."""
+    problems = []
+    for key, n in (("rft.sampling.max_new_tokens", job.rft.sampling.max_new_tokens),
+                   ("rft.eval.max_new_tokens", job.rft.eval.max_new_tokens)):
+        if n is not None and n >= context_length:
+            problems.append(Problem(f"{n} new tokens do not fit the model's context length of {context_length} "
+                                    f"tokens with a prompt; use at most {max(1, context_length - 1)} (less the "
+                                    "prompt's length)", file=source, field=key))
+    if problems:
+        raise RftError(f"invalid job spec{f' {source}' if source else ''}: max_new_tokens does not fit the model's "
+                       f"context length ({context_length} tokens)", problems)
 
 
 def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from rft.errors import RftError
+from rft.errors import RftError, did_you_mean
 from rft.registry import db
 from rft.registry.db import (alias_history, aliases, approvals, audit, batches, checkpoints, datasets, eval_reports,
                              events, gate_verdicts, graders, jobs, metrics)
@@ -139,16 +139,36 @@ class Registry:
             row = row | {"status": "interrupted", "error": err}
         return row
 
-    def get_job(self, job_id: str) -> dict:
+    def _where(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _resolve(self, column, given: str, kind: str, hint: str) -> str:
+        """The id (or alias name) equal to `given`, else the only one that starts with it. Compared as plain
+        strings (substr), never with SQL LIKE: a user's '%' or '_' matches only itself."""
+        given = str(given).strip()
+        if not given:
+            raise RftError(f"no {kind} given (an empty {kind} id)", hint=hint)
         with self.engine.connect() as c:
-            r = _row(c.execute(sa.select(jobs).where(jobs.c.id == job_id)).first())
-            if r is None:
-                cands = c.execute(sa.select(jobs.c.id).where(jobs.c.id.like(f"%{job_id}%"))).scalars().all()
-        if r is None:
-            if len(cands) == 1:
-                return self.get_job(cands[0])
-            hint = f"did you mean {', '.join(cands[:5])}?" if cands else "see `rft jobs list`"
-            raise RftError(f"no job '{job_id}' in the registry ({self.engine.url.render_as_string(hide_password=True)})", hint=hint)
+            if c.execute(sa.select(column).where(column == given)).first() is not None:
+                return given
+            cands = c.execute(sa.select(column).where(sa.func.substr(column, 1, len(given)) == given)
+                              .order_by(column).limit(11)).scalars().all()
+            recent = [] if cands else c.execute(sa.select(column).limit(2000)).scalars().all()
+        if len(cands) == 1:
+            return cands[0]
+        if cands:
+            more = ", ..." if len(cands) > 10 else ""
+            raise RftError(f"{kind} id '{given}' is ambiguous: it starts {'more than 10' if more else len(cands)} "
+                           f"{kind} ids: {', '.join(cands[:10])}{more}", hint=f"give more characters; {hint}")
+        close = did_you_mean(given, recent)
+        raise RftError(f"no {kind} '{given}' in the registry ({self._where()}){close}", hint=hint)
+
+    def get_job(self, job_id: str) -> dict:
+        jid = self._resolve(jobs.c.id, job_id, "job", "see `rft jobs list`")
+        with self.engine.connect() as c:
+            r = _row(c.execute(sa.select(jobs).where(jobs.c.id == jid)).first())
+        if r is None:  # removed between the two reads
+            raise RftError(f"no job '{job_id}' in the registry ({self._where()})", hint="see `rft jobs list`")
         return self._reconcile(r)
 
     def list_jobs(self, limit: int = 50, status: str | None = None) -> list[dict]:
@@ -235,9 +255,10 @@ class Registry:
         return cid
 
     def get_checkpoint(self, ckpt_id: str) -> dict:
-        ckpt_id = ckpt_id.removeprefix("ckpt:")
+        cid = self._resolve(checkpoints.c.id, str(ckpt_id).removeprefix("ckpt:"), "checkpoint",
+                            "see `rft checkpoints list JOB`")
         with self.engine.connect() as c:
-            r = _row(c.execute(sa.select(checkpoints).where(checkpoints.c.id == ckpt_id)).first())
+            r = _row(c.execute(sa.select(checkpoints).where(checkpoints.c.id == cid)).first())
         if r is None:
             raise RftError(f"no checkpoint '{ckpt_id}' in the registry", hint="see `rft checkpoints list JOB`")
         return r
@@ -350,6 +371,7 @@ class Registry:
 
     def rollback(self, alias: str, *, by: str) -> dict:
         """Move the alias back to the target it had before its current one. Nothing is deleted."""
+        alias = self._alias_name(alias)
         with self.engine.begin() as c:
             cur = _row(c.execute(sa.select(aliases).where(aliases.c.name == alias)).first())
             if cur is None:
@@ -369,15 +391,19 @@ class Registry:
                         {"checkpoint_id": prev["checkpoint_id"]}, vid, None)
         return self.alias(alias)
 
-    def alias(self, name: str) -> dict:
-        name = name.removeprefix("alias:")
+    def _alias_name(self, name: str) -> str:
         with self.engine.connect() as c:
-            r = _row(c.execute(sa.select(aliases).where(aliases.c.name == name)).first())
-            if r is None:
-                known = c.execute(sa.select(aliases.c.name)).scalars().all()
+            known = c.execute(sa.select(aliases.c.name).order_by(aliases.c.name).limit(20)).scalars().all()
+        hint = ("known aliases: " + ", ".join(known)) if known else \
+            "promote an approved checkpoint with `rft promote CKPT --alias NAME`"
+        return self._resolve(aliases.c.name, str(name).removeprefix("alias:"), "alias", hint)
+
+    def alias(self, name: str) -> dict:
+        n = self._alias_name(name)
+        with self.engine.connect() as c:
+            r = _row(c.execute(sa.select(aliases).where(aliases.c.name == n)).first())
         if r is None:
-            raise RftError(f"no alias '{name}'", hint=("known aliases: " + ", ".join(known)) if known else
-                           "promote an approved checkpoint with `rft promote CKPT --alias NAME`")
+            raise RftError(f"no alias '{name}'")
         return r
 
     def list_aliases(self) -> list[dict]:

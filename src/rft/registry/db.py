@@ -231,53 +231,166 @@ def database_url() -> str:
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
-    """WAL, a busy timeout, foreign keys; and no implicit transactions from the driver, so that the "begin"
-    listener's BEGIN IMMEDIATE is the only one (concurrent writers then queue instead of failing half-way)."""
+    """A busy timeout and foreign keys; and no implicit transactions from the driver, so that the "begin"
+    listener's BEGIN IMMEDIATE is the only one (concurrent writers then queue instead of failing half-way).
+    WAL mode is set by `migrate`, once the file is known to be an rft registry: it rewrites the file's header."""
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
 
+def _shown(url: str) -> str:
+    """A URL fit to print: the password replaced (also in a URL too malformed to parse)."""
+    import re
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - anything unparsable is shown with a regex mask instead
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)[:300]
+
+
+_WHAT_TO_DO = ("move the file aside to start a new registry (or restore a backup), or point RFT_DATABASE_URL at "
+               "another database; nothing in it was changed")
+
+
+def _check_sqlite_file(path: str | None, name: str) -> None:
+    """Refuse, without writing, a file that is not an SQLite database (SQLite would report it only later)."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return  # a new registry
+    except IsADirectoryError:
+        raise RftError(f"the registry database {name} is a directory, not a file",
+                       hint="point RFT_DATABASE_URL at a file, e.g. sqlite:////path/to/rft.db") from None
+    except OSError as e:
+        raise RftError(f"cannot read the registry database {name}: {e.strerror or e}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise RftError(f"the registry database {name} is not an SQLite database (corrupt, or another kind of file)",
+                       hint=_WHAT_TO_DO)
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+
+
 def get_engine(url: str | None = None) -> sa.Engine:
+    from_env = url is None and bool(os.environ.get("RFT_DATABASE_URL"))
     url = url or database_url()
     with _lock:
         eng = _engines.get(url)
         if eng is None:
-            kw = {}
-            if url.startswith("sqlite"):
-                kw["connect_args"] = {"timeout": 30}
-            eng = sa.create_engine(url, future=True, pool_pre_ping=True, **kw)
-            if url.startswith("sqlite"):
-                event.listen(eng, "connect", _sqlite_connect)
-                event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-            migrate(eng)
+            eng = _open(url, from_env)
             _engines[url] = eng
         return eng
 
 
+def _open(url: str, from_env: bool) -> sa.Engine:
+    """An engine with the schema migrated, or one RftError naming the database and what to do."""
+    src = "RFT_DATABASE_URL" if from_env else "the database URL"
+    example = "e.g. sqlite:////path/to/rft.db or postgresql+psycopg://user@host:5432/rft"
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as e:
+        raise RftError(f"{src} '{_shown(url)}' is not a valid database URL ({_reason(e)})", hint=example) from None
+    name = _shown(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    kw: dict = {}
+    if sqlite:
+        _check_sqlite_file(parsed.database, name)
+        kw["connect_args"] = {"timeout": 30}
+    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        kw["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+    try:
+        eng = sa.create_engine(parsed, future=True, pool_pre_ping=True, **kw)
+    except (sa.exc.ArgumentError, ImportError, ValueError, TypeError) as e:
+        raise RftError(f"{src} '{name}' names a database this installation cannot open ({_reason(e)})",
+                       hint=f"{example}; other databases need their SQLAlchemy driver installed") from None
+    if sqlite:
+        event.listen(eng, "connect", _sqlite_connect)
+        event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        migrate(eng)
+    except RftError:
+        eng.dispose()
+        raise
+    except (sa.exc.DBAPIError, sa.exc.NoSuchTableError) as e:
+        eng.dispose()
+        if sqlite and isinstance(e, sa.exc.DatabaseError) and not isinstance(e, sa.exc.OperationalError):
+            raise RftError(f"the registry database {name} is not a usable SQLite database ({_reason(e)})",
+                           hint=_WHAT_TO_DO) from None
+        raise RftError(f"cannot open the registry database {name}: {_reason(e)}",
+                       hint="check that the database server is running and reachable and that "
+                            f"{src} is right" + ("" if sqlite else f" ({example})")) from None
+    return eng
+
+
+def _check_schema(conn, name: str) -> int:
+    """The schema version of an rft registry (0: empty database), or RftError for a foreign or newer one.
+    Reads only, so a database that is refused is left exactly as it was."""
+    insp = sa.inspect(conn)
+    tables = set(insp.get_table_names())
+    if not tables:
+        return 0
+    if "schema_version" not in tables:
+        shown = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise RftError(f"the database {name} is not an rft registry: it holds other tables ({shown}) and no "
+                       "schema_version table", hint="point RFT_DATABASE_URL at a new or rft-owned database; "
+                       "nothing in this one was changed")
+    # A table of ours with other columns is someone else's (or was changed by hand). A future migration that
+    # adds a column to an existing table has to skip that column here for databases older than it.
+    for t in [schema_version, *(t for t in metadata.sorted_tables if t is not schema_version)]:
+        if t.name not in tables:
+            continue
+        have = {c["name"] for c in insp.get_columns(t.name)}
+        missing = [c.name for c in t.columns if c.name not in have]
+        if missing:
+            raise RftError(f"the database {name} is not an rft registry: its table '{t.name}' lacks the column(s) "
+                           f"{', '.join(missing[:5])}{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}",
+                           hint="point RFT_DATABASE_URL at a new or rft-owned database; "
+                           "nothing in this one was changed")
+    cur = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+    if cur > SCHEMA_VERSION:
+        raise RftError(f"the registry at {name} has schema version {cur}, newer than this rft knows "
+                       f"({SCHEMA_VERSION}); it was written by a newer rft",
+                       hint="upgrade rft, or point RFT_DATABASE_URL at another database; "
+                            "nothing in this one was changed")
+    return cur
+
+
 def migrate(eng: sa.Engine) -> int:
-    """Apply pending migrations; return the schema version. Safe to call from several processes at once."""
+    """Apply pending migrations; return the schema version. Safe to call from several processes at once.
+    A foreign, corrupt or newer database is refused before anything is written to it."""
+    name = eng.url.render_as_string(hide_password=True)
     for attempt in range(20):
         try:
             with eng.begin() as conn:
+                cur = _check_schema(conn, name)
                 schema_version.create(conn, checkfirst=True)
-                cur = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-                if cur > SCHEMA_VERSION:
-                    raise RftError(f"the registry at {eng.url.render_as_string(hide_password=True)} has schema version "
-                                   f"{cur}, newer than this rft ({SCHEMA_VERSION})", hint="upgrade rft")
                 for v in range(cur, SCHEMA_VERSION):
                     MIGRATIONS[v](conn)
                     conn.execute(schema_version.insert().values(version=v + 1, applied_at=time.time()))
-                return SCHEMA_VERSION
+            break
         except sa.exc.IntegrityError:  # another process applied the same migration first (PostgreSQL)
             time.sleep(0.05 * (attempt + 1))
         except sa.exc.ProgrammingError:
             time.sleep(0.05 * (attempt + 1))
-    raise RftError("could not migrate the registry schema (another process kept it locked)")
+    else:
+        raise RftError("could not migrate the registry schema (another process kept it locked)")
+    if eng.dialect.name == "sqlite":
+        # Outside any transaction (SQLite refuses the switch inside one): the raw connection has no "begin" hook.
+        raw = eng.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA journal_mode=WAL")
+        finally:
+            raw.close()
+    return SCHEMA_VERSION
 
 
 def reset_engines() -> None:

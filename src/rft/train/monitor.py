@@ -49,28 +49,29 @@ Action = Literal["warn", "pause"]
 
 
 class MonitorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Every number has a range (checked by tests/test_config_ranges.py) and must be finite.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     enabled: bool = True
     policy: Action = "warn"  # what every alarm asks for, unless `actions` says otherwise for its kind
     actions: dict[str, Action] = Field(default_factory=dict)  # per-kind override, e.g. {reward_hacking: pause}
-    window: int = Field(5, ge=1)  # steps averaged for the current value of a metric
-    early_steps: int = Field(5, ge=1)  # first steps averaged for the early (reference) value
+    window: int = Field(5, ge=1, le=100_000)  # steps averaged for the current value of a metric
+    early_steps: int = Field(5, ge=1, le=100_000)  # first steps averaged for the early (reference) value
     # reward hacking: training reward up while validation / guard score down
-    eval_window: int = Field(2, ge=1)  # compare with the evaluation this many evaluations back
-    min_reward_rise: float = Field(0.05, ge=0.0)
-    min_score_drop: float = Field(0.02, ge=0.0)
-    # entropy (None disables the check)
-    entropy_collapse_ratio: float | None = Field(0.1, gt=0.0)
-    entropy_explosion_ratio: float | None = Field(5.0, gt=1.0)
+    eval_window: int = Field(2, ge=1, le=10_000)  # compare with the evaluation this many evaluations back
+    min_reward_rise: float = Field(0.05, ge=0.0, le=1e6)
+    min_score_drop: float = Field(0.02, ge=0.0, le=1e6)
+    # entropy (None disables the check); a collapse is a fall below ratio x early, so the ratio is below 1
+    entropy_collapse_ratio: float | None = Field(0.1, gt=0.0, lt=1.0)
+    entropy_explosion_ratio: float | None = Field(5.0, gt=1.0, le=1e6)
     # KL to the reference (None: no limit)
-    kl_max: float | None = Field(None, gt=0.0)
+    kl_max: float | None = Field(None, gt=0.0, le=1e6)
     # mean completion length against its early value (None disables the check)
-    length_growth_ratio: float | None = Field(3.0, gt=1.0)
+    length_growth_ratio: float | None = Field(3.0, gt=1.0, le=1e6)
     # reward variance vanishing (None disables the check)
-    zero_variance_steps: int | None = Field(10, ge=1)
+    zero_variance_steps: int | None = Field(10, ge=1, le=100_000)
     zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
-    min_group_std: float = Field(1e-6, ge=0.0)
+    min_group_std: float = Field(1e-6, ge=0.0, le=1e6)
 
     @field_validator("actions")
     @classmethod
