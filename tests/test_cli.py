@@ -1,22 +1,22 @@
-"""The command line: bad input gives a clear message and exit code 2, never a traceback."""
+"""The command line: bad input gives a clear message and exit code 2, never a traceback.
+
+Every case runs the installed `rft` console script (tests/clitools.py), as a user types it. Usage errors and
+hostile files have their own files: test_cli_frontdoor.py, test_cli_files.py.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from tests.clitools import assert_user_error, run_rft
 
-RFT = [sys.executable, "-m", "rft.cli.main"]
 GOOD_GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.extracted}}",
                "reference": "{{item.answer}}", "operation": "eq"}
 
 
 def run(*args, cwd=None):
-    return subprocess.run(RFT + list(args), capture_output=True, text=True, cwd=cwd, env=os.environ.copy(), timeout=300)
+    return run_rft(*[str(a) for a in args], cwd=cwd)
 
 
 def _job(tmp_path: Path, **over) -> Path:
@@ -29,14 +29,12 @@ def _job(tmp_path: Path, **over) -> Path:
 
 
 def _assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    for n in needles:
-        assert n in r.stderr, (n, r.stderr)
+    assert_user_error(r, *needles)
+    assert r.stderr.startswith("error: "), r.stderr  # the message, on stderr, first
 
 
 def test_missing_job_file(tmp_path):
-    _assert_user_error(run("train", str(tmp_path / "nope.yaml")), "job file not found")
+    _assert_user_error(run("train", str(tmp_path / "nope.yaml")), "nope.yaml", "not found")
 
 
 def test_unknown_config_key_with_did_you_mean(tmp_path):
@@ -64,14 +62,16 @@ def test_invalid_jsonl_names_line_and_field(tmp_path):
 
 def test_missing_data_file(tmp_path):
     p = _job(tmp_path, training_file=str(tmp_path / "missing.jsonl"))
-    _assert_user_error(run("train", str(p)), "missing.jsonl")
+    _assert_user_error(run("train", str(p)), "missing.jsonl", "training data not found")
+    assert json.loads(run("jobs", "list", "--json").stdout) == []  # refused before the job was recorded
 
 
 def test_model_reference_that_does_not_exist(tmp_path):
+    # the wording is rft.models' (tested there); here: exit 2, no traceback, the reference named
     p = _job(tmp_path, model="meta-llama/Llama-3-8B")
-    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "hub id", "directory")
+    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "meta-llama/Llama-3-8B")
     p = _job(tmp_path, model=str(tmp_path / "no_such_model"))
-    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "not found")
+    _assert_user_error(run("train", str(p), "rft.train.max_steps=1"), "no_such_model")
 
 
 def test_bad_override_syntax(tmp_path):
@@ -96,7 +96,7 @@ def test_help_lists_commands():
     r = run("--help")
     assert r.returncode == 0
     for c in ("train", "demo", "eval", "models", "data", "grader"):
-        assert c in r.stdout
+        assert f"\n  {c} " in r.stdout
 
 
 def _tiny_job(tmp_path, tiny_model_dir) -> Path:

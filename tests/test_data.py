@@ -19,7 +19,8 @@ from rft.data import (
     validate_file,
 )
 from rft.data.builtin import arithmetic_partition
-from rft.data.jsonl import MAX_ROWS, check_row
+from rft.data import jsonl
+from rft.data.jsonl import MAX_FILE_BYTES, MAX_ROWS, check_row
 from rft.data.reasoning_gym_tasks import json_safe
 from rft.errors import RftError
 
@@ -130,6 +131,37 @@ def test_missing_file(tmp_path):
     with pytest.raises(RftError) as exc:
         load_dataset(path)
     assert exc.value.hint and "current directory" in exc.value.hint
+
+
+def test_binary_file_is_one_problem_at_its_first_nul(tmp_path):
+    p = tmp_path / "data.jsonl"
+    p.write_bytes(json.dumps(GOOD).encode() + b"\n\x1f\x8b\x08\x00" + bytes(range(256)) * 20)
+    report = validate_file(p)
+    assert [(q.line, q.field) for q in report.problems] == [(2, None)] and "binary" in report.problems[0].message
+
+
+def test_too_deep_non_finite_and_huge_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 150_000)
+    path = write(tmp_path, [json.dumps(GOOD), "[" * 100_000, json.dumps({**GOOD, "x": [[[[]]]]}),
+                            "[" * 65 + "]" * 65, '{"messages": [], "x": 1e999}', json.dumps({**GOOD, "pad": "a" * 150_000})])
+    report = validate_file(path)
+    assert [q.line for q in report.problems] == [2, 4, 5, 6]
+    msgs = [q.message for q in report.problems]
+    assert "levels deep" in msgs[0] and "levels deep" in msgs[1] and "1e999 is out of range" in msgs[2]
+    assert "the limit is 150,000 bytes" in msgs[3]
+
+
+def test_file_over_the_size_limit_and_unreadable_paths(tmp_path):
+    big = tmp_path / "big.jsonl"
+    with open(big, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: refused from its size, nothing read
+    for path, needle in [(big, "the limit is"), (tmp_path, "is a directory"),
+                         (tmp_path / ("n" * 300), "longer than the file system allows")]:
+        report = validate_file(path)
+        assert len(report.problems) == 1 and needle in report.problems[0].message, report.problems
+        assert report.problems[0].file == str(path) and str(path)[:50] not in report.problems[0].message
+        with pytest.raises(RftError, match="1 problem"):
+            load_jsonl(path)
 
 
 def test_too_many_rows(tmp_path):

@@ -1,7 +1,8 @@
 """`rft eval` and `rft compare`: thin wrappers over `rft.eval.runner.run_eval` and `rft.eval.compare`.
 
 `register(app)` adds both commands to the Typer app (rft.cli.main calls it). They parse, call the library,
-print a table (or the JSON with --json) and say where the report files are.
+print a table (or the JSON with --json) and say where the report files are. An `--output` folder that is a file
+or already holds files is refused before anything runs (exit 2, nothing there changed).
 
 How to run:
     rft eval MODEL --data val.jsonl --grader grader.json --n 4 --by topic
@@ -104,7 +105,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Evaluate a model: accuracy with 95% CI, pass@k, per-slice results, grader error rates; writes report.json/.md."""
         from rft.eval.runner import run_eval
+        from rft.userinput import check_output_dir
 
+        if output is not None:  # before the model loads: a report folder never overwrites or mixes with files
+            check_output_dir(output, "report folder")
         rep = run_eval(model, data, str(grader), n=n, by=by or [], output_dir=output, max_new_tokens=max_new_tokens,
                        limit=limit, extract=extract, split=split, temperature=temperature, seed=seed,
                        on_report=_store_eval)
@@ -140,8 +144,12 @@ def register(app: typer.Typer) -> None:
         from rft.eval.runner import load_report
         from rft.home import rft_home
 
+        from rft.userinput import check_output_dir
+
         if resamples < 1:
             raise RftError(f"--resamples must be >= 1, got {resamples}")
+        if output is not None:
+            check_output_dir(output, "comparison folder")
         ra = load_report(a_report) if a_report else None
         rb = load_report(b_report) if b_report else None
         # the positional models fill, in order, the sides that have no saved report

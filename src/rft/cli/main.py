@@ -1,6 +1,15 @@
 """The `rft` command line. Every command calls a library function; this module only parses and prints.
 
-User mistakes (bad files, unknown keys, missing models) print a clear message and exit with code 2.
+What: the Typer app (commands listed in `COMMAND_ORDER`, `-h`/`--help` everywhere, `--version`/`-V`) and `main()`,
+the one place that turns every way a run can end into an exit code and at most a few lines on stderr:
+  - a user mistake (`RftError`, or a usage error: unknown command or flag, missing argument, bad value) prints
+    `error: ...` (usage errors first print the usage line) and exits 2, never with a traceback;
+  - `typer.Exit(code)` keeps its code (75 paused, 3 cancelled); Ctrl-C exits 130;
+  - anything else is a bug in rft: a short "internal error" message saying how to report it, exit 70
+    (EX_SOFTWARE); RFT_DEBUG=1 prints the traceback instead.
+Simplified: typer 0.29 raises exceptions from its own vendored copy of click; `_usage_error_types` accepts both
+that copy and the real click (older typers), so a typer upgrade inside the pinned range cannot bring tracebacks back.
+How to run: `rft --help`, `rft train examples/quickstart.yaml`, `python -m rft.cli.main --version`.
 """
 
 from __future__ import annotations
@@ -8,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,17 +25,60 @@ import typer
 from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from rft.cli.serve_cmd import serve as serve_cmd
 from rft.cli.batch_cmd import batch_app
 from rft.cli import eval_cmds, registry_cmds
+from rft.data.jsonl import MAX_FILE_BYTES, MAX_LINE_BYTES
 from rft.errors import RftError
+from rft.userinput import check_input_path, check_output_dir, load_json_file, parse_json, read_user_text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+# The order of `rft --help`: the workflow from training to serving. Typer itself lists plain commands before
+# groups, which put `promote` first and `train` in the middle.
+COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "data", "grader", "models", "jobs", "checkpoints",
+                 "promote", "rollback", "aliases", "lineage", "audit", "batch", "serve")
+INTERNAL_ERROR_EXIT = 70  # sysexits EX_SOFTWARE: a bug in rft, not a user mistake (those exit 2)
+
+
+class OrderedGroup(TyperGroup):
+    """A command group that lists its commands in `COMMAND_ORDER`; any command not named there follows, in the
+    order it was registered (sorted() is stable)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda n: rank.get(n, len(rank)))
+
+
+app = typer.Typer(cls=OrderedGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="rft: reinforcement fine-tuning for open models (OpenAI RFT job specs and graders).")
 models_app = typer.Typer(no_args_is_help=True, help="List and prepare model references.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate datasets.")
 grader_app = typer.Typer(no_args_is_help=True, help="Validate and run graders.")
+
+
+def version_string() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rft")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rft {version_string()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    """rft: reinforcement fine-tuning for open models (OpenAI RFT job specs and graders)."""
+
+
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(grader_app, name="grader")
@@ -62,6 +115,15 @@ def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_j
     from rft.train.loop import run_job
 
     job = load_job(job_path, overrides)
+    # The data files exist and are files before the job is recorded: a typo'd path is one line and no registry
+    # row. (Their content is validated by the loader, line by line.)
+    for what, ref in (("training data", job.training_file), ("validation data", job.validation_file),
+                      ("guard dataset", job.rft.eval.guard_file)):
+        if ref and not ref.startswith("builtin:"):
+            check_input_path(ref, what, max_bytes=MAX_FILE_BYTES)
+    if output_dir is not None:
+        # before the job is recorded or anything is written: a run folder never mixes with or overwrites files
+        check_output_dir(output_dir, "run folder")
     return _run_training(lambda progress, log: run_job(job, output_dir=output_dir, progress=progress, log=log),
                          as_json, quiet)
 
@@ -302,15 +364,7 @@ def grader_run(
         from rft.data import load_jsonl
 
         rows = list(load_jsonl(str(data)).rows)
-        texts = []
-        for i, line in enumerate(samples.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                v = json.loads(line)
-            except ValueError as e:
-                raise RftError(f"{samples}:{i}: invalid JSON: {e}") from None
-            texts.append(v if isinstance(v, str) else v.get("output_text", ""))
+        texts = _read_samples(samples)
         if len(texts) != len(rows):
             raise RftError(f"{samples} has {len(texts)} samples but {data} has {len(rows)} rows")
         summary = grun.grade_file(spec, rows, texts)
@@ -332,46 +386,140 @@ def grader_run(
         t.add_row("seconds", f"{summary['seconds']:.2f}")
         out.print(t)
         return
+    if sample is not None and sample_file:
+        raise RftError("give --sample TEXT or --sample-file FILE, not both")
+    if item is not None and item_file:
+        raise RftError("give --item JSON or --item-file FILE, not both")
     if sample_file:
-        sample = sample_file.read_text()
+        # one sample and one item are each the size of one dataset row at most
+        sample = read_user_text(sample_file, "sample", max_bytes=MAX_LINE_BYTES)
     if sample is None:
         raise RftError("give --sample TEXT or --sample-file FILE")
     it = {}
     if item_file:
-        item = item_file.read_text()
-    if item:
-        try:
-            it = json.loads(item)
-        except ValueError as e:
-            raise RftError(f"--item is not valid JSON: {e}") from None
+        it = load_json_file(item_file, "dataset item", expect=dict, max_bytes=MAX_LINE_BYTES)
+    elif item is not None:
+        it = parse_json(item, "--item", "dataset item", expect=dict)
     _print_json(grun.run_grader(spec, sample, it))
 
 
-def main() -> None:
+def _read_samples(path: Path) -> list[str]:
+    """The `--samples` JSONL: one sample per non-blank line, a JSON string or an object with a string
+    `output_text`. Every way the file can be wrong is an RftError naming the file and line."""
+    name = str(path)
+    texts = []
+    for i, line in enumerate(read_user_text(path, "samples JSONL", max_bytes=MAX_FILE_BYTES).splitlines(), 1):
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:  # characters, at most as many as bytes: a cheap first cut
+            raise RftError(f"{name}:{i}: the line is longer than the limit of {MAX_LINE_BYTES:,} bytes")
+        v = parse_json(line, name, "sample", line=i)
+        if isinstance(v, dict) and isinstance(v.get("output_text"), str):
+            texts.append(v["output_text"])
+        elif isinstance(v, str):
+            texts.append(v)
+        else:
+            raise RftError(f"{name}:{i}: a sample must be a JSON string or an object with a string 'output_text', "
+                           f"got {json.dumps(v)[:80]}")
+    return texts
+
+
+def _error(message: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {rich_escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _usage_error_types() -> tuple[type, ...]:
+    """The usage-error base classes in play: typer's vendored click (typer >= 0.29: `typer._click`, whose
+    exceptions derive from `typer.exceptions.TyperException`) and, where installed, the real click (older typers
+    raise its exceptions; a plugin might too). Looked up at the moment of the error, so startup imports nothing."""
+    types: list[type] = []
+    try:
+        from typer.exceptions import TyperException
+
+        types.append(TyperException)
+    except ImportError:  # a typer before the vendored copy
+        pass
+    try:
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _exit_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(Exit classes, Abort classes) of typer and of the real click."""
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts)
+
+
+def _show_usage_error(e: Exception) -> None:
+    """The usage line, where to get help, and one `error: ...` line (click's did-you-mean included)."""
+    ctx = getattr(e, "ctx", None)
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    if type(e).__name__ == "NoArgsIsHelpError":
+        # `rft` or `rft jobs` alone: the message is the group's help text, which starts with its usage line
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        return
+    if ctx is not None:
+        sys.stderr.write(f"{ctx.get_usage()}\nTry '{ctx.command_path} -h' for help.\n")
+    _error(message)
+
+
+def _internal_error(e: BaseException) -> None:
+    """A bug: name it, say how to report it; the traceback only with RFT_DEBUG=1 (a user never needs it to act)."""
+    if os.environ.get("RFT_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    text = str(e)
+    text = text if len(text) <= 300 else text[:300] + "..."
+    err.print(f"[bold red]internal error:[/bold red] {rich_escape(type(e).__name__)}: {rich_escape(text)}",
+              markup=True, highlight=False, soft_wrap=True)
+    err.print("This is a bug in rft, not a mistake in what you typed. Please report it to the rft maintainers "
+              "with the command you ran and the output of the same command run with RFT_DEBUG=1 "
+              "(which shows the traceback).", highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script `rft`: run the command, then exit with 0, the command's own code, 2 for a user
+    mistake, 130 for Ctrl-C, or 70 for a bug (see the module docstring)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        rc = app(standalone_mode=False)  # a typer.Exit(code) comes back as the return value here
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
+        # standalone_mode=False: errors come back to us instead of being printed by typer (as a rich box) and
+        # a typer.Exit(code) comes back as the return value.
+        rc = typer.main.get_command(app).main(args=argv, prog_name="rft", standalone_mode=False)
     except RftError as e:
-        err.print(f"[bold red]error:[/bold red] {rich_escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+        _error(str(e))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+    except Exception as e:
+        exits, aborts = _exit_types()
+        if isinstance(e, _usage_error_types()):
+            _show_usage_error(e)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+        if isinstance(e, exits):
+            sys.exit(e.exit_code)
+        if isinstance(e, aborts):  # typer turns EOF on a prompt into Abort
+            err.print("aborted")
+            sys.exit(130 if isinstance(e.__context__, KeyboardInterrupt) else 1)
+        _internal_error(e)
+        sys.exit(INTERNAL_ERROR_EXIT)
+    if rc == 130:  # typer turned Ctrl-C into Exit(130)
+        err.print("interrupted")
+    if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

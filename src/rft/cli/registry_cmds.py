@@ -1,11 +1,15 @@
 """`rft jobs`, `rft checkpoints`, `rft promote`, `rft rollback`, `rft aliases`, `rft lineage`, `rft audit`.
 
 Every list/show command takes --json and prints objects with at least `id` and `status`.
+Job and checkpoint ids typed here are checked for shape first (`_job_ref`, `_ckpt_ref`): a malformed one is one
+`error:` line and exit 2 before the registry is opened; the registry resolves a well-formed one (exactly or by a
+unique prefix) and raises RftError for an unknown or ambiguous one, which `rft.cli.main.main` prints the same way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import List, Optional
@@ -22,6 +26,36 @@ aliases_app = typer.Typer(no_args_is_help=True, help="Aliases such as production
 
 out = Console()
 err = Console(stderr=True)
+
+
+# rft makes every id: ftjob-20250101-120000-1a2b3c, ckpt-1a2b3c4d; a prefix of one has the same letters.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
+_ALIAS = re.compile(r"[A-Za-z0-9._-]{1,64}")  # the registry's rule for alias names
+
+
+def _checked(value: str, pattern: re.Pattern, what: str, rule: str, hint: str) -> str:
+    v = value.strip()
+    if not pattern.fullmatch(v):
+        shown = json.dumps(value, ensure_ascii=False)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise RftError(f"{shown} is not a valid {what}: {rule}", hint=hint)
+    return v
+
+
+def _job_ref(value: str) -> str:
+    return _checked(value, _ID, "job id", "ids are letters, digits and '-', like ftjob-20250101-120000-1a2b3c",
+                    "see `rft jobs list`")
+
+
+def _ckpt_ref(value: str) -> str:
+    return _checked(value.strip().removeprefix("ckpt:"), _ID, "checkpoint id",
+                    "ids are letters, digits and '-', like ckpt-1a2b3c4d (a ckpt: prefix is allowed)",
+                    "see `rft checkpoints list JOB`")
+
+
+def _alias_ref(value: str) -> str:
+    return _checked(value.strip().removeprefix("alias:"), _ALIAS, "alias name",
+                    "use letters, digits, '.', '_' or '-' (at most 64)", "see `rft aliases list`")
 
 
 def _json(obj) -> None:
@@ -63,7 +97,7 @@ def jobs_show(job: str, as_json: bool = typer.Option(False, "--json")):
     from rft.registry import Registry
 
     reg = Registry()
-    j = _job_view(reg.get_job(job))
+    j = _job_view(reg.get_job(_job_ref(job)))
     j["checkpoints"] = [{"id": c["id"], "step": c["step"], "status": c["status"]} for c in reg.list_checkpoints(j["id"])]
     if as_json:
         return _json(j)
@@ -84,7 +118,7 @@ def jobs_events(job: str, as_json: bool = typer.Option(False, "--json"), after: 
     from rft.registry import ACTIVE, Registry
 
     reg = Registry()
-    jid = reg.get_job(job)["id"]
+    jid = reg.get_job(_job_ref(job))["id"]
     seq = after
     while True:
         evs = reg.events(jid, after=seq)
@@ -115,7 +149,7 @@ def _request(job: str, action: str, wait: bool) -> None:
     from rft.registry import ACTIVE, Registry
 
     reg = Registry()
-    j = reg.request(job, action)
+    j = reg.request(_job_ref(job), action)
     if j["status"] in ACTIVE:
         out.print(f"{action} requested for {j['id']}; it takes effect at the end of the current step")
         if wait:
@@ -139,7 +173,7 @@ def jobs_resume(
     from rft.cli.main import _run_training
     from rft.train.loop import resume_job
 
-    _run_training(lambda progress, log: resume_job(job, config_path=config, overrides=overrides or [],
+    _run_training(lambda progress, log: resume_job(_job_ref(job), config_path=config, overrides=overrides or [],
                                                    allow_config_change=allow_config_change, progress=progress, log=log),
                   as_json, quiet)
 
@@ -161,7 +195,7 @@ def ckpt_list(job: str, as_json: bool = typer.Option(False, "--json"),
     from rft.registry import Registry
 
     reg = Registry()
-    jid = reg.get_job(job)["id"]
+    jid = reg.get_job(_job_ref(job))["id"]
     rows = [_ckpt_view(c, reg) for c in reg.list_checkpoints(jid, include_pruned=all_)]
     if as_json:
         return _json(rows)
@@ -182,7 +216,7 @@ def ckpt_show(ckpt: str, as_json: bool = typer.Option(False, "--json")):
     from rft.registry import Registry
 
     reg = Registry()
-    c = reg.get_checkpoint(ckpt)
+    c = reg.get_checkpoint(_ckpt_ref(ckpt))
     view = _ckpt_view(c, reg)
     v = reg.verdict(c["verdict_id"])
     view["verdict"] = v["verdict"] if v else None
@@ -203,7 +237,7 @@ def ckpt_approve(
     """Approve a checkpoint for promotion (refused unless its gates passed, or with --override REASON)."""
     from rft.registry import Registry
 
-    a = Registry().approve(ckpt.removeprefix("ckpt:"), by=by, note=note, override=override)
+    a = Registry().approve(_ckpt_ref(ckpt), by=by, note=note, override=override)
     if as_json:
         return _json(a)
     out.print(f"approved {a['checkpoint_id']} ({a['id']}) by {by}" + (f" [override: {override}]" if override else ""))
@@ -217,7 +251,7 @@ def promote(ckpt: str = typer.Argument(..., help="Checkpoint id (ckpt-... or ckp
     """Point an alias at an approved checkpoint (servers following alias:NAME switch to it)."""
     from rft.registry import Registry, default_actor
 
-    a = Registry().promote(ckpt.removeprefix("ckpt:"), alias, by=by or default_actor())
+    a = Registry().promote(_ckpt_ref(ckpt), _alias_ref(alias), by=by or default_actor())
     if as_json:
         return _json({"id": a["name"], "status": "live", **a})
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']}")
@@ -228,7 +262,7 @@ def rollback(alias: str = typer.Option(..., "--alias", help="Alias to move back 
     """Move an alias back to the checkpoint it pointed at before (nothing is deleted)."""
     from rft.registry import Registry, default_actor
 
-    a = Registry().rollback(alias.removeprefix("alias:"), by=by or default_actor())
+    a = Registry().rollback(_alias_ref(alias), by=by or default_actor())
     if as_json:
         return _json({"id": a["name"], "status": "live", **a})
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']} (rolled back)")

@@ -4,6 +4,10 @@ What: each non-blank line is one JSON object with `messages` (the prompt, ending
 other fields, which graders see as `{{item.<field>}}`. `validate_file` reports every problem in the file, each
 with its file, 1-based line and field (`messages[2].role`); `load_jsonl` returns a `Dataset` or raises one
 `RftError` listing them all.
+Hostile files get one problem each, never an exception: missing, a directory, a name too long (via
+`rft.userinput`), larger than `MAX_FILE_BYTES`, binary (a NUL byte), a line over `MAX_LINE_BYTES`, non-UTF-8,
+invalid JSON, non-finite numbers, nesting deeper than `rft.userinput.MAX_DEPTH` (also where it would hit Python's
+recursion limit), a value that is not an object.
 Simplified: content parts are checked for shape (objects with a string `type`, and a string `text` for text
 parts), not against every part type OpenAI knows; `tools` is only checked to be a list.
 How to run: `python -c "from rft.data import validate_file; print(validate_file('data.jsonl'))"`.
@@ -12,6 +16,7 @@ How to run: `python -c "from rft.data import validate_file; print(validate_file(
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +24,11 @@ from typing import Any
 
 from rft.data.dataset import Dataset, fingerprint
 from rft.errors import Problem, RftError
+from rft.userinput import MAX_DEPTH, check_depth, read_user_bytes
 
 MAX_ROWS = 50_000
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one row; real rows are kilobytes, so a bigger line is a wrong file
+MAX_FILE_BYTES = 512 * 1024 * 1024  # OpenAI's upload limit for a fine-tuning file; the file is held in memory
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -119,30 +127,71 @@ def check_row(row: Any, add) -> None:
         )
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf without passing through parse_constant; a data row holds no infinities either.
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return v
+
+
+_BAD = object()  # _parse_line's "already reported" (None is a real value: the JSON line `null`)
+
+
+def _parse_line(text: str, add) -> Any:
+    """One line's JSON value, or _BAD after `add`ing the problem: nothing escapes."""
+    try:
+        row = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                         parse_float=_finite_float)
+    except json.JSONDecodeError as e:
+        add(f"invalid JSON: {e.msg} (column {e.colno})", None)
+        return _BAD
+    except RecursionError:  # e.g. 100000 '[': the parser recurses once per level
+        add(f"invalid JSON: nested more than {MAX_DEPTH} levels deep", None)
+        return _BAD
+    except ValueError as e:  # duplicate keys, NaN/Infinity, out-of-range numbers, integers over 4300 digits
+        add(f"invalid JSON: {e}", None)
+        return _BAD
+    try:
+        check_depth(row, "", "row")  # later stages (fingerprint, templates) recurse over the row
+    except RftError:
+        add(f"the row nests more than {MAX_DEPTH} levels deep", None)
+        return _BAD
+    return row
+
+
 def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem], int]:
     """Parse and check the whole file: (rows, line_numbers, problems, n_rows). Never raises for bad data."""
     name = str(path)
     problems: list[Problem] = []
-    p = Path(path)
-    if not p.exists():
-        return [], [], [Problem(f"file not found (looked in {p.absolute()})", file=name)], 0
-    if not p.is_file():
-        return [], [], [Problem("not a file (expected a .jsonl data file)", file=name)], 0
     try:
-        data = p.read_bytes()
-    except OSError as e:
-        return [], [], [Problem(f"cannot read the file: {e.strerror or e}", file=name)], 0
+        data = read_user_bytes(path, "dataset", max_bytes=MAX_FILE_BYTES)
+    except RftError as e:
+        # userinput names the file first (a long name cut short with "..."); the Problem has its own file field
+        head, sep, rest = e.message.partition(": ")
+        named = sep and (head == name or (head.endswith("...") and name.startswith(head[:-3])))
+        return [], [], [Problem(rest if named else e.message, file=name)], 0
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark, as some Windows editors write
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        # A binary file (an archive, a Parquet or pickle file) would give one problem per "line"; say it once.
+        line = data.count(b"\n", 0, nul) + 1
+        return [], [], [Problem("the file looks binary (a NUL byte); expected UTF-8 JSONL text, one JSON object per "
+                                "line", file=name, line=line)], 0
 
     rows: list[dict] = []
     line_numbers: list[int] = []
     n_rows = 0
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte-order mark, as some Windows editors write
 
         def add(message: str, fld: str | None, _line: int = lineno) -> None:
             problems.append(Problem(message, file=name, line=_line, field=fld))
 
+        if len(raw) > MAX_LINE_BYTES:
+            n_rows += 1
+            add(f"the line is {len(raw):,} bytes; the limit is {MAX_LINE_BYTES:,} bytes per row", None)
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -154,13 +203,8 @@ def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem]
         n_rows += 1
         if n_rows == MAX_ROWS + 1:
             add(f"too many rows: the limit is {MAX_ROWS:,}; split the file or sample it", None)
-        try:
-            row = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-        except json.JSONDecodeError as e:
-            add(f"invalid JSON: {e.msg} (column {e.colno})", None)
-            continue
-        except ValueError as e:  # duplicate keys, NaN/Infinity
-            add(f"invalid JSON: {e}", None)
+        row = _parse_line(text, add)
+        if row is _BAD:
             continue
         before = len(problems)
         check_row(row, add)
@@ -185,7 +229,7 @@ def load_jsonl(path: str | os.PathLike) -> Dataset:
     rows, line_numbers, problems, _ = _scan(path)
     if problems:
         hint = None
-        if not Path(path).exists():
+        if "not found" in problems[0].message and problems[0].line is None:
             hint = f"relative paths are resolved from the current directory, {Path.cwd()}"
         raise RftError(f"{path}: {len(problems)} problem(s) in the data file", problems=problems, hint=hint)
     return Dataset(
