@@ -1,7 +1,7 @@
 """Catalogue N1: a non-finite loss or gradient. A hook makes the loss NaN at step k, then Inf on the following
 steps. A non-finite step skips optimizer.step() (weights and AdamW state bit-identical), is logged with
 `nonfinite` and the running `skipped_steps`, and still counts (step counter, LR schedule and data cursor
-advance); MAX_NONFINITE_STEPS in a row stop the run with an error and the checkpoints stay intact. The logged
+advance); rft.train.max_nonfinite_steps in a row stop the run with an error and the checkpoints stay intact. The logged
 grad_norm is the pre-clip norm; the applied gradient's norm is <= grad_clip.
 
 Run: `.venv/bin/python -m pytest -q tests/test_nonfinite.py`.
@@ -183,7 +183,9 @@ def test_consecutive_nonfinite_steps_stop_the_run_and_keep_checkpoints(tiny_mode
 
     from rft.registry import Registry
 
-    assert loop.MAX_NONFINITE_STEPS == 3
+    from rft.config import TrainConfig
+
+    assert TrainConfig().max_nonfinite_steps == 3
     _inject(monkeypatch, {2: float("nan"), 3: float("inf"), 4: "grad", 5: float("inf")})
     with pytest.raises(RftError, match="3 consecutive steps had a non-finite loss or gradient") as ei:
         loop.run_job(_job(tiny_model_dir, steps=6), output_dir=str(tmp_path / "run"), log=lambda s: None)

@@ -129,7 +129,9 @@ class EvalConfig(_Strict):
 class CheckpointConfig(_Strict):
     save_final: bool = True
     at_eval: bool = True  # save a model checkpoint (registered, gated) at every evaluation
-    keep_best: int = Field(2, ge=0, le=1000)  # model checkpoints kept by validation score, plus the latest and the final
+    # Model checkpoints kept by validation score, plus the latest and the final; the single best is always kept
+    # (even with 0), as are approved and aliased ones.
+    keep_best: int = Field(2, ge=0, le=1000)
     dtype: Literal["float32", "bfloat16"] = "float32"
     # Exact-resume training state (weights, optimizer, RNG, data cursor): every `state_interval` steps
     # (None: at every evaluation) and whenever the job pauses; the newest `keep_states` are kept.
@@ -163,6 +165,8 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     micro_batch_size: int | None = Field(None, ge=1, le=MAX_COMPLETIONS_PER_STEP)  # sequences per forward/backward (None: the whole step)
     max_unscored_frac: float = Field(0.5, ge=0, le=1)  # stop the run when a step's unscored share exceeds this
+    # Steps whose loss or gradient is NaN/inf skip the update; this many in a row stop the run.
+    max_nonfinite_steps: int = Field(3, ge=1, le=1000)
     log_samples: bool = True
     reference_output: str | None = None  # template; every row's reference must pass the grader
 
@@ -548,9 +552,11 @@ def parse_job(raw: dict, source: str | None = None) -> JobSpec:
         problems.append(Problem(f"unknown advantage '{_show(job.rft.algorithm.advantage)}'{did_you_mean(job.rft.algorithm.advantage, list(algo.ADVANTAGES))}; valid: {', '.join(algo.ADVANTAGES)}", file=source, field="rft.algorithm.advantage"))
     if job.rft.algorithm.loss not in algo.LOSSES:
         problems.append(Problem(f"unknown loss '{_show(job.rft.algorithm.loss)}'{did_you_mean(job.rft.algorithm.loss, list(algo.LOSSES))}; valid: {', '.join(algo.LOSSES)}", file=source, field="rft.algorithm.loss"))
+    from rft.graders import GraderContext
     from rft.graders.run import validate_reinforcement_grader
 
-    for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader"):
+    ctx = GraderContext(allow_private_hosts=tuple(job.rft.network.allow_private_hosts))
+    for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader", context=ctx):
         problems.append(Problem(p.message, file=source, field=p.field))
     if job.rft.extraction.pattern:
         import re

@@ -17,7 +17,7 @@ import time
 import torch
 
 from rft import graders, models
-from rft.config import JobSpec, resolve
+from rft.config import JobSpec, check_context_length, resolve
 from rft.engine.local import LocalEngine
 from rft.train import loop
 from rft.types import ERROR_KINDS
@@ -35,7 +35,11 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
         derived = resolve(job, len(train_ds))
         G = derived["completions_per_prompt"]
         compute_dtype = loop.compute_dtype_for(job)
-        model, tok = loop.load_policy(job, models.resolve(job.model))
+        resolved_model = models.resolve(job.model)
+        ctx_len = models.context_length(resolved_model)
+        if ctx_len is not None:
+            check_context_length(job, ctx_len)
+        model, tok = loop.load_policy(job, resolved_model)
         engine = LocalEngine(model, tok, compute_dtype=compute_dtype)
 
         # 1. learnability: k = G completions for a subset of prompts, graded with the job's grader

@@ -210,6 +210,8 @@ def parse_yaml(text: str, name: str, what: str) -> Any:
         raise RftError(f"{name}: the {what} is not valid YAML: {e}") from None
     except RecursionError:
         raise RftError(f"{name}: the {what} nests too deeply to parse (limit {MAX_DEPTH} levels)") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of more than 4300 digits
+        raise RftError(f"{name}: the {what} has a value that cannot be read: {str(e)[:200]}") from None
     check_depth(value, name, what)
     return value
 

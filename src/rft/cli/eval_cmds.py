@@ -102,6 +102,9 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the pass@k samples."),
         seed: int = typer.Option(0, "--seed", help="Seed of the pass@k samples."),
         as_json: bool = typer.Option(False, "--json", help="Print the report (without per-item records) as JSON."),
+        allow_private_host: Optional[List[str]] = typer.Option(
+            None, "--allow-private-host", help="A host, IP or CIDR block endpoint graders may reach although it is "
+            "loopback, link-local or private (repeatable)."),
     ):
         """Evaluate a model: accuracy with 95% CI, pass@k, per-slice results, grader error rates; writes report.json/.md."""
         from rft.eval.runner import run_eval
@@ -111,7 +114,7 @@ def register(app: typer.Typer) -> None:
             check_output_dir(output, "report folder")
         rep = run_eval(model, data, str(grader), n=n, by=by or [], output_dir=output, max_new_tokens=max_new_tokens,
                        limit=limit, extract=extract, split=split, temperature=temperature, seed=seed,
-                       on_report=_store_eval)
+                       on_report=_store_eval, allow_private_hosts=allow_private_host or ())
         if as_json:
             _print_json({k: v for k, v in rep.items() if k != "items"})
             return
@@ -134,6 +137,9 @@ def register(app: typer.Typer) -> None:
         extract: Optional[str] = typer.Option(None, "--extract", help="Regex whose last match is {{sample.extracted}}."),
         split: str = typer.Option("validation", "--split", help="Split for builtin datasets."),
         as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+        allow_private_host: Optional[List[str]] = typer.Option(
+            None, "--allow-private-host", help="A host, IP or CIDR block endpoint graders may reach although it is "
+            "loopback, link-local or private (repeatable)."),
     ):
         """Paired comparison B - A: mean difference with bootstrap CI, McNemar's test, regressed/improved items."""
         import secrets
@@ -164,7 +170,7 @@ def register(app: typer.Typer) -> None:
         res = compare_models(sides.get("a"), sides.get("b"), data, str(grader) if grader else None, a_report=ra, b_report=rb, by=by or [],
                              seed=seed, resamples=resamples, output_dir=out_dir,
                              eval_kwargs={"max_new_tokens": max_new_tokens, "limit": limit, "extract": extract,
-                                          "split": split})
+                                          "split": split, "allow_private_hosts": allow_private_host or ()})
         _store_compare(res, sides)
         if as_json:
             _print_json(res)

@@ -331,13 +331,24 @@ def data_validate(file: str = typer.Argument(..., help="JSONL file (OpenAI RFT f
 
 
 # -------------------------------------------------------------------------------------------- grader
+_ALLOW_HOST_HELP = ("A host name, IP address or CIDR block that endpoint graders may reach although it is loopback, "
+                    "link-local or private (repeatable; the job spec's rft.network.allow_private_hosts).")
+
+
+def _grader_context(hosts: Optional[List[str]]):
+    from rft import graders
+
+    return graders.GraderContext(allow_private_hosts=tuple(hosts or ()))
+
+
 @grader_app.command("validate")
-def grader_validate(file: Path):
+def grader_validate(file: Path,
+                    allow_private_host: Optional[List[str]] = typer.Option(None, "--allow-private-host", help=_ALLOW_HOST_HELP)):
     """Static checks of a grader JSON (schema, templates, formula, python source)."""
     from rft import graders
 
     spec = graders.load_grader_file(str(file))
-    graders.build(spec, source=str(file)).close()
+    graders.build(spec, source=str(file), context=_grader_context(allow_private_host)).close()
     out.print(f"[green]ok[/green] {file}: {spec.get('type')} grader '{spec.get('name', spec.get('type'))}' is valid")
 
 
@@ -351,13 +362,15 @@ def grader_run(
     data: Optional[Path] = typer.Option(None, "--data", help="JSONL rows (grades many with --samples)."),
     samples: Optional[Path] = typer.Option(None, "--samples", help="JSONL of samples, one per data row ({\"output_text\": ...} or a string)."),
     as_json: bool = typer.Option(False, "--json", help="With --data: print the summary (and per-row results) as JSON."),
+    allow_private_host: Optional[List[str]] = typer.Option(None, "--allow-private-host", help=_ALLOW_HOST_HELP),
 ):
     """Run a grader on one sample (OpenAI graders/run response shape) or on many (--data + --samples)."""
     from rft import graders
     from rft.graders import run as grun
 
+    ctx = _grader_context(allow_private_host)
     spec = graders.load_grader_file(str(file))
-    graders.build(spec, source=str(file)).close()
+    graders.build(spec, source=str(file), context=ctx).close()
     if data or samples:
         if not (data and samples):
             raise RftError("--data and --samples go together")
@@ -367,7 +380,7 @@ def grader_run(
         texts = _read_samples(samples)
         if len(texts) != len(rows):
             raise RftError(f"{samples} has {len(texts)} samples but {data} has {len(rows)} rows")
-        summary = grun.grade_file(spec, rows, texts)
+        summary = grun.grade_file(spec, rows, texts, context=ctx)
         if as_json:
             _print_json(summary)
             return
@@ -400,7 +413,7 @@ def grader_run(
         it = load_json_file(item_file, "dataset item", expect=dict, max_bytes=MAX_LINE_BYTES)
     elif item is not None:
         it = parse_json(item, "--item", "dataset item", expect=dict)
-    _print_json(grun.run_grader(spec, sample, it))
+    _print_json(grun.run_grader(spec, sample, it, context=ctx))
 
 
 def _read_samples(path: Path) -> list[str]:

@@ -317,6 +317,7 @@ def run_eval(
     engine=None,
     write: bool = True,
     on_report: Callable[[dict], Any] | None = None,
+    allow_private_hosts: Iterable[str] = (),
 ) -> dict:
     """Evaluate `model` on `data` with `grader` and return the report dict (see `report_dict`).
 
@@ -335,7 +336,7 @@ def run_eval(
         spec, source = grader, None
     else:
         spec, source = graders.load_grader_file(str(grader)), str(grader)
-    g = graders.build(spec, source=source)
+    g = graders.build(spec, source=source, context=graders.GraderContext(allow_private_hosts=tuple(allow_private_hosts)))
     try:
         ds = load_dataset(data, split=split)
         fields = field_names([{"fields": row_fields(r)} for r in (ds.rows[:limit] if limit else ds.rows)])

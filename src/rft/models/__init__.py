@@ -29,6 +29,7 @@ from pathlib import Path
 from rft.errors import RftError
 from rft.hashing import sha256_file
 from rft.home import cache_dir
+from rft.userinput import load_json_file
 
 EMBEDDED = {
     "smollm2-135m-instruct": {
@@ -190,7 +191,6 @@ def _check_model_dir(ref: str, p: Path) -> str:
     that is a JSON object naming a model_type, safetensors weights with sound headers, and no adapter stored as
     pickle. Returns the kind ("checkpoint" or "directory")."""
     from rft.hashing import check_safetensors
-    from rft.userinput import load_json_file
 
     fix = f"pass a Hugging Face model directory (config.json, tokenizer, *.safetensors) or '{DEFAULT_MODEL}'"
     if not p.is_dir():
@@ -220,6 +220,17 @@ def _check_model_dir(ref: str, p: Path) -> str:
     for w in weights:
         check_safetensors(w)
     return "checkpoint" if (p / "rft_checkpoint.json").exists() else "directory"
+
+
+def context_length(resolved: ResolvedModel) -> int | None:
+    """The model's context window in tokens from its config.json (None when the config does not say)."""
+    cfg = load_json_file(resolved.path / "config.json", "model config", max_bytes=16 * 1024 * 1024)
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = cfg.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
 
 
 def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):

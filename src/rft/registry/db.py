@@ -104,7 +104,7 @@ checkpoints = Table(
     Column("path", Text, nullable=False),
     Column("manifest_sha256", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # active | pruned
+    Column("status", String(16), nullable=False),  # active | pruned | missing (its folder was moved or deleted)
     Column("is_final", Boolean, nullable=False, default=False),
     Column("val_score", Float),
     Column("val_low", Float),

@@ -11,7 +11,7 @@ Non-finite steps (catalogue N1): when a step's loss or gradient norm is NaN or I
 called (weights and optimizer moments stay bit-identical), the step is logged with `nonfinite: true` and the
 running `skipped_steps` count, and a warning event is written. The step still counts: the step counter, the
 learning-rate schedule (a function of the step number) and the data cursor advance, and the skipped batch is
-not retried. MAX_NONFINITE_STEPS (3) in a row stop the run with an error; nothing is saved for those steps, so
+not retried. rft.train.max_nonfinite_steps (default 3) in a row stop the run with an error; nothing is saved for those steps, so
 the last checkpoint and state are intact. `grad_norm` is the norm before clipping; clipping bounds the applied
 gradient's norm by `rft.optimizer.grad_clip`.
 
@@ -23,6 +23,7 @@ right-padded per micro-batch rather than packed.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Callable
 import torch
 
 from rft import algo, graders, models
-from rft.config import JobSpec, config_sha256, dump_yaml, resolve, resolved_dict
+from rft.config import JobSpec, check_context_length, config_sha256, dump_yaml, resolve, resolved_dict
 from rft.data import Dataset, load_dataset
 from rft.engine import SamplingParams
 from rft.engine.local import LocalEngine, best_cpu_dtype, render_prompt
@@ -48,7 +49,6 @@ from rft.types import ERROR_KINDS, EvalReport
 
 
 # N1: a step whose loss or gradient is NaN/Inf is skipped (see train_step); this many in a row stop the run.
-MAX_NONFINITE_STEPS = 3
 
 
 @dataclass
@@ -80,7 +80,12 @@ def build_grader(job: JobSpec):
     sb = job.rft.sandbox
     configure_sandbox(SandboxLimits(timeout_s=sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb, nproc=sb.nproc,
                                     fsize_mb=sb.fsize_mb, isolation=sb.isolation), size=sb.workers)
-    return graders.build(job.grader, "method.reinforcement.grader")
+    return graders.build(job.grader, "method.reinforcement.grader", context=grader_context(job))
+
+
+def grader_context(job: JobSpec) -> graders.GraderContext:
+    """What graders are built with besides their spec: the hosts endpoint graders may reach (SSRF allowlist)."""
+    return graders.GraderContext(allow_private_hosts=tuple(job.rft.network.allow_private_hosts))
 
 
 def load_data(job: JobSpec) -> tuple[Dataset, Dataset | None]:
@@ -409,10 +414,10 @@ def _absolute_paths(spec: dict) -> dict:
     spec = dict(spec)
     for k in ("training_file", "validation_file"):
         v = spec.get(k)
-        if isinstance(v, str) and not v.startswith("builtin:") and Path(v).exists():
+        if isinstance(v, str) and not v.startswith("builtin:") and os.path.exists(v):
             spec[k] = str(Path(v).resolve())
     ev = dict((spec.get("rft") or {}).get("eval") or {})
-    if isinstance(ev.get("guard_file"), str) and Path(ev["guard_file"]).exists():
+    if isinstance(ev.get("guard_file"), str) and os.path.exists(ev["guard_file"]):
         ev["guard_file"] = str(Path(ev["guard_file"]).resolve())
         spec["rft"] = dict(spec["rft"]) | {"eval": ev}
     return spec
@@ -490,13 +495,16 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
             reference_check(job, grader, val_ds)
         guard_ds = load_dataset(job.rft.eval.guard_file, split="validation") if job.rft.eval.guard_file else None
         if guard_ds is not None:
-            guard_grader = graders.build(job.rft.eval.guard_grader, "rft.eval.guard_grader") \
+            guard_grader = graders.build(job.rft.eval.guard_grader, "rft.eval.guard_grader", context=grader_context(job)) \
                 if job.rft.eval.guard_grader else grader
         derived = resolve(job, len(train_ds))
         resolved = resolved_dict(job, derived)
         cfg_sha = config_sha256(resolved)
         run.write_text("resolved_config.yaml", f"# sha256 of canonical JSON: {cfg_sha}\n" + dump_yaml(resolved))
         resolved_model = models.resolve(job.model)
+        ctx_len = models.context_length(resolved_model)
+        if ctx_len is not None:
+            check_context_length(job, ctx_len)
         base_sha = model_sha256(resolved_model)
         compute_dtype = compute_dtype_for(job)
         reg.record_dataset(train_ds.sha256, job.training_file, len(train_ds))
@@ -763,7 +771,7 @@ def _train(ctx: _Ctx, state_dir: Path | None, resume: dict | None) -> dict:
                       f"{st['nonfinite_streak']} in a row, {st['skipped_steps']} in all)", level="warn",
                       type="metrics", data={"step": step, "nonfinite": res.nonfinite, "skipped_steps": st["skipped_steps"],
                                             "consecutive": st["nonfinite_streak"]})
-            if st["nonfinite_streak"] >= MAX_NONFINITE_STEPS:
+            if st["nonfinite_streak"] >= job.rft.train.max_nonfinite_steps:
                 raise RftError(
                     f"step {step}: {st['nonfinite_streak']} consecutive steps had a non-finite loss or gradient "
                     f"({res.nonfinite}); stopping. No update was applied on those steps; the last saved checkpoint "
