@@ -70,7 +70,7 @@ def _child_rft(reqs: list[dict], batch_size: int, threads: int) -> dict:
 
     os.environ["RFT_CACHE_DIR"] = str(cache_dir())  # keep the converted model cache; batches go to a temp home
     os.environ["RFT_HOME"] = tempfile.mkdtemp(prefix="rft-bench-batch-")
-    from rft.api import load_engine
+    from rft.engine import load_engine
     from rft.batch import BatchConfig, create_batch, run_batch
     from rft.openai_chat import parse_chat_body, run_chat_calls
 

@@ -1,6 +1,6 @@
 """Predicted outputs: latency of a request with and without a prediction, side by side in one run.
 
-On the embedded model (`smollm2-135m-instruct`, loaded with `rft.api.load_engine`, so bf16 where the CPU is
+On the embedded model (`smollm2-135m-instruct`, loaded with `rft.engine.load_engine`, so bf16 where the CPU is
 fast at it) it asks for a ~150-token answer greedily, then sends the same request again
   - with no prediction through the predicted path (the overhead of the path itself),
   - with the previous answer as the prediction (exact),
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from rft.api import load_engine
+from rft.engine import load_engine
 from rft.engine import SamplingParams
 from rft.engine.local import render_prompt
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     args = ap.parse_args()
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    eng = load_engine("smollm2-135m-instruct", dtype=dtype)
+    eng = load_engine("smollm2-135m-instruct", compute_dtype=dtype)
     print(f"engine: backend={eng.backend} compute_dtype={eng.compute_dtype} threads={torch.get_num_threads()}")
     params = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
     prompt_ids = render_prompt(eng.tokenizer, PROMPT)

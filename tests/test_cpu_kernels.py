@@ -241,7 +241,7 @@ def test_verify_on_kernels_equals_single_steps_bit_for_bit(model80, gemm):
         _, s2 = dec.prefill(ids, attn, 16)
         multi = torch.cat([dec.verify(torch.tensor([toks[:3]] * 2), s2), dec.verify(torch.tensor([toks[3:]] * 2), s2)], 1)
         assert torch.equal(multi, singles)
-        assert torch.equal(s1["k"][:, :, :, : s1["t"]], s2["k"][:, :, :, : s2["t"]])
+        assert s1.t == s2.t and torch.equal(s1.cache.k[:, :, :, : s1.t], s2.cache.k[:, :, :, : s2.t])
     finally:
         torch.set_num_threads(n)
 

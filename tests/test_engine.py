@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from rft.engine import SamplingParams
-from rft.engine.local import LocalEngine, sample_next
+from rft.engine.local import LocalEngine
+from rft.engine.sampling import sample_next
 from rft.models import ResolvedModel, load
 
 PROMPTS = [[{"role": "user", "content": "What is 2 + 3?"}], [{"role": "user", "content": "Hi"}],

@@ -12,6 +12,7 @@ import torch
 
 from rft.engine import SamplingParams, predicted
 from rft.engine.local import LocalEngine, render_prompt
+from rft.engine.sampling import sampling_probs
 from rft.models import ResolvedModel, load
 
 MSGS = [{"role": "user", "content": "Hi"}]
@@ -69,8 +70,8 @@ def test_verify_then_rewind_equals_single_steps_bit_for_bit(varied, dtype):
     _, s2 = dec.prefill(ids, torch.ones_like(ids), 16)
     multi = torch.cat([dec.verify(torch.tensor([toks[:2]]), s2)[0], dec.verify(torch.tensor([toks[2:]]), s2)[0]])
     assert torch.equal(multi, singles)  # bit for bit: greedy near-ties must resolve the same way
-    t = s1["t"]
-    assert s2["t"] == t and torch.equal(s2["k"][:, :, :, :t], s1["k"][:, :, :, :t])
+    t = s1.t
+    assert s2.t == t and torch.equal(s2.cache.k[:, :, :, :t], s1.cache.k[:, :, :, :t])
     # keep the first 3, rewind 6, continue with other tokens: as if the rejected ones were never seen
     dec.rewind(s2, 6)
     again = dec.verify(torch.tensor([[9, 10, 11]]), s2)[0]  # [3, V]
@@ -242,8 +243,6 @@ def _chi2(counts: dict, dist: dict, n: int) -> float:
 def _target(rows, draft, params):
     """The distribution accept_draft must produce: plain sampling, token by token, as long as it follows the
     draft (cells: the emitted sequences)."""
-    from rft.engine.local import sampling_probs
-
     _, probs = sampling_probs(rows, params)
     q = (probs / probs.sum(-1, keepdim=True)).tolist()  # [k+1][V]
     dist, pre = {}, 1.0
@@ -256,10 +255,8 @@ def _target(rows, draft, params):
     return dist
 
 
-def _biased_accept(rows, draft, params, gen, sample_next):
+def _biased_accept(rows, draft, params, gen):
     """A wrong rule for the power check: keeps a draft token with probability sqrt(q) instead of q."""
-    from rft.engine.local import sampling_probs
-
     _, probs = sampling_probs(rows, params)
     q = probs / probs.sum(-1, keepdim=True)
     for i, d in enumerate(draft):
@@ -275,8 +272,6 @@ def _biased_accept(rows, draft, params, gen, sample_next):
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0.9, top_k=4),
                                     SamplingParams(temperature=1.3, top_p=0.8)])
 def test_acceptance_rule_samples_the_model_distribution(params):
-    from rft.engine.local import sample_next
-
     torch.manual_seed(0)
     rows = torch.randn(3, 6) * 1.5  # [k+1, V]: two draft positions and the bonus row
     # draft tokens: one likely and one less likely under their rows, so every branch runs
@@ -288,7 +283,7 @@ def test_acceptance_rule_samples_the_model_distribution(params):
         g = torch.Generator().manual_seed(7)
         counts: dict = {}
         for _ in range(N):
-            toks, lps, n_acc = rule(rows, draft, params, g, sample_next)
+            toks, lps, n_acc = rule(rows, draft, params, g)
             assert toks[:n_acc] == draft[:n_acc] and len(toks) == n_acc + 1
             counts[tuple(toks)] = counts.get(tuple(toks), 0) + 1
         stat = _chi2(counts, dist, N)
@@ -299,15 +294,13 @@ def test_acceptance_rule_samples_the_model_distribution(params):
         else:
             assert stat > 3 * (dof + 12 * math.sqrt(2 * dof)), (stat, dof)
     # the logprobs are log p under the temperature-scaled distribution, before truncation
-    toks, lps, _ = predicted.accept_draft(rows, draft, params, torch.Generator().manual_seed(1), sample_next)
+    toks, lps, _ = predicted.accept_draft(rows, draft, params, torch.Generator().manual_seed(1))
     ref = torch.log_softmax(rows / params.temperature, -1)[torch.arange(len(toks)), torch.tensor(toks)]
     assert torch.allclose(torch.tensor(lps), ref)
 
 
 def _exact_joint(m, prompt, params, n_tok):
     """Exact distribution of the first n_tok sampled tokens (over the top-k support) by enumeration."""
-    from rft.engine.local import sampling_probs
-
     dist = {(): 1.0}
     for _ in range(n_tok):
         nxt = {}

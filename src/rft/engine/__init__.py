@@ -1,35 +1,26 @@
 """Inference engines. One interface serves training rollouts, evaluation, judge graders, batch and serving.
 
 `InferenceEngine.generate(prompts, params)` takes chat prompts (lists of OpenAI-style messages) and returns,
-for each prompt, `params.n` `Completion`s with token ids and log-probabilities.
+for each prompt, `params.n` `Completion`s with token ids and log-probabilities (engine/protocol.py).
+`load_engine(model_ref)` (engine/loader.py) is the one way to get a local engine for a model reference.
+
+Modules, bottom to top: protocol (these types), sampling (temperature / top-k / top-p draws, stop rules),
+decoder (the decoder state and interface; the transformers fallback), cpu_kernels and fast_llama (the fast
+decoder), predicted (speculative decoding with a user draft, streaming), local (`LocalEngine`), loader.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from rft.engine.protocol import GenerationStats, InferenceEngine, SamplingParams
 
-from rft.types import Completion
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    n: int = 1
-    temperature: float = 1.0  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means off
-    max_new_tokens: int = 64
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+__all__ = ["GenerationStats", "InferenceEngine", "SamplingParams", "load_engine"]
 
 
-@dataclass(frozen=True)
-class GenerationStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+def __getattr__(name: str):
+    # `rft.engine.load_engine` without importing torch and transformers for every user of SamplingParams:
+    # the loader module (and with it the local engine) is imported on first access.
+    if name == "load_engine":
+        from rft.engine.loader import load_engine
 
-
-class InferenceEngine(Protocol):
-    def generate(self, prompts: Sequence[list[dict]], params: SamplingParams) -> list[list[Completion]]: ...
+        return load_engine
+    raise AttributeError(f"module 'rft.engine' has no attribute {name!r}")

@@ -7,9 +7,9 @@ What it does, per call:
   share the prefill);
 - decodes token by token; rows that finished (EOS, a stop string, or `max_new_tokens`) are dropped from the
   batch and its KV cache, so finished sequences cost nothing;
-- samples with temperature / top-k / top-p from a seeded `torch.Generator` and returns, for every token,
-  log p under the temperature-scaled distribution (before truncation), which is what the GRPO loss
-  recomputes as the old policy.
+- samples with temperature / top-k / top-p from a seeded `torch.Generator` (engine/sampling.py) and returns,
+  for every token, log p under the temperature-scaled distribution (before truncation), which is what the
+  GRPO loss recomputes as the old policy.
 
 Single requests also have `generate_predicted` / `generate_ids_predicted` (predicted outputs: a user-supplied
 draft verified several tokens per forward, same output as without it) and `stream` (text deltas as tokens
@@ -17,7 +17,8 @@ are produced); both run the one-sequence loop in `engine/predicted.py`.
 
 Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
 preallocated KV cache; in bf16 on CPU its forward runs on the C kernels of `cpu_kernels`); other architectures
-fall back to the transformers forward with a DynamicCache.
+fall back to the transformers forward with a DynamicCache (`decoder.HFDecoder`). Both implement
+`decoder.Decoder` and keep their place in a `decoder.DecoderState`.
 Compute dtype: on CPUs with fast bf16 matrix units, generation runs in bf16 on a copy of the weights,
 refreshed from the fp32 master weights with `sync_weights()` after each optimizer step.
 Simplifications: no paged attention or continuous batching across calls; one device.
@@ -30,7 +31,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from rft.engine import GenerationStats, SamplingParams
+from rft.engine import fast_llama, predicted
+from rft.engine.decoder import Decoder, HFDecoder
+from rft.engine.protocol import GenerationStats, SamplingParams
+from rft.engine.sampling import eos_ids, make_generator, sample_next, stop_text
 from rft.types import Completion
 
 
@@ -40,108 +44,6 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     if isinstance(out, dict) or hasattr(out, "input_ids"):
         out = out["input_ids"]
     return list(out)
-
-
-def eos_ids(tokenizer, model) -> set[int]:
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gc = getattr(model, "generation_config", None)
-    e = getattr(gc, "eos_token_id", None) if gc is not None else None
-    if isinstance(e, int):
-        ids.add(e)
-    elif isinstance(e, (list, tuple)):
-        ids.update(int(x) for x in e)
-    return ids
-
-
-def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """temperature > 0: logits [B, V] (fp32) -> (logp [B, V] under the temperature-scaled distribution before
-    truncation, probs [B, V] the distribution tokens are drawn from: after top-k / top-p, not yet renormalised
-    when no truncation applies (sums to 1 up to rounding), renormalised softmax otherwise)."""
-    scaled = logits / params.temperature  # [B, V]
-    logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
-    filt = scaled
-    if params.top_k and params.top_k > 0 and params.top_k < filt.shape[-1]:
-        kth = torch.topk(filt, params.top_k, dim=-1).values[:, -1:]  # [B, 1]
-        filt = filt.masked_fill(filt < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, idx = torch.sort(filt, descending=True, dim=-1)  # [B, V]
-        probs = torch.softmax(sorted_logits, dim=-1)
-        cum = probs.cumsum(-1)
-        remove = cum - probs > params.top_p  # keep the smallest prefix whose mass reaches top_p
-        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-        filt = torch.full_like(filt, float("-inf")).scatter(-1, idx, sorted_logits)
-    probs = logp.exp() if filt is scaled else torch.softmax(filt, dim=-1)  # [B, V]
-    return logp, probs
-
-
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
-    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution."""
-    if params.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)  # [B, V]
-        tok = logits.argmax(dim=-1)  # [B]
-        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-    logp, probs = sampling_probs(logits, params)  # [B, V], [B, V]
-    # Inverse-CDF draw: one uniform per row and a binary search in the cumulative distribution. On CPU at
-    # vocabulary sizes this is ~30x faster than torch.multinomial (which draws its randoms serially).
-    cdf = probs.cumsum(dim=-1)  # [B, V]
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device) * cdf[:, -1:]  # [B, 1]
-    tok = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)  # [B]
-    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-
-
-class _HFDecoder:
-    """Fallback for architectures the fast decoder does not cover: transformers forward + DynamicCache."""
-
-    def __init__(self, model, dtype):
-        import inspect
-
-        self.model = model
-        self.dtype = dtype
-        # transformers 5.x renamed `past_key_values` to `cache`
-        params = inspect.signature(type(model).forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-
-    def sync(self):
-        pass
-
-    def _ctx(self):
-        if next(self.model.parameters()).dtype != self.dtype:
-            return torch.autocast(next(self.model.parameters()).device.type, dtype=self.dtype)
-        return torch.autocast("cpu", enabled=False)
-
-    @torch.inference_mode()
-    def prefill(self, input_ids, attn, max_new):
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
-        with self._ctx():
-            out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos,
-                             use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
-        return out.logits[:, -1].float(), {"cache": cache, "attn": attn, "pos": pos[:, -1] + 1}
-
-    @staticmethod
-    def repeat(state, n):
-        state["cache"].batch_repeat_interleave(n)
-        return {"cache": state["cache"], "attn": state["attn"].repeat_interleave(n, 0),
-                "pos": state["pos"].repeat_interleave(n, 0)}
-
-    @staticmethod
-    def select(state, rows):
-        state["cache"].batch_select_indices(rows)
-        return {"cache": state["cache"], "attn": state["attn"][rows], "pos": state["pos"][rows]}
-
-    @torch.inference_mode()
-    def decode(self, tok, state):
-        attn = torch.cat([state["attn"], torch.ones_like(state["attn"][:, :1])], 1)
-        with self._ctx():
-            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=state["pos"][:, None],
-                             use_cache=True, **{self.cache_kw: state["cache"]})
-        state["attn"] = attn
-        state["pos"] = state["pos"] + 1
-        return out.logits[:, -1].float()
 
 
 class LocalEngine:
@@ -154,8 +56,6 @@ class LocalEngine:
 
     def __init__(self, model, tokenizer, *, compute_dtype: torch.dtype | None = None, max_batch_size: int = 64,
                  fast: bool | None = None):
-        from rft.engine import fast_llama
-
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -165,7 +65,7 @@ class LocalEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
         use_fast = fast_llama.supports(model) if fast is None else fast
         self.backend = "fast" if use_fast else "transformers"
-        self.decoder = fast_llama.FastDecoder(model, self.compute_dtype) if use_fast else _HFDecoder(model, self.compute_dtype)
+        self.decoder: Decoder = fast_llama.FastDecoder(model, self.compute_dtype) if use_fast else HFDecoder(model, self.compute_dtype)
         self.last_stats = GenerationStats()
 
     def sync_weights(self) -> None:
@@ -179,10 +79,7 @@ class LocalEngine:
 
     def generate_ids(self, prompt_ids: Sequence[list[int]], params: SamplingParams) -> list[list[Completion]]:
         t0 = time.perf_counter()
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(int(params.seed))
+        gen = make_generator(params, self.device)
         n = max(1, params.n)
         per_batch = max(1, self.max_batch_size // n)  # unique prompts per batch; each becomes n rows
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths together
@@ -211,8 +108,6 @@ class LocalEngine:
 
     def generate_ids_predicted(self, prompt_ids: list[int], params: SamplingParams,
                                prediction_ids: list[int]) -> Completion:
-        from rft.engine import predicted
-
         t0 = time.perf_counter()
         out = None
         for _, out in predicted.run(self, list(prompt_ids), params, list(prediction_ids)):
@@ -230,8 +125,6 @@ class LocalEngine:
         """Single request (n = 1): yields (text_delta, None) as tokens are produced, then ("", completion)
         once. The deltas concatenate to `completion.text`. Without a prediction the tokens (and, with a seed,
         the samples) are those `generate` returns for the same request."""
-        from rft.engine import predicted
-
         prompt_ids = render_prompt(self.tokenizer, messages)
         pred_ids = self.prediction_ids(prediction) if prediction else []
         deltas = predicted.TextDeltas(self.tokenizer, tuple(params.stop))
@@ -278,8 +171,7 @@ class LocalEngine:
                     attn[i, shared : L - len(p) + shared] = 0
             else:
                 shared = 0
-        logits, state = dec.prefill(input_ids, attn, params.max_new_tokens, shared) if shared else \
-            dec.prefill(input_ids, attn, params.max_new_tokens)  # [P, V]
+        logits, state = dec.prefill(input_ids, attn, params.max_new_tokens, shared_prefix=shared)  # [P, V]
         if n > 1:
             state = dec.repeat(state, n)
             logits = logits.repeat_interleave(n, dim=0)  # [B, V]
@@ -301,11 +193,8 @@ class LocalEngine:
                 lps[s].append(l)
                 if t in self.eos:
                     finish[s], done[s] = "stop", True
-                elif stop:
-                    text = self.tokenizer.decode(toks[s], skip_special_tokens=True)
-                    hits = [text.find(x) for x in stop if x in text]
-                    if hits:
-                        finish[s], done[s], texts[s] = "stop", True, text[: min(hits)]
+                elif stop and (cut := stop_text(self.tokenizer, toks[s], stop)) is not None:
+                    finish[s], done[s], texts[s] = "stop", True, cut
                 n_live += not done[s]
             if n_live == 0 or step + 1 == params.max_new_tokens:
                 break
@@ -332,10 +221,6 @@ def _common_prefix(seqs: list[list[int]], max_len: int) -> int:
     while n < max_len and all(s[n] == first[n] for s in seqs[1:]):
         n += 1
     return n
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config")
 
 
 def best_cpu_dtype() -> torch.dtype:

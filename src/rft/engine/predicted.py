@@ -42,7 +42,8 @@ from typing import Iterator
 
 import torch
 
-from rft.engine import SamplingParams
+from rft.engine.protocol import SamplingParams
+from rft.engine.sampling import make_generator, sample_next, sampling_probs, stop_text
 from rft.types import Completion
 
 
@@ -116,8 +117,8 @@ class DraftCursor:
         return best
 
 
-def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, gen: torch.Generator | None,
-                 sample_next) -> tuple[list[int], list[float], int]:
+def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, gen: torch.Generator | None
+                 ) -> tuple[list[int], list[float], int]:
     """rows [k+1, V] fp32 (row i: the model's logits for the token after draft[:i]), draft of k tokens ->
     (emitted tokens, their logprobs, number of draft tokens accepted). Emits the accepted draft prefix and
     one token of the model's own (the correction at the first rejection, or a bonus token after all k)."""
@@ -134,8 +135,6 @@ def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, g
         logp = torch.log_softmax(rows[: n_acc + 1], dim=-1)  # [a+1, V]
         lps = logp[ar[: n_acc + 1], torch.tensor(toks, device=rows.device)].tolist()
         return toks, lps, n_acc
-    from rft.engine.local import sampling_probs
-
     logp, probs = sampling_probs(rows, params)  # [k+1, V], [k+1, V]
     # probs is renormalised only when top-k/top-p truncated it; divide by the row sum so q sums to 1 exactly
     # as the inverse-CDF draw in sample_next treats it.
@@ -161,21 +160,17 @@ def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, g
 def run(engine, prompt_ids: list[int], params: SamplingParams, prediction_ids: list[int]
         ) -> Iterator[tuple[list[int], Completion | None]]:
     """Generate one completion for `prompt_ids` with `prediction_ids` as the draft source. Yields
-    (tokens so far, None) after every step and finally (tokens, Completion)."""
-    from rft.engine.local import sample_next
-
+    (tokens so far, None) after every step and finally (tokens, Completion). `engine` is a `LocalEngine` (its
+    decoder, tokenizer, EOS ids and device)."""
     if params.n > 1:
         raise ValueError("predicted outputs and streaming support n = 1 only")
     dev = engine.device
-    gen = None
-    if params.seed is not None:
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(params.seed))
+    gen = make_generator(params, dev)
     dec, tokenizer, eos = engine.decoder, engine.tokenizer, engine.eos
     # Drafts need a verify step whose results equal single-token decoding bit for bit (FastDecoder). On the
     # transformers fallback a multi-token forward rounds differently, which can flip greedy near-ties, so there
     # the prediction is only tracked (for the counts) and decoding is plain.
-    drafting = hasattr(dec, "verify")
+    drafting = dec.exact_verify
     stop = tuple(params.stop)
     max_new = params.max_new_tokens
     input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=dev)  # [1, L]
@@ -191,7 +186,7 @@ def run(engine, prompt_ids: list[int], params: SamplingParams, prediction_ids: l
     if draft:
         rows = torch.cat([rows, dec.verify(torch.tensor([draft], dtype=torch.long, device=dev), state)[0]])  # [k+1, V]
     while not done:
-        new, new_lps, n_acc = accept_draft(rows, draft, params, gen, sample_next)
+        new, new_lps, n_acc = accept_draft(rows, draft, params, gen)
         if draft:
             dec.rewind(state, len(draft) - n_acc)  # the cache ends with the draft: keep its accepted part
         kept = 0
@@ -201,11 +196,8 @@ def run(engine, prompt_ids: list[int], params: SamplingParams, prediction_ids: l
             kept += 1
             if t in eos:
                 finish, done = "stop", True
-            elif stop:
-                full = tokenizer.decode(toks, skip_special_tokens=True)
-                hits = [full.find(x) for x in stop if x in full]
-                if hits:
-                    finish, done, text = "stop", True, full[: min(hits)]
+            elif stop and (cut := stop_text(tokenizer, toks, stop)) is not None:
+                finish, done, text = "stop", True, cut
             if done or len(toks) >= max_new:
                 done = True
                 break
