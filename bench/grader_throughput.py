@@ -21,8 +21,7 @@ import os
 import sys
 import time
 
-from rft.graders import build, grade_many, make_sample
-from rft.graders.python_grader import configure_sandbox
+from rft.graders import GraderContext, build, grade_many, make_sample
 from rft.graders.sandbox import SandboxLimits, SandboxPool, describe_isolation
 
 SOURCE = '''
@@ -52,8 +51,7 @@ def main() -> None:
     t_inproc = time.perf_counter() - t0
 
     pool = SandboxPool(size=args.workers, limits=SandboxLimits(isolation=args.isolation))
-    configure_sandbox(pool=pool)
-    g = build({"type": "python", "source": SOURCE})
+    g = build({"type": "python", "source": SOURCE}, context=GraderContext(sandbox_pool=pool))
     t0 = time.perf_counter()
     first = g.grade(samples[0], items[0])  # starts one worker and loads the module
     t_start = time.perf_counter() - t0
@@ -86,7 +84,6 @@ def main() -> None:
         "mean_grade_latency_ms": round(sum(r.latency_s for r in seq) / n * 1e3, 2),
     }
     pool.close()
-    configure_sandbox()
     print(json.dumps(result, indent=2))
 
 

@@ -11,12 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rft.errors import RftError
-from rft.graders import GraderContext, build, grade_many, make_sample, validate
+from rft.graders import GraderContext, HttpClient, build, grade_many, make_sample, validate
 from rft.graders import netguard
-from rft.graders.endpoint import MAX_PAYLOAD_BYTES, EndpointGrader, TokenBucket
+from rft.graders.endpoint import MAX_PAYLOAD_BYTES, EndpointGrader
+from rft.graders.httpclient import TokenBucket
 from rft.graders.multi import MultiGrader
+from rft.graders.retry import Timing
 
-LOOPBACK_OK = GraderContext(allow_private_hosts=("127.0.0.1",))  # the mock server lives on loopback
+NO_WAITING = Timing(sleep=lambda s: None)  # retries without sleeping, so the tests stay fast
+LOOPBACK_OK = GraderContext(allow_private_hosts=("127.0.0.1",), http=HttpClient(timing=NO_WAITING))  # the mock server lives on loopback
 
 MAX_REQUESTS = 500  # the server refuses to answer more than this: a runaway retry loop cannot hammer it
 
@@ -101,10 +104,8 @@ def second_server():
     srv.server_close()
 
 
-def endpoint(url, **extra):
-    g = build({"type": "endpoint", "name": "ep", "url": url, **extra}, context=LOOPBACK_OK)
-    g.backoff_s = 0.0  # retries without waiting, so the tests stay fast
-    return g
+def endpoint(url, *, context=LOOPBACK_OK, **extra):
+    return build({"type": "endpoint", "name": "ep", "url": url, **extra}, context=context)
 
 
 def test_posts_sample_item_trace_id_and_headers(server, monkeypatch):
@@ -150,20 +151,36 @@ def test_unresponsive_after_three_retries_is_unscored_not_zero(server):
 def test_timeouts_are_retried(server):
     url, state = server
     state["script"] = [(200, {"score": 1}, 1.0)] * 4
-    t0 = time.monotonic()
     r = endpoint(url, timeout_s=0.2).grade(make_sample("x"), {})
     assert r.error == "unresponsive_reward_error" and "timed out" in r.details.lower()
-    assert time.monotonic() - t0 < 3.0
+    # what happened, not how long it took: four requests, each given up on at its timeout (the server would
+    # have answered {"score": 1} after 1 s, so a timeout_s that was not applied would have scored)
+    assert len(state["requests"]) == 4 and r.details.lower().count("timed out") == 4
 
 
-def test_backoff_is_exponential(server):
+def _ctx(fake_time):
+    return GraderContext(allow_private_hosts=("127.0.0.1",), http=HttpClient(timing=fake_time.timing()))
+
+
+def test_backoff_is_exponential_with_full_jitter(server, fake_time):
     url, state = server
     state["script"] = [(503, {}, 0)] * 4
-    g = endpoint(url)
-    waits = []
-    g.backoff_s, g.sleep = 0.5, waits.append
+    g = endpoint(url, context=_ctx(fake_time))
     assert g.grade(make_sample("x"), {}).error == "unresponsive_reward_error"
-    assert waits == [0.5, 1.0, 2.0]
+    assert fake_time.sleeps == [0.5, 1.0, 2.0]  # the top of each window (the fake draw is 1.0)
+    fake_time.draw, fake_time.sleeps[:] = 0.25, []
+    state["script"] = [(503, {}, 0)] * 4
+    assert g.grade(make_sample("x"), {}).error == "unresponsive_reward_error"
+    assert fake_time.sleeps == [0.125, 0.25, 0.5]  # a uniform draw inside each window
+
+
+def test_retry_after_is_honoured_up_to_a_cap(server, fake_time):
+    url, state = server
+    state["script"] = [(503, ({}, {"Retry-After": "4"}), 0), (503, ({}, {"Retry-After": "600"}), 0),
+                       (503, ({}, {"Retry-After": "soon"}), 0)]
+    r = endpoint(url, context=_ctx(fake_time)).grade(make_sample("x"), {})
+    assert r.score == 1.0 and len(state["requests"]) == 4
+    assert fake_time.sleeps == [4.0, 30.0, 2.0]  # as sent, capped at 30 s, and backoff for a header that is not seconds
 
 
 def test_connection_refused_is_unresponsive():
@@ -199,8 +216,10 @@ def test_oversized_payload_is_not_sent(server):
 
 def test_rate_limit_is_shared_across_graders(server):
     url, state = server
-    a, b = endpoint(url, rate_limit=20), endpoint(url, rate_limit=20)
+    ctx = GraderContext(allow_private_hosts=("127.0.0.1",))  # real time: this test measures the limiter
+    a, b = endpoint(url, rate_limit=20, context=ctx), endpoint(url, rate_limit=20, context=ctx)
     assert a.bucket is b.bucket
+    assert endpoint(url, rate_limit=20).bucket is not a.bucket  # shared within a context, not through a global
     t0 = time.monotonic()
     results = grade_many(a, [make_sample("x")] * 15, [{}] * 15, max_workers=4) + [b.grade(make_sample("x"), {}) for _ in range(15)]
     elapsed = time.monotonic() - t0
@@ -282,8 +301,7 @@ def test_refused_at_validation_without_the_allowlist(server, url, why):
 def test_refused_at_grading_before_connecting(server, url, why):
     """A grader that skipped validation (built directly) is still refused at connect time, with no traffic."""
     url = url.format(port=server[0].rsplit(":", 1)[1].split("/")[0])
-    g = EndpointGrader({"type": "endpoint", "url": url})
-    g.backoff_s = 0.0
+    g = EndpointGrader({"type": "endpoint", "url": url}, context=GraderContext(http=HttpClient(timing=NO_WAITING)))
     before = len(CONNECTS)
     r = g.grade(make_sample("x"), {})
     assert r.score is None and r.error == "other_error" and "refused to connect" in r.details, r
@@ -321,8 +339,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_at_connect_time(server, mon
     calls = []
     monkeypatch.setattr(netguard, "getaddrinfo", _resolve_to("127.0.0.1", calls))
     spec = {"type": "endpoint", "url": f"http://rebind.example.test:{port}/grade"}
-    g = build(spec)  # a name: nothing to see until it is resolved
-    g.backoff_s = 0.0
+    g = build(spec, context=GraderContext(http=HttpClient(timing=NO_WAITING)))  # a name: nothing to see until it is resolved
     before = len(CONNECTS)
     r = g.grade(make_sample("x"), {})
     assert r.error == "other_error" and "rebind.example.test (127.0.0.1) is a loopback address" in r.details
@@ -348,8 +365,7 @@ def test_allowed_name_connects_to_the_address_that_was_checked(server, monkeypat
 def test_a_name_resolving_to_metadata_or_private_addresses_is_refused(monkeypatch):
     for ip in ("169.254.169.254", "10.0.0.1", "fd00::1", "::ffff:10.1.2.3"):
         monkeypatch.setattr(netguard, "getaddrinfo", _resolve_to(ip))
-        g = build({"type": "endpoint", "url": "http://metadata.example.test/x"})
-        g.backoff_s = 0.0
+        g = build({"type": "endpoint", "url": "http://metadata.example.test/x"}, context=GraderContext(http=HttpClient(timing=NO_WAITING)))
         before = len(CONNECTS)
         r = g.grade(make_sample("x"), {})
         assert r.error == "other_error" and "refused to connect" in r.details and CONNECTS[before:] == [], (ip, r)

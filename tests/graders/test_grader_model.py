@@ -6,8 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rft.graders import build, make_sample, validate
-from rft.graders.score_model import JudgeReply, JudgeServerError, RemoteJudge, get_judge, parse_label, parse_remote, parse_score
+from rft.graders import GraderContext, HttpClient, Judges, build, make_sample, validate
+from rft.graders.judges import JudgeReply, JudgeServerError, parse_remote
+from rft.graders.score_model import parse_label, parse_score
 
 SCORE = {
     "type": "score_model",
@@ -34,9 +35,9 @@ ITEM = {"question": "Capital of France?", "ref": {"text": "Paris"}}
         ('{"result": -2}', 0.0),
     ],
 )
-def test_score_model_parses_and_clamps(scripted_judge, reply, expected):
+def test_score_model_parses_and_clamps(scripted_judge, reply, expected, grader_context):
     scripted_judge(reply)
-    r = build(SCORE).grade(make_sample("Paris"), ITEM)
+    r = build(SCORE, context=grader_context).grade(make_sample("Paris"), ITEM)
     assert r.score == pytest.approx(expected) and r.error is None
 
 
@@ -54,20 +55,20 @@ def test_score_model_parses_and_clamps(scripted_judge, reply, expected):
         (RuntimeError("CUDA out of memory"), "model_grader_server_error"),
     ],
 )
-def test_score_model_errors_are_unscored(scripted_judge, reply, kind):
+def test_score_model_errors_are_unscored(scripted_judge, reply, kind, grader_context):
     scripted_judge(reply)
-    r = build(SCORE).grade(make_sample("Paris"), ITEM)
+    r = build(SCORE, context=grader_context).grade(make_sample("Paris"), ITEM)
     assert r.score is None and r.error == kind and r.details
 
 
-def test_refusal_heuristic_only_applies_when_nothing_parses(scripted_judge):
+def test_refusal_heuristic_only_applies_when_nothing_parses(scripted_judge, grader_context):
     scripted_judge('I cannot be sure, but {"result": 0.4}')
-    assert build(SCORE).grade(make_sample("x"), ITEM).score == pytest.approx(0.4)
+    assert build(SCORE, context=grader_context).grade(make_sample("x"), ITEM).score == pytest.approx(0.4)
 
 
-def test_range_and_prompt(scripted_judge):
+def test_range_and_prompt(scripted_judge, grader_context):
     judge = scripted_judge('{"result": 7}', '{"result": 42}')
-    g = build({**SCORE, "range": [1, 10], "sampling_params": {"temperature": 0.3, "seed": 7, "max_completions_tokens": 64}})
+    g = build({**SCORE, "range": [1, 10], "sampling_params": {"temperature": 0.3, "seed": 7, "max_completions_tokens": 64}}, context=grader_context)
     assert g.grade(make_sample("Paris"), ITEM).score == 7.0
     assert g.grade(make_sample("Paris"), ITEM).score == 10.0  # clamped to the range
     messages, params = judge.calls[0]
@@ -78,16 +79,16 @@ def test_range_and_prompt(scripted_judge):
     assert g.usage == {"gpt-4o-2024-08-06": {"prompt_tokens": 22, "completion_tokens": 10, "total_tokens": 32}}
 
 
-def test_developer_role_content_parts_and_missing_variables(scripted_judge):
+def test_developer_role_content_parts_and_missing_variables(scripted_judge, grader_context):
     judge = scripted_judge('{"result": 1}')
     spec = {**SCORE, "input": [
         {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be strict about {{item.question}}"}]},
         {"role": "user", "content": "{{sample.output_text}}"},
     ]}
-    assert build(spec).grade(make_sample("Paris"), ITEM).score == 1.0
+    assert build(spec, context=grader_context).grade(make_sample("Paris"), ITEM).score == 1.0
     assert judge.calls[0][0][0]["role"] == "system"
     assert judge.calls[0][0][0]["content"].startswith("Be strict about Capital of France?")
-    r = build({**SCORE, "input": [{"role": "user", "content": "{{item.nope}}"}]}).grade(make_sample("x"), ITEM)
+    r = build({**SCORE, "input": [{"role": "user", "content": "{{item.nope}}"}]}, context=grader_context).grade(make_sample("x"), ITEM)
     assert r.error == "invalid_variable_error" and len(judge.calls) == 1  # the judge was never asked
 
 
@@ -140,17 +141,17 @@ LABEL = {
         ('```json\n{"result": "NEUTRAL"}\n```', 1.0),
     ],
 )
-def test_label_model(scripted_judge, reply, score):
+def test_label_model(scripted_judge, reply, score, grader_context):
     judge = scripted_judge(reply)
-    r = build(LABEL).grade(make_sample("I love it"), {})
+    r = build(LABEL, context=grader_context).grade(make_sample("I love it"), {})
     assert r.score == score and r.error is None
     assert '"positive", "neutral", "negative"' in judge.calls[0][0][0]["content"]
 
 
 @pytest.mark.parametrize("reply", ["It is positive or negative, hard to say.", "mixed", '{"result": "angry"}'])
-def test_label_model_parse_errors(scripted_judge, reply):
+def test_label_model_parse_errors(scripted_judge, reply, grader_context):
     scripted_judge(reply)
-    r = build(LABEL).grade(make_sample("x"), {})
+    r = build(LABEL, context=grader_context).grade(make_sample("x"), {})
     assert r.score is None and r.error == "model_grader_parse_error"
 
 
@@ -170,11 +171,10 @@ def test_parsers_directly():
 
 
 def test_local_judges_are_cached_per_model():
-    a, b = get_judge("some-local-ref-for-test"), get_judge("some-local-ref-for-test")
+    judges = Judges()
+    a, b = judges.get("some-local-ref-for-test", None, None), judges.get("some-local-ref-for-test", None, None)
     assert a is b and a.ref == "some-local-ref-for-test"
-    from rft.graders.score_model import set_judge
-
-    set_judge("some-local-ref-for-test", None)
+    assert Judges().get("some-local-ref-for-test", None, None) is not a  # a cache per context, not per process
 
 
 def test_missing_local_model_is_a_server_error():
@@ -196,12 +196,14 @@ def chat_server():
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state["requests"].append((self.path, dict(self.headers), body))
-            status, payload = state["script"].pop(0) if state["script"] else (200, {"choices": [{"message": {"content": '{"result": 0.9}'}}],
-                                                                                       "usage": {"prompt_tokens": 30, "completion_tokens": 4}})
+            status, payload, *extra = state["script"].pop(0) if state["script"] else (200, {"choices": [{"message": {"content": '{"result": 0.9}'}}],
+                                                                                              "usage": {"prompt_tokens": 30, "completion_tokens": 4}})
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for k, v in (extra[0] if extra else {}).items():  # e.g. Retry-After
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
 
@@ -227,58 +229,74 @@ def test_remote_judge(chat_server, monkeypatch):
     assert g.usage[spec["model"]]["total_tokens"] == 34
 
 
-def test_remote_refusal_field_and_server_errors(chat_server, monkeypatch):
+def test_remote_refusal_field_and_server_errors(chat_server, fake_time):
     base, state = chat_server
     spec = {**SCORE, "model": f"{base}/v1/judge-7b"}
+    ctx = GraderContext(http=HttpClient(timing=fake_time.timing()))  # retry waits are recorded, not slept
     state["script"] = [(200, {"choices": [{"message": {"content": None, "refusal": "I can't"}}]})]
-    assert build(spec).grade(make_sample("x"), ITEM).error == "model_grader_refusal_error"
+    assert build(spec, context=ctx).grade(make_sample("x"), ITEM).error == "model_grader_refusal_error"
     state["script"] = [(400, {"error": {"message": "bad model"}})]
-    r = build(spec).grade(make_sample("x"), ITEM)
+    r = build(spec, context=ctx).grade(make_sample("x"), ITEM)
     assert r.error == "model_grader_server_error" and "HTTP 400" in r.details
-    monkeypatch.setattr(RemoteJudge, "__init__", _fast_remote_init)
+    assert fake_time.sleeps == []  # a 400 is not retried
     state["script"] = [(503, {})] * 5
-    r = build(spec).grade(make_sample("x"), ITEM)
+    before = len(state["requests"])
+    r = build(spec, context=ctx).grade(make_sample("x"), ITEM)
     assert r.error == "model_grader_server_error" and "after 3 attempts" in r.details
+    assert len(state["requests"]) - before == 3
+    assert fake_time.sleeps == [0.5, 1.0]  # full jitter drawn at the top of each window (fake_time.draw = 1.0)
     # nothing listens here: a closed port on the loopback
-    r = build({**SCORE, "model": "http://127.0.0.1:9/v1/x"}).grade(make_sample("x"), ITEM)
+    r = build({**SCORE, "model": "http://127.0.0.1:9/v1/x"}, context=ctx).grade(make_sample("x"), ITEM)
     assert r.error == "model_grader_server_error" and "cannot reach" in r.details
 
 
-_orig_init = RemoteJudge.__init__
+def test_remote_judge_honours_retry_after(chat_server, fake_time):
+    base, state = chat_server
+    ctx = GraderContext(http=HttpClient(timing=fake_time.timing()))
+    state["script"] = [(429, {}, {"Retry-After": "7"}), (503, {}, {"Retry-After": "3600"})]
+    r = build({**SCORE, "model": f"{base}/v1/judge-7b"}, context=ctx).grade(make_sample("x"), ITEM)
+    assert r.score == pytest.approx(0.9) and len(state["requests"]) == 3
+    assert fake_time.sleeps == [7.0, 30.0]  # honoured, up to the 30 s cap
 
 
-def _fast_remote_init(self, base_url, model, api_key_env=None, **kw):
-    _orig_init(self, base_url, model, api_key_env, timeout_s=5, retries=2, backoff_s=0.0)
-
-
-def test_local_judge_wiring(monkeypatch):
-    """A local model reference goes through rft.models.resolve/load and one LocalEngine per reference."""
-    import rft.engine.local as local
-    import rft.models as models
-    from rft.graders.score_model import set_judge
+def test_local_judge_wiring():
+    """A local model reference is loaded through the context's judges (`rft.engine.load_engine` by default), one
+    engine per reference per context."""
     from rft.types import Completion
 
-    built, seen = [], []
+    loaded, seen = [], []
 
     class FakeEngine:
-        def __init__(self, model, tok):
-            built.append((model, tok))
-
         def generate(self, prompts, params):
             seen.append((prompts, params))
             return [[Completion('{"result": 0.4}', (1, 2, 3), (0.0, 0.0, 0.0), "stop", prompt_tokens=17)] for _ in prompts]
 
-    monkeypatch.setattr(models, "resolve", lambda ref: f"resolved:{ref}")
-    monkeypatch.setattr(models, "load", lambda resolved: (f"model<{resolved}>", "tok"))
-    monkeypatch.setattr(local, "LocalEngine", FakeEngine)
+    def load_engine(ref):
+        loaded.append(ref)
+        return FakeEngine()
+
     ref = "tiny-local-judge-for-wiring-test"
-    try:
-        g = build({**SCORE, "model": ref, "sampling_params": {"temperature": 0.5, "max_completions_tokens": 99}})
-        assert [g.grade(make_sample("Paris"), ITEM).score for _ in range(3)] == [0.4] * 3
-        assert built == [(f"model<resolved:{ref}>", "tok")]  # one engine per model reference per process
-        prompts, params = seen[0]
-        assert len(prompts) == 1 and prompts[0][-1]["content"].endswith("Answer: Paris")
-        assert (params.n, params.temperature, params.max_new_tokens) == (1, 0.5, 99)
-        assert g.usage[ref] == {"prompt_tokens": 51, "completion_tokens": 9, "total_tokens": 60}
-    finally:
-        set_judge(ref, None)
+    ctx = GraderContext(judges=Judges(load_engine=load_engine))
+    g = build({**SCORE, "model": ref, "sampling_params": {"temperature": 0.5, "max_completions_tokens": 99}}, context=ctx)
+    assert [g.grade(make_sample("Paris"), ITEM).score for _ in range(3)] == [0.4] * 3
+    label = build({**LABEL, "model": ref}, context=ctx)  # a second grader on the same context and model
+    label.grade(make_sample("Paris"), {})
+    assert loaded == [ref]  # one engine per model reference per context
+    prompts, params = seen[0]
+    assert len(prompts) == 1 and prompts[0][-1]["content"].endswith("Answer: Paris")
+    assert (params.n, params.temperature, params.max_new_tokens) == (1, 0.5, 99)
+    assert g.usage[ref] == {"prompt_tokens": 51, "completion_tokens": 9, "total_tokens": 60}
+
+
+def test_the_default_judge_loader_is_the_engine_loader(monkeypatch):
+    """Judges load engines through `rft.engine.load_engine`, in fp32 (what judges always generated in)."""
+    import torch
+
+    import rft.engine
+
+    calls = []
+    monkeypatch.setattr(rft.engine, "load_engine", lambda ref, **kw: calls.append((ref, kw)) or "engine", raising=False)
+    from rft.graders.judges import load_judge_engine
+
+    assert load_judge_engine("some-ref") == "engine"
+    assert calls == [("some-ref", {"dtype": torch.float32, "compute_dtype": torch.float32})]

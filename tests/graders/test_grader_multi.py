@@ -81,20 +81,21 @@ def test_validation(spec, fragment, field):
     assert any(fragment in p.message and p.field == field for p in problems), [str(p) for p in problems]
 
 
-def test_label_model_only_inside_multi_for_training(scripted_judge):
+def test_label_model_only_inside_multi_for_training(scripted_judge, grader_context):
     scripted_judge('{"result": "good"}')
     label = {"type": "label_model", "model": "judge", "input": [{"role": "user", "content": "{{sample.output_text}}"}],
              "labels": ["good", "bad"], "passing_labels": ["good"]}
     assert any("only inside a multi" in p.message for p in validate_reinforcement_grader(label))
     wrapped = multi("0.5 * label + 0.5 * exact", label=label, exact=eq("hello"))
     assert validate_reinforcement_grader(wrapped) == []
-    r = build(wrapped).grade(make_sample("hello"), {})
+    r = build(wrapped, context=grader_context).grade(make_sample("hello"), {})
     assert r.score == 1.0 and r.sub_scores == {"label": 1.0, "exact": 1.0}
 
 
-def test_sub_grader_names_default_to_keys(python_sandbox):
+def test_sub_grader_names_default_to_keys(python_sandbox, grader_context):
     g = build(multi("p + t", p={"type": "python", "source": "def grade(s, i):\n    return 0.25\n"},
-                    t={"type": "text_similarity", "input": "{{sample.output_text}}", "reference": "abc", "evaluation_metric": "fuzzy_match"}))
+                    t={"type": "text_similarity", "input": "{{sample.output_text}}", "reference": "abc", "evaluation_metric": "fuzzy_match"}),
+              context=grader_context)
     assert g.graders["p"].name == "p" and g.graders["t"].name == "t"
     r = g.grade(make_sample("abc"), {})
     assert r.score == pytest.approx(1.25) and r.sub_scores == {"p": 0.25, "t": 1.0}

@@ -135,17 +135,17 @@ def test_text_similarity_example():
     assert 0.8 < out["reward"] < 1.0 and out["metadata"]["passed"] is True
 
 
-def test_score_model_example(scripted_judge):
+def test_score_model_example(scripted_judge, grader_context):
     judge = scripted_judge("1.0")
-    out = run_grader(SCORE_MODEL, "Paris", {"label": "Paris"})
+    out = run_grader(SCORE_MODEL, "Paris", {"label": "Paris"}, context=grader_context)
     assert out["reward"] == 1.0 and out["metadata"]["sampled_model_name"] == "o4-mini-2025-04-16"
     prompt = judge.calls[0][0][-1]["content"]
     assert "Reference answer: Paris\n\nModel answer: Paris" in prompt
     assert judge.calls[0][1].seed == 42
 
 
-def test_python_example(python_sandbox):
-    assert run_grader(PYTHON, "anything")["reward"] == 1.0
+def test_python_example(python_sandbox, grader_context):
+    assert run_grader(PYTHON, "anything", context=grader_context)["reward"] == 1.0
 
 
 def test_multi_example():
@@ -156,8 +156,8 @@ def test_multi_example():
     assert out["reward"] == 0.5
 
 
-def test_multi_with_label_model_example(scripted_judge):
+def test_multi_with_label_model_example(scripted_judge, grader_context):
     scripted_judge('{"result": "compliant"}', '{"result": 0.6}')
-    out = run_grader(MULTI_COMPLIANCE, "I can't share that account's data.", {"policy": "never share account data"})
+    out = run_grader(MULTI_COMPLIANCE, "I can't share that account's data.", {"policy": "never share account data"}, context=grader_context)
     assert out["sub_rewards"] == {"compliant": 1.0, "explanation": 0.6}
     assert out["reward"] == pytest.approx(0.8)

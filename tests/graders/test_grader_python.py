@@ -91,8 +91,8 @@ CONTRACT = [
 
 
 @pytest.mark.parametrize("body, score, error", CONTRACT)
-def test_score_contract(python_sandbox, body, score, error):
-    g = build({"type": "python", "source": f"def grade(sample, item):\n    {body}\n"})
+def test_score_contract(python_sandbox, body, score, error, grader_context):
+    g = build({"type": "python", "source": f"def grade(sample, item):\n    {body}\n"}, context=grader_context)
     r = g.grade(make_sample("x"), {})
     assert (r.score, r.error) == (score, error), r.details
     assert r.latency_s > 0
@@ -100,7 +100,7 @@ def test_score_contract(python_sandbox, body, score, error):
         assert r.details
 
 
-def test_runtime_error_details_have_the_traceback_and_stderr(python_sandbox):
+def test_runtime_error_details_have_the_traceback_and_stderr(python_sandbox, grader_context):
     source = src("""
         import sys
         def helper(x):
@@ -109,7 +109,7 @@ def test_runtime_error_details_have_the_traceback_and_stderr(python_sandbox):
             print("debugging note", file=sys.stderr)
             return helper(item["zero"])
     """)
-    r = build({"type": "python", "source": source}).grade(make_sample("x"), {"zero": 0})
+    r = build({"type": "python", "source": source}, context=grader_context).grade(make_sample("x"), {"zero": 0})
     assert r.error == "python_grader_runtime_error"
     assert "ZeroDivisionError" in r.details
     assert 'File "grader.py", line 3, in helper' in r.details
@@ -118,36 +118,36 @@ def test_runtime_error_details_have_the_traceback_and_stderr(python_sandbox):
     assert "sandbox.py" not in r.details  # the sandbox's own frames are not shown
 
 
-def test_module_that_fails_to_load(python_sandbox):
-    r = build({"type": "python", "source": "raise RuntimeError('at import')\ndef grade(s, i):\n    return 1.0\n"}).grade(make_sample("x"), {})
+def test_module_that_fails_to_load(python_sandbox, grader_context):
+    r = build({"type": "python", "source": "raise RuntimeError('at import')\ndef grade(s, i):\n    return 1.0\n"}, context=grader_context).grade(make_sample("x"), {})
     assert r.error == "python_grader_runtime_error" and "failed to load" in r.details and "at import" in r.details
     assert "sandbox.py" not in r.details and "grader.py\", line 1" in r.details
 
 
-def test_sees_sample_and_item(python_sandbox):
+def test_sees_sample_and_item(python_sandbox, grader_context):
     source = src("""
         def grade(sample, item):
             assert sample["output_json"] == {"a": [1, 2]}
             assert sample["choices"][0]["message"]["content"] == sample["output_text"]
             return float(sample["output_json"]["a"][1] == item["want"])
     """)
-    g = build({"type": "python", "source": source})
+    g = build({"type": "python", "source": source}, context=grader_context)
     assert g.grade(make_sample('{"a": [1, 2]}'), {"want": 2}).score == 1.0
     assert g.grade(make_sample('{"a": [1, 2]}'), {"want": 3}).score == 0.0
 
 
-def test_state_does_not_leak_between_samples(python_sandbox):
+def test_state_does_not_leak_between_samples(python_sandbox, grader_context):
     source = src("""
         calls = []
         def grade(sample, item):
             calls.append(1)
             return float(len(calls))
     """)
-    g = build({"type": "python", "source": source})
+    g = build({"type": "python", "source": source}, context=grader_context)
     assert [g.grade(make_sample("x"), {}).score for _ in range(4)] == [1.0] * 4
 
 
-def test_module_top_level_runs_once_per_worker(python_sandbox):
+def test_module_top_level_runs_once_per_worker(python_sandbox, grader_context):
     # Imports at the top level are paid once per worker, not per sample.
     source = src("""
         import time
@@ -155,6 +155,6 @@ def test_module_top_level_runs_once_per_worker(python_sandbox):
         def grade(sample, item):
             return LOADED_AT
     """)
-    g = build({"type": "python", "source": source})
+    g = build({"type": "python", "source": source}, context=grader_context)
     values = {g.grade(make_sample("x"), {}).score for _ in range(6)}
     assert len(values) <= python_sandbox.size

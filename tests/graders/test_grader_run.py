@@ -3,9 +3,10 @@
 import pytest
 
 from rft.errors import RftError
-from rft.graders import GraderContext, build
+from rft.graders import GraderContext, HttpClient, build
 from rft.graders.endpoint import MAX_PAYLOAD_BYTES
 from rft.graders.multi import MultiGrader
+from rft.graders.retry import Timing
 from rft.graders.run import grade_file, run_grader
 from rft.types import ERROR_KINDS
 
@@ -27,10 +28,10 @@ def test_response_shape_for_a_passing_sample():
     assert md["scored"] is True
 
 
-def test_multi_response_has_sub_rewards_and_token_usage(scripted_judge):
+def test_multi_response_has_sub_rewards_and_token_usage(scripted_judge, grader_context):
     scripted_judge('{"result": 0.5}')
     spec = {"type": "multi", "name": "m", "graders": {"exact": EQ, "judge": JUDGE}, "calculate_output": "exact + judge"}
-    out = run_grader(spec, "4", {"answer": "4"})
+    out = run_grader(spec, "4", {"answer": "4"}, context=grader_context)
     assert out["reward"] == 1.5 and out["sub_rewards"] == {"exact": 1.0, "judge": 0.5}
     assert out["metadata"]["scores"] == {"exact": 1.0, "judge": 0.5}
     assert out["model_grader_token_usage_per_model"] == {"judge-model": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}
@@ -39,9 +40,8 @@ def test_multi_response_has_sub_rewards_and_token_usage(scripted_judge):
 
 
 def _endpoint(url):
-    g = build({"type": "endpoint", "url": url}, context=GraderContext(allow_private_hosts=("127.0.0.1",)))
-    g.backoff_s = 0.0
-    return g
+    no_waiting = HttpClient(timing=Timing(sleep=lambda s: None))  # retries without sleeping
+    return build({"type": "endpoint", "url": url}, context=GraderContext(allow_private_hosts=("127.0.0.1",), http=no_waiting))
 
 
 # (flag, how to produce it): spec, sample, item, extra run_grader kwargs, judge replies
@@ -67,12 +67,12 @@ def test_every_error_kind_is_covered():
 
 
 @pytest.mark.parametrize("flag", sorted(FLAG_CASES))
-def test_each_error_flag(flag, scripted_judge, python_sandbox):
+def test_each_error_flag(flag, scripted_judge, python_sandbox, grader_context):
     case = FLAG_CASES[flag]()
     if "judge" in case:
         scripted_judge(*case["judge"])
     spec = case["spec"] if case["spec"] is not None else case["grader"].spec
-    out = run_grader(spec, case["sample"], case.get("item"), response_format=case.get("response_format"), grader=case.get("grader"))
+    out = run_grader(spec, case["sample"], case.get("item"), response_format=case.get("response_format"), grader=case.get("grader"), context=grader_context)
     errors = out["metadata"]["errors"]
     assert errors[flag] is True
     assert [k for k in ERROR_KINDS if errors[k]] == [flag]
@@ -109,10 +109,10 @@ def test_passed_reflects_pass_threshold():
     assert out["reward"] == pytest.approx(0.75) and out["metadata"]["passed"] is True
 
 
-def test_grade_file_summary(python_sandbox):
+def test_grade_file_summary(python_sandbox, grader_context):
     rows = [{"answer": str(i)} for i in range(10)] + [{}]
     samples = [str(i) if i % 2 == 0 else "wrong" for i in range(10)] + ["0"]
-    s = grade_file(EQ, rows, samples)
+    s = grade_file(EQ, rows, samples, context=grader_context)
     assert s["n"] == 11 and s["scored"] == 10 and s["unscored"] == 1
     assert s["mean_score"] == pytest.approx(0.5)
     assert s["error_rates"]["invalid_variable_error"] == pytest.approx(1 / 11)
@@ -121,7 +121,7 @@ def test_grade_file_summary(python_sandbox):
     assert s["latency_p95_s"] == lat[10]  # nearest rank: ceil(0.95 * 11) = 11th
     assert s["latency_mean_s"] == pytest.approx(sum(lat) / 11) and s["latency_mean_s"] > 0
     assert [r["score"] for r in s["rows"][:4]] == [1.0, 0.0, 1.0, 0.0] and s["rows"][10]["error"] == "invalid_variable_error"
-    py = grade_file({"type": "python", "source": "def grade(s, i):\n    return float(s['output_text'] == i['answer'])\n"}, rows[:10], samples[:10])
+    py = grade_file({"type": "python", "source": "def grade(s, i):\n    return float(s['output_text'] == i['answer'])\n"}, rows[:10], samples[:10], context=grader_context)
     assert py["mean_score"] == pytest.approx(0.5) and py["unscored"] == 0
 
 
@@ -138,7 +138,7 @@ def test_grade_file_pass_rate_and_sample_parse_errors():
     assert s["error_rates"]["sample_parse_error"] == pytest.approx(1 / 3)
 
 
-def test_failed_grade_is_zero_in_the_response_but_unscored_inside_rft(python_sandbox):
+def test_failed_grade_is_zero_in_the_response_but_unscored_inside_rft(python_sandbox, grader_context):
     """Where the two shapes differ: graders/run reports 0.0 + flag; GradeResult (training, evals) keeps None,
     so the sample gets zero advantage and is not averaged in as a wrong answer."""
     import torch
@@ -147,10 +147,10 @@ def test_failed_grade_is_zero_in_the_response_but_unscored_inside_rft(python_san
     from rft.graders import grade_many, make_sample
 
     spec = {"type": "python", "name": "py", "source": "def grade(s, i):\n    return 1e39 if s['output_text'] == 'boom' else float(s['output_text'])\n"}
-    out = run_grader(spec, "boom")
+    out = run_grader(spec, "boom", context=grader_context)
     assert out["reward"] == 0.0 and out["metadata"]["errors"]["python_grader_runtime_error"] is True
     assert "float32" in out["metadata"]["errors"]["python_grader_runtime_error_details"]
-    g = build(spec)
+    g = build(spec, context=grader_context)
     texts = ["1", "0", "boom", "1"]  # one group of 4
     grades = grade_many(g, [make_sample(t) for t in texts], [{}] * 4)
     assert [r.score for r in grades] == [1.0, 0.0, None, 1.0] and grades[2].error == "python_grader_runtime_error"
@@ -159,7 +159,7 @@ def test_failed_grade_is_zero_in_the_response_but_unscored_inside_rft(python_san
     adv = compute_advantages("grpo", rewards)
     assert torch.isfinite(adv.advantages).all() and adv.advantages[0, 2] == 0.0
     assert adv.advantages[0, 0] > 0 > adv.advantages[0, 1]  # the scored samples still learn
-    s = grade_file(spec, [{}] * 4, texts)
+    s = grade_file(spec, [{}] * 4, texts, context=grader_context)
     assert s["unscored"] == 1 and s["mean_score"] == pytest.approx(2 / 3) and s["rows"][2]["score"] is None
 
 

@@ -83,27 +83,35 @@ BLOCKERS = {
 @pytest.mark.parametrize("name", list(BLOCKERS))
 def test_s1_blocking_costs_one_timeout(sandbox_pool, name):
     body = BLOCKERS[name]
-    res = sandbox_pool.run(f"def grade(sample, item):\n    {body}\n", {}, {}, timeout_s=1.0)
     if name == "input":
+        res = sandbox_pool.run(f"def grade(sample, item):\n    {body}\n", {}, {}, timeout_s=1.0)
         # stdin is /dev/null: input() fails at once with EOFError instead of blocking.
         assert res.status == "error" and "EOFError" in res.error
         return
-    assert res.status == "timeout", res
-    assert 0.9 < res.seconds < 3.0
-    t0 = time.monotonic()
+    assert sandbox_pool.run("def grade(s, i):\n    return 1.0\n", {}, {}).value == 1.0  # a warm worker to count
+    before = dict(sandbox_pool.stats)
+    res = sandbox_pool.run(f"def grade(sample, item):\n    {body}\n", {}, {}, timeout_s=1.0)
+    # The worker enforced the wall clock itself (not the parent's longer deadline, which would have killed and
+    # replaced the worker): it answered "timeout" after at least the limit, and it is still the same worker.
+    assert res.status == "timeout" and "1 s wall-clock limit" in res.error, res
+    assert res.seconds >= 0.9
     ok = sandbox_pool.run("def grade(s, i):\n    return 1.0\n", {}, {})
-    assert ok.value == 1.0 and time.monotonic() - t0 < 1.0  # the next sample is graded in normal time
+    assert ok.value == 1.0  # the next sample is graded, by a worker that survived
+    assert sandbox_pool.stats["workers_replaced"] == before["workers_replaced"]
+    assert sandbox_pool.stats["workers_started"] == before["workers_started"]
 
 
 def test_s1_cpu_time_limit(sandbox_pool):
     # A CPU limit below the wall clock: the child is killed by RLIMIT_CPU, not by the timeout.
+    before = dict(sandbox_pool.stats)
     res = sandbox_pool.run("def grade(s, i):\n    while True:\n        pass\n", {}, {}, timeout_s=10.0, cpu_s=1.0)
-    assert res.status == "cpu_limit" and res.seconds < 9.5, res
-    assert "CPU time" in res.error
+    assert res.status == "cpu_limit", res  # a wall-clock kill would say "timeout"
+    assert "more than 1 s of CPU time" in res.error
+    assert sandbox_pool.stats["timeouts"] == before["timeouts"]
 
 
-def test_s1_python_grader_timeout_is_a_server_error(python_sandbox):
-    r = build({"type": "python", "source": "def grade(s, i):\n    while True:\n        pass\n"}).grade(make_sample("x"), {})
+def test_s1_python_grader_timeout_is_a_server_error(python_sandbox, grader_context):
+    r = build({"type": "python", "source": "def grade(s, i):\n    while True:\n        pass\n"}, context=grader_context).grade(make_sample("x"), {})
     assert r.score is None and r.error == "python_grader_server_error" and r.details.startswith("timeout:")
 
 
@@ -120,7 +128,9 @@ def test_s1_basic_mode_timeout(basic_pool):
     "x = []\n    while True:\n        x.append(bytearray(10**7))",
 ])
 def test_s2_memory_bomb(sandbox_pool, body):
-    res = sandbox_pool.run(f"def grade(sample, item):\n    {body}\n    return 1.0\n", {}, {})
+    # A generous wall clock: filling 768 MB takes seconds on a loaded machine, and what is tested is the memory
+    # limit (a timeout here would be the machine's speed, not the sandbox's behaviour).
+    res = sandbox_pool.run(f"def grade(sample, item):\n    {body}\n    return 1.0\n", {}, {}, timeout_s=60.0)
     assert res.status == "error" and "MemoryError" in res.error and "memory limit" in res.error, res
     assert sandbox_pool.run("def grade(s, i):\n    return 1.0\n", {}, {}).value == 1.0  # the worker is healthy
 
@@ -395,14 +405,14 @@ def test_s8_output_is_capped(sandbox_pool, body):
     ("raise SystemExit(0)", "python_grader_runtime_error"),
     ("raise KeyboardInterrupt", "python_grader_runtime_error"),
 ])
-def test_s9_only_the_result_channel_scores(python_sandbox, body, kind):
-    r = build({"type": "python", "source": f"def grade(sample, item):\n    {body}\n"}).grade(make_sample("x"), {})
+def test_s9_only_the_result_channel_scores(python_sandbox, body, kind, grader_context):
+    r = build({"type": "python", "source": f"def grade(sample, item):\n    {body}\n"}, context=grader_context).grade(make_sample("x"), {})
     assert r.score is None and r.error == kind, r
 
 
 # --- S11: one pathological sample in a batch ----------------------------------------------------------------------------
 
-def test_s11_one_hung_sample_costs_one_timeout(python_sandbox):
+def test_s11_one_hung_sample_costs_one_timeout(python_sandbox, grader_context):
     pool = python_sandbox
     timeout = pool.limits.timeout_s
     source = G("""
@@ -412,20 +422,22 @@ def test_s11_one_hung_sample_costs_one_timeout(python_sandbox):
                     pass
             return float(item["i"] % 2)
     """)
-    g = build({"type": "python", "source": source})
+    g = build({"type": "python", "source": source}, context=grader_context)
     items = [{"i": i} for i in range(256)]
     before = dict(pool.stats)
-    t0 = time.monotonic()
     results = grade_many(g, [make_sample("x")] * 256, items, max_workers=pool.size)
-    elapsed = time.monotonic() - t0
     assert results[17].error == "python_grader_server_error" and results[17].details.startswith("timeout:")
+    assert f"{timeout:g} s wall-clock limit" in results[17].details  # the worker's own limit, not the parent's deadline
     assert all(r.score == float(i % 2) for i, r in enumerate(results) if i != 17)
-    assert elapsed < timeout + 8.0, elapsed  # the step finishes within timeout + epsilon
+    # What one hung sample cost, counted rather than timed: one timeout, one call each, no worker lost or restarted.
     assert pool.stats["timeouts"] - before["timeouts"] == 1
-    # The pool is whole again: every slot answers promptly.
-    t1 = time.monotonic()
+    assert pool.stats["calls"] - before["calls"] == 256
+    assert pool.stats["workers_replaced"] == before["workers_replaced"]
+    # The pool is whole again: every slot answers, and none had to be started afresh.
+    started = pool.stats["workers_started"]
     fast = grade_many(g, [make_sample("x")] * 8, [{"i": 1}] * 8, max_workers=pool.size)
-    assert all(r.score == 1.0 for r in fast) and time.monotonic() - t1 < 2.0
+    assert all(r.score == 1.0 for r in fast)
+    assert pool.stats["workers_started"] == started and pool.stats["timeouts"] - before["timeouts"] == 1
 
 
 def test_hung_module_top_level_replaces_the_worker():

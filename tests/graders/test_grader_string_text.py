@@ -3,7 +3,7 @@
 import pytest
 
 from rft.errors import RftError
-from rft.graders import build, make_sample, validate
+from rft.graders import GraderContext, build, make_sample, validate
 
 ITEM = {
     "answer": "Paris",
@@ -14,8 +14,9 @@ ITEM = {
 }
 
 
-def sc(op, input_="{{sample.output_text}}", reference="{{item.answer}}"):
-    return build({"type": "string_check", "name": "t", "input": input_, "reference": reference, "operation": op})
+def sc(op, input_="{{sample.output_text}}", reference="{{item.answer}}", context=None):
+    return build({"type": "string_check", "name": "t", "input": input_, "reference": reference, "operation": op},
+                 context=context)
 
 
 @pytest.mark.parametrize(
@@ -67,10 +68,11 @@ def test_nested_template_paths(template, expected):
         ("{{sample.output_json.answer}}", "sample_parse_error"),  # output is not JSON
     ],
 )
-def test_unresolvable_variables_are_unscored_not_zero(template, kind):
-    r = sc("eq", input_=template).grade(make_sample("not json"), ITEM)
+def test_unresolvable_variables_are_unscored_not_zero(template, kind, fake_time):
+    fake_time.step = 0.25  # every clock reading moves time on by 0.25 s
+    r = sc("eq", input_=template, context=GraderContext(clock=fake_time.clock)).grade(make_sample("not json"), ITEM)
     assert r.score is None and r.error == kind
-    assert r.latency_s >= 0
+    assert r.latency_s == 0.25  # measured on the failure path too: one reading at the start, one at the end
 
 
 def test_string_check_validation_errors():

@@ -5,8 +5,14 @@ when it could not score (unscored is not zero). Grader types register a class wi
 `build(spec, context=...)` validates an OpenAI grader JSON object and returns a ready grader. Each grader also
 has a stable `sha256` of its canonical spec for lineage.
 
-`GraderContext` is what a grader is built with besides its spec, passed explicitly (no process globals): today
-the network allowlist of `endpoint` graders (`rft.network.allow_private_hosts`). A score is a reward only when it
+`GraderContext` is everything a grader is built with besides its spec, passed explicitly (no process globals):
+the network allowlist of `endpoint` graders, the sandbox limits and pool size of `python` graders (and the
+pools themselves, shared by the graders of one context), the judges of model graders, the HTTP client of
+endpoint graders and remote judges, and the clock grading latencies are measured with. An exception a grader
+did not expect (a bug, a library failing) is caught in `grade`: the sample is unscored with `other_error` and
+the exception in the details, never a crashed training step.
+
+A score is a reward only when it
 is a real number that stays finite as the float32 the reward tensor holds (`reward_problem`): 1e39 would become
 inf there and turn a whole group's advantages into NaN or zero, so it is unscored instead.
 """
@@ -19,9 +25,13 @@ import math
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from rft.errors import Problem, Registry, RftError
+from rft.graders.httpclient import HttpClient
+from rft.graders.judges import Judges
+from rft.graders.netguard import HostAllowlist
+from rft.graders.sandbox import SandboxLimits, SandboxPool, SharedPools
 from rft.graders.templating import TemplateError
 from rft.types import GradeResult
 
@@ -34,20 +44,53 @@ def register_grader(name: str):
 
 @dataclass(frozen=True)
 class GraderContext:
-    """Built once by the caller (training loop, CLI, evals) and handed to `build`/`validate`.
+    """Built once by the caller (training loop, CLI, evals) and handed to `build`/`validate`; every grader built
+    with it (sub-graders of a `multi` included) shares its pools, judges and HTTP client.
 
-    `allow_private_hosts`: hostnames, IP addresses or CIDR blocks that `endpoint` graders may reach although they
-    are loopback, link-local or private (see `rft.graders.netguard`); empty by default, so they may not.
+    allow_private_hosts: hostnames, IP addresses or CIDR blocks that `endpoint` graders may reach although they
+        are loopback, link-local or private (see `rft.graders.netguard`); empty by default, so they may not.
+    sandbox: the limits of `python` graders (None: `SandboxLimits()`, 120 s wall clock, 2 GB address space).
+    sandbox_workers: how many sandboxed calls run at once (None: the CPU count, at least 2).
+    sandbox_pool: an already running pool every `python` grader uses instead (its owner closes it; tests and
+        benchmarks keep workers warm this way). Otherwise the context starts one pool per distinct limits, and
+        it is closed when the last grader using it is closed.
+    judges: the judges of `score_model`/`label_model` graders (`rft.graders.judges.Judges`: engines loaded with
+        `rft.engine.load_engine` on first use, one per model reference; map a model name to any judge with
+        `Judges({"*": judge})` or `judges.set(model, judge)`).
+    http: the HTTP client of `endpoint` graders and remote judges (its `Timing` drives retries and rate limits).
+    clock: the clock `GradeResult.latency_s` is measured with (seconds).
     """
 
     allow_private_hosts: tuple[str, ...] = ()
-    allowlist: Any = field(init=False, repr=False, compare=False)  # the parsed HostAllowlist
+    sandbox: SandboxLimits | None = None
+    sandbox_workers: int | None = None
+    sandbox_pool: SandboxPool | None = field(default=None, compare=False)
+    judges: Judges = field(default_factory=Judges, compare=False, repr=False)
+    http: HttpClient = field(default_factory=HttpClient, compare=False, repr=False)
+    clock: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
+    allowlist: HostAllowlist = field(init=False, repr=False, compare=False)
+    pools: SharedPools = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from rft.graders.netguard import HostAllowlist
-
         object.__setattr__(self, "allow_private_hosts", tuple(self.allow_private_hosts or ()))
         object.__setattr__(self, "allowlist", HostAllowlist.parse(self.allow_private_hosts))
+        object.__setattr__(self, "pools", SharedPools())
+        if self.sandbox is not None and not isinstance(self.sandbox, SandboxLimits):
+            raise TypeError(f"sandbox must be a SandboxLimits, got {type(self.sandbox).__name__}")
+
+    def acquire_sandbox_pool(self) -> SandboxPool:
+        """The pool a python grader runs in; pair with `release_sandbox_pool` when the grader is closed."""
+        if self.sandbox_pool is not None:
+            return self.sandbox_pool
+        return self.pools.acquire(self.sandbox or SandboxLimits(), self.sandbox_workers)
+
+    def release_sandbox_pool(self, pool: SandboxPool) -> None:
+        if pool is not self.sandbox_pool:
+            self.pools.release(pool)
+
+    def close(self) -> None:
+        """Close the pools this context started that graders have not released (a caller's safety net)."""
+        self.pools.close()
 
 
 DEFAULT_CONTEXT = GraderContext()
@@ -82,7 +125,8 @@ class Grader:
 
     def __init__(self, spec: dict[str, Any], *, context: GraderContext | None = None):
         self.spec = spec
-        self.context = context or DEFAULT_CONTEXT
+        # Without a context, a fresh one: nothing (pools, judges, rate limits) is shared through a global.
+        self.context = context if context is not None else GraderContext()
         self.name = spec.get("name") or self.type
 
     @classmethod
@@ -104,18 +148,28 @@ class Grader:
         raise NotImplementedError
 
     def grade(self, sample: dict, item: dict) -> GradeResult:
-        t0 = time.perf_counter()
+        clock = self.context.clock
+        t0 = clock()
+        try:
+            return self._grade(sample, item, t0)
+        except Exception as e:  # a bug in the grader or a library it calls: unscored, never a crashed step
+            return GradeResult(None, "other_error", f"the {self.type} grader failed unexpectedly: {_exc_text(e)}",
+                               latency_s=clock() - t0, name=self.name)
+
+    def _grade(self, sample: dict, item: dict, t0: float) -> GradeResult:
+        """`score()` with the errors graders expect turned into unscored results; `t0`: when grading started."""
+        clock = self.context.clock
         try:
             value = self.score(sample, item)
             why = reward_problem(value)
             if why:  # None, NaN, inf, a bool, or a float32 overflow: unscored, never a reward
                 return GradeResult(None, "other_error", f"grader returned {repr(value)[:100]}: {why}",
-                                   latency_s=time.perf_counter() - t0, name=self.name)
-            return GradeResult(float(value), latency_s=time.perf_counter() - t0, name=self.name)
+                                   latency_s=clock() - t0, name=self.name)
+            return GradeResult(float(value), latency_s=clock() - t0, name=self.name)
         except TemplateError as e:  # invalid_variable_error, or sample_parse_error for a non-JSON output_json
-            return GradeResult(None, e.error_kind, str(e), latency_s=time.perf_counter() - t0, name=self.name)
+            return GradeResult(None, e.error_kind, str(e), latency_s=clock() - t0, name=self.name)
         except GraderError as e:
-            return GradeResult(None, e.kind, e.details, latency_s=time.perf_counter() - t0, name=self.name)
+            return GradeResult(None, e.kind, e.details, latency_s=clock() - t0, name=self.name)
 
     @property
     def pass_threshold(self) -> float | None:
@@ -144,6 +198,15 @@ class GraderError(Exception):
         super().__init__(f"{kind}: {details}")
         self.kind = kind
         self.details = details
+
+
+def _exc_text(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:
+        text = "<the exception message could not be rendered>"
+    text = text if len(text) <= 2000 else text[:2000] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def spec_sha256(spec: dict) -> str:

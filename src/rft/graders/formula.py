@@ -23,6 +23,17 @@ operators all count), so parsing and evaluating can never exhaust Python's stack
 `FormulaEvalError` are `RftError`s: nothing else escapes `parse`, `evaluate` or `tokenize` (fuzzed in
 tests/graders/test_fuzz_graders.py).
 
+Why hand-written (looked at in the restructuring of issue 12): no maintained safe-expression library on PyPI
+covers this language exactly. simpleeval (maintained; it parses with Python's `ast`) reads `^` as bitwise xor
+at Python's precedence, below `+` and `*`, so `a * 2 ^ 3` would parse as `(a * 2) ^ 3`; remapping the operator to
+pow cannot fix that precedence or the associativity, and it accepts far more than OpenAI's language
+(comparisons, `x if c else y`, strings, `**`) while reporting Python's syntax errors rather than a position in the
+formula. py-expression-eval has `^` as power but is unmaintained (last release 0.3.14, 2021) and adds `%`, `||`,
+comparisons, `fac`, `random` and trigonometry that `calculate_output` does not have. asteval is a subset of
+Python (a much larger surface to restrict); numexpr and cexprtk are array/C++ engines with their own syntax and
+function sets. Restricting any of them to exactly + - * / ^ and the eight functions, with positions in parse
+errors and a nesting bound, would take more code than this parser.
+
 How to run: `python -c "from rft.graders.formula import parse; print(parse('2^3^2').evaluate({}))"`.
 """
 

@@ -25,8 +25,6 @@ How to run: `python -c "from rft.graders import build, make_sample; g = build({'
 
 from __future__ import annotations
 
-import time
-
 from rft.errors import Problem, did_you_mean
 from rft.graders.base import DEFAULT_CONTEXT, GRADERS, Grader, GraderError, register_grader, reward_problem, validate
 from rft.graders.formula import FormulaError, FormulaEvalError, parse
@@ -105,13 +103,12 @@ class MultiGrader(Grader):
                     t[k] = t.get(k, 0) + v
         return total
 
-    def grade(self, sample, item) -> GradeResult:
-        t0 = time.perf_counter()
+    def _grade(self, sample, item, t0) -> GradeResult:  # Grader.grade turns an unexpected exception into other_error
         results = {k: g.grade(sample, item) for k, g in self.graders.items()}
         subs = {k: r.score for k, r in results.items()}
         lat = {k: r.latency_s for k, r in results.items()}
         done = lambda score, error=None, details=None: GradeResult(  # noqa: E731
-            score, error, details, sub_scores=subs, latency_s=time.perf_counter() - t0, name=self.name,
+            score, error, details, sub_scores=subs, latency_s=self.context.clock() - t0, name=self.name,
             sub_latency_s=lat)
         for key, r in results.items():
             if not r.scored:
@@ -131,7 +128,7 @@ class MultiGrader(Grader):
             return done(None, "other_error", f"calculate_output gave {value!r}: {why}")
         return done(value)
 
-    def score(self, sample, item):  # grade() is overridden; kept for the Grader contract
+    def score(self, sample, item):  # _grade() is overridden; kept for the Grader contract
         r = self.grade(sample, item)
         if not r.scored:
             raise GraderError(r.error or "other_error", r.details or "")

@@ -3,7 +3,8 @@
 What: `{type: "python", name, source, image_tag?}`. Validation (before any sampling) rejects source over
 256 kB, syntax errors (with the line), a source without a top-level `grade`, a `grade` that cannot take
 `(sample, item)`, relative imports and module-level imports of packages that are not installed. At run time
-each call goes to a warm worker of `rft.graders.sandbox` (see its docstring for what is and is not isolated):
+each call goes to a warm worker of `rft.graders.sandbox` (see the package docstring for what is and is not
+isolated):
 
 - a number (int or float, not bool) that is finite as the float32 the reward tensor holds (|x| up to about
   3.4028235e38) -> the score. Scores outside [0, 1] are kept as they are, not clipped: OpenAI documents no
@@ -20,7 +21,9 @@ each call goes to a warm worker of `rft.graders.sandbox` (see its docstring for 
 Simplified: `image_tag` is accepted and ignored: the sandbox uses the packages installed next to rft (OpenAI's
 image `2025-05-08` has numpy, scipy, sympy, pandas, rapidfuzz, scikit-learn, rouge-score, nltk, ...; install
 what your graders import). The module top level runs once per worker and is cached by the source's sha256.
-Limits come from `configure_sandbox()` (default: 120 s wall clock, 2 GB address space), not from the spec.
+Limits and the pool size come from the `GraderContext` the grader is built with (`sandbox`, `sandbox_workers`;
+default: 120 s wall clock, 2 GB address space, one worker per CPU), not from the spec. Python graders built with
+one context share its pool for those limits; closing the last of them closes the pool.
 
 How to run: `python -c "from rft.graders import build, make_sample; g = build({'type': 'python', 'source':
 'def grade(sample, item):\\n    return float(sample[\\"output_text\\"] == item[\\"answer\\"])'});
@@ -36,24 +39,7 @@ import threading
 
 from rft.errors import Problem
 from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader, reward_problem
-from rft.graders.sandbox import MAX_SOURCE_BYTES, SandboxLimits, SandboxPool, SandboxUnavailable, shared_pool
-
-_config_lock = threading.Lock()
-_config: dict = {"limits": SandboxLimits(), "size": None, "pool": None}
-
-
-def configure_sandbox(limits: SandboxLimits | None = None, *, size: int | None = None, pool: SandboxPool | None = None) -> None:
-    """Set the sandbox every python grader built afterwards uses: its limits and pool size, or a given pool."""
-    with _config_lock:
-        _config.update(limits=limits or SandboxLimits(), size=size, pool=pool)
-
-
-def _default_pool() -> SandboxPool:
-    with _config_lock:
-        if _config["pool"] is not None:
-            return _config["pool"]
-        limits, size = _config["limits"], _config["size"]
-    return shared_pool(limits, size)
+from rft.graders.sandbox import MAX_SOURCE_BYTES, SandboxPool, SandboxUnavailable
 
 
 def check_source(source, where: str) -> list[Problem]:
@@ -134,9 +120,10 @@ class PythonGrader(Grader):
     allowed_fields = {"type", "name", "source", "image_tag"}
     required_fields = {"type", "source"}
 
-    def __init__(self, spec, *, pool: SandboxPool | None = None, context=None):
+    def __init__(self, spec, *, context=None):
         super().__init__(spec, context=context)
-        self._pool = pool
+        self._pool: SandboxPool | None = None  # taken from the context when first needed, given back on close()
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def validate_spec(cls, spec, where, context=DEFAULT_CONTEXT):
@@ -153,9 +140,16 @@ class PythonGrader(Grader):
 
     @property
     def pool(self) -> SandboxPool:
-        if self._pool is None:
-            self._pool = _default_pool()
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self.context.acquire_sandbox_pool()
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            self.context.release_sandbox_pool(pool)
 
     def score(self, sample, item):
         try:
@@ -179,4 +173,4 @@ class PythonGrader(Grader):
         raise GraderError("python_grader_runtime_error", details)
 
 
-__all__ = ["PythonGrader", "check_source", "configure_sandbox"]
+__all__ = ["PythonGrader", "check_source"]

@@ -15,13 +15,13 @@ result) is `model_grader_refusal_error`; the judge being unreachable, failing or
 and scores 1.0 when it is in `passing_labels`, else 0.0. OpenAI allows it in RFT only inside `multi`
 (`rft.graders.run.validate_reinforcement_grader` enforces that for training jobs).
 
-The judge (`model`) is one of:
-- a local model reference (`smollm2-135m-instruct`, a model directory, `ckpt:...`): `rft.models.resolve` +
-  `load`, generated with `rft.engine.local.LocalEngine`; one engine per reference per process;
-- a remote OpenAI-compatible server, written `http(s)://host:port/v1/<model>`: POST `/v1/chat/completions`,
-  API key read at call time from the environment variable named in the spec's `api_key_env` (rft extension;
-  the key itself is never stored in the spec, logs or lineage);
-- whatever `set_judge(model, judge)` / `judge_override(judge)` installed: a `Judge` is any object with
+The judge (`model`) comes from the `GraderContext`'s `judges` (`rft.graders.judges.Judges`), which gives:
+- a local model reference (`smollm2-135m-instruct`, a model directory, `ckpt:...`): one engine per reference per
+  context, loaded through `rft.engine.load_engine`;
+- a remote OpenAI-compatible server, written `http(s)://host:port/v1/<model>`: POST `/v1/chat/completions`
+  through the context's HTTP client, API key read at call time from the environment variable named in the
+  spec's `api_key_env` (rft extension; the key itself is never stored in the spec, logs or lineage);
+- whatever was mapped with `Judges.set(model, judge)` or `Judges({"*": judge})`: any object with
   `complete(messages, params) -> JudgeReply`. Tests use a scripted fake; a job can map OpenAI model names
   (`gpt-4o-2024-08-06`) to a local judge this way.
 
@@ -49,185 +49,15 @@ import math
 import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol
 
 from rft.errors import Problem, RftError, did_you_mean
 from rft.graders.base import DEFAULT_CONTEXT, Grader, GraderError, register_grader
+from rft.graders.judges import DEFAULT_MAX_TOKENS, Judge, JudgeParams, JudgeReply, JudgeServerError
 from rft.graders.templating import check, render
 
 ROLES = ("system", "developer", "user", "assistant")
 TEXT_PART_TYPES = ("input_text", "output_text", "text")
 SAMPLING_KEYS = ("seed", "top_p", "temperature", "max_completions_tokens", "max_completion_tokens", "reasoning_effort")
-DEFAULT_MAX_TOKENS = 512
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Judges
-# ----------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class JudgeReply:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    refusal: str | None = None  # set when the backend reports a refusal explicitly
-
-
-@dataclass(frozen=True)
-class JudgeParams:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    seed: int | None = None
-
-
-class Judge(Protocol):
-    def complete(self, messages: list[dict], params: JudgeParams) -> JudgeReply: ...
-
-
-class JudgeServerError(Exception):
-    """The judge could not answer (unreachable, HTTP error, model failed to load)."""
-
-
-class LocalJudge:
-    """A local model through rft's own engine. Built lazily; generation is serialised per engine."""
-
-    def __init__(self, ref: str):
-        self.ref = ref
-        self._engine = None
-        self._lock = threading.Lock()
-
-    def _get_engine(self):
-        with self._lock:
-            if self._engine is None:
-                from rft import models
-                from rft.engine.local import LocalEngine
-
-                try:
-                    model, tok = models.load(models.resolve(self.ref))
-                except RftError as e:
-                    raise JudgeServerError(
-                        f"judge model '{self.ref}': {e}\n(a score_model/label_model `model` must be a local model reference, "
-                        "an http(s)://host/v1/<model> URL, or mapped with rft.graders.score_model.set_judge)") from None
-                self._engine = LocalEngine(model, tok)
-            return self._engine
-
-    def complete(self, messages, params):
-        from rft.engine import SamplingParams
-
-        engine = self._get_engine()
-        sp = SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p, max_new_tokens=params.max_tokens,
-                            seed=params.seed)
-        with self._lock:
-            out = engine.generate([messages], sp)
-        c = out[0][0]
-        return JudgeReply(c.text, prompt_tokens=c.prompt_tokens, completion_tokens=len(c.token_ids))
-
-
-class RemoteJudge:
-    """An OpenAI-compatible chat completions server. `base_url` ends in /v1."""
-
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, *, timeout_s: float = 120.0,
-                 retries: int = 2, backoff_s: float = 0.5):
-        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
-
-    def complete(self, messages, params):
-        body = {"model": self.model, "messages": messages, "temperature": params.temperature, "top_p": params.top_p,
-                "max_tokens": params.max_tokens, "n": 1}
-        if params.seed is not None:
-            body["seed"] = params.seed
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise JudgeServerError(f"the environment variable {self.api_key_env} (api_key_env) is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        url = self.base_url + "/chat/completions"
-        data = json.dumps(body).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    payload = json.loads(resp.read())
-                break
-            except urllib.error.HTTPError as e:
-                snippet = e.read()[:300].decode("utf-8", "replace")
-                last = f"HTTP {e.code} from {url}: {snippet}"
-                if e.code != 429 and e.code < 500:
-                    raise JudgeServerError(last) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = f"cannot reach {url}: {getattr(e, 'reason', e)}"
-            except ValueError as e:
-                raise JudgeServerError(f"{url} answered with something that is not JSON: {e}") from None
-        else:
-            raise JudgeServerError(f"{last} (after {self.retries + 1} attempts)")
-        try:
-            choice = payload["choices"][0]
-            msg = choice.get("message") or {}
-            text = msg.get("content") or ""
-            usage = payload.get("usage") or {}
-            return JudgeReply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                              refusal=msg.get("refusal") or None)
-        except (KeyError, IndexError, TypeError, AttributeError) as e:
-            raise JudgeServerError(f"{url} answered without choices[0].message: {e!r}") from None
-
-
-_judges: dict[str, Judge] = {}  # model string -> judge (local engines cached here); "*" overrides every model
-_judges_lock = threading.Lock()
-
-
-def parse_remote(model: str) -> tuple[str, str] | None:
-    """`http://host:port/v1/<model>` -> (base_url, model name); None when `model` is not a URL."""
-    if not model.startswith(("http://", "https://")):
-        return None
-    if "/v1/" in model:
-        base, name = model.split("/v1/", 1)
-        return base + "/v1", name
-    base, _, name = model.rstrip("/").rpartition("/")
-    return base, name
-
-
-def set_judge(model: str, judge: Judge | None) -> None:
-    """Make `model` (or "*": every model) use `judge`; None removes the mapping."""
-    with _judges_lock:
-        if judge is None:
-            _judges.pop(model, None)
-        else:
-            _judges[model] = judge
-
-
-@contextmanager
-def judge_override(judge: Judge, model: str = "*"):
-    """Temporarily route `model` (default: every model) to `judge`, e.g. a scripted fake in tests."""
-    with _judges_lock:
-        prev = _judges.get(model)
-        _judges[model] = judge
-    try:
-        yield judge
-    finally:
-        set_judge(model, prev)
-
-
-def get_judge(model: str, api_key_env: str | None = None) -> Judge:
-    with _judges_lock:
-        if "*" in _judges:
-            return _judges["*"]
-        if model in _judges:
-            return _judges[model]
-        remote = parse_remote(model)
-        judge: Judge = RemoteJudge(remote[0], remote[1], api_key_env) if remote else LocalJudge(model)
-        if not remote:
-            _judges[model] = judge  # one local engine per model reference per process
-        return judge
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -415,7 +245,7 @@ class _ModelGrader(Grader):
 
     @property
     def judge(self) -> Judge:
-        return self._judge or get_judge(self.model, self.spec.get("api_key_env"))
+        return self._judge or self.context.judges.get(self.model, self.spec.get("api_key_env"), self.context.http)
 
     def params(self) -> JudgeParams:
         sp = self.spec.get("sampling_params") or {}
@@ -536,8 +366,4 @@ class LabelModelGrader(_ModelGrader):
         return 1.0 if label in self.spec["passing_labels"] else 0.0
 
 
-__all__ = [
-    "Judge", "JudgeParams", "JudgeReply", "JudgeServerError", "LabelModelGrader", "LocalJudge", "RemoteJudge",
-    "ScoreModelGrader", "get_judge", "judge_override", "looks_like_refusal", "parse_label", "parse_remote",
-    "parse_score", "set_judge",
-]
+__all__ = ["LabelModelGrader", "ScoreModelGrader", "looks_like_refusal", "parse_label", "parse_score"]

@@ -1,224 +1,47 @@
-"""Sandbox for user-supplied Python grader code: a pool of reusable worker processes with OS-level limits.
+"""The sandbox worker: the program that runs inside the sandboxed process (standard library only).
 
-What it does
-------------
-`SandboxPool.run(source, sample, item)` runs `grade(sample, item)` from `source` and returns a `SandboxResult`
-(a float, or why there is none). Each pool slot is a *worker* ("zygote") process that is started once and reused:
+What: `python -I worker.py --worker CONFIG` enters the namespaces the kernel allows and builds the read-only
+root (`_setup_namespaces`), drops privileges, sets the rlimits, then serves calls from the pool (`_Worker`):
+load a grader module once per sha256, fork one child per call, enforce the wall clock, capture output, kill
+every descendant and empty scratch afterwards. See the package docstring for what is and is not protected.
 
-1. The worker starts as `python -I sandbox.py --worker` in its own session, with stdin on /dev/null, a scrubbed
-   environment (no API keys, tokens, `HF_TOKEN`; only PATH, HOME, TMPDIR, LANG and thread-count variables) and
-   a private scratch directory as its working directory.
-2. Where the kernel allows (root, or unprivileged user namespaces), it enters new network, PID, mount, IPC and
-   UTS namespaces and pivots into a fresh root: a read-only tmpfs in which only the directories Python needs
-   are bind-mounted read-only (/usr, the interpreter's prefix, the venv's site-packages, the dynamic-linker
-   cache), plus a fresh /proc for its own PID namespace, a minimal /dev, and size-limited tmpfs at /scratch
-   (the working directory) and /tmp. When started as root it then drops to an unprivileged uid that is unique
-   to the pool slot; otherwise it drops every capability. `no_new_privs` is set either way.
-3. The worker executes the grader module's top level once (imports, constants) and caches it by sha256.
-4. Each call forks a fresh child from the worker. The child gets RLIMIT_CPU (per call, so it never
-   accumulates), RLIMIT_AS (memory, default 2 GB), RLIMIT_NPROC (processes), RLIMIT_FSIZE (file size) and
-   RLIMIT_CORE=0, closes the worker's control pipes, and calls `grade`. Its stdout/stderr (Python-level and
-   raw fd 1/2 writes) go to pipes that the worker drains, keeping the first `output_bytes` of each and
-   counting the rest. The result travels over a separate pipe as JSON; exit codes and printed text never count.
-5. The worker enforces the wall-clock limit (default 120 s). When the call ends or times out, every other
-   process in the sandbox is SIGKILLed (`kill(-1)` from PID 1 of the namespace catches double-forked,
-   `setsid` daemons too), the scratch directories are emptied, and the worker is ready for the next call.
-   The parent keeps a second, longer deadline: a worker that does not answer (its top level hung, it was
-   killed) is killed as a whole (its process group and its namespace's PID 1) and replaced, so the pool size
-   is restored. A hung grader costs one timeout for its own sample; the other pool slots keep working.
+Simplified: Linux namespaces without seccomp or cgroups (see the package docstring).
 
-What it protects against (namespace mode, which is what Linux with root or user namespaces gives)
------------------------------------------------------------------------------------------------------
-Infinite loops and blocking calls (wall clock + CPU limit), memory bombs (RLIMIT_AS: allocations fail with
-MemoryError, reported as a runtime error), fork bombs (RLIMIT_NPROC, counted per slot uid when started as
-root), orphaned and daemonised descendants (killed with the namespace), output floods (captured output is
-capped; the parent never holds more than the cap), network access (an empty network namespace: even
-127.0.0.1 is unreachable, DNS fails), reading host files (the dataset, checkpoints, ~/.ssh, /etc/passwd and
-/proc of other processes are simply not in the sandbox's filesystem), writing outside the scratch
-directories (the root is read-only), Python-level escapes (`sys.modules['os'].system`, `ctypes`,
-`__subclasses__` walks all run, but inside the same OS boundary), and state leaking between samples (each
-call is a fresh fork; scratch is emptied).
-
-What it does not protect against
---------------------------------
-- Kernel exploits: there is no seccomp filter, so the whole syscall surface is reachable. Run untrusted
-  graders in a VM or a container runtime such as gVisor when that matters.
-- CPU use by several sandboxes at once is not throttled (no cgroups); only per-call CPU time is capped.
-- RLIMIT_AS bounds address space, not resident memory of the whole sandbox: a grader that forks up to the
-  process limit can use up to nproc x memory. tmpfs scratch counts against host memory (bounded by its size).
-- Without root, RLIMIT_NPROC counts all processes of the invoking user, so it is set to the user's current
-  count plus `nproc` (best effort).
-- The result channel is a pipe inside the grader's own process: code that `grade()` itself executes (for
-  example model-written code run with `exec`) can forge the score. Run such code in a subprocess from grade().
-- The module top level runs once per worker, inside the sandbox but under the parent's deadline only.
-
-Fallback ("basic" mode) when namespaces are not permitted (e.g. a container without CAP_SYS_ADMIN and with
-user namespaces disabled, or macOS): the same process model, rlimits, scrubbed environment, scratch cwd and
-output caps, plus a Python-level `socket` block installed before user code runs. That block is not a
-boundary: `ctypes`, `subprocess` and `os.system` reach the network; the host filesystem is readable and
-writable with the invoking user's rights; `setsid` daemons escape the per-call kill. `SandboxPool.isolation`
-reports which protections are active, and the test-suite skips (naming the limitation) what it cannot check.
-
-How to run
-----------
-    from rft.graders.sandbox import SandboxPool, SandboxLimits
-    pool = SandboxPool(size=2, limits=SandboxLimits(timeout_s=5))
-    print(pool.run("def grade(sample, item):\\n    return 1.0\\n", {"output_text": "x"}, {}))
-    print(pool.isolation)
-    pool.close()
-
-Benchmark: `python bench/grader_throughput.py`. Tests: `pytest tests/graders/test_sandbox.py`.
-
-This file is also the worker program (`python -I sandbox.py --worker CONFIG`), so its top level imports only
-the standard library.
+Why standard library only: the pool runs this file as a script in isolated mode, where neither this
+directory nor rft's source tree is on sys.path (and must not be: grader code would see them), and in namespace
+mode only the interpreter and site-packages are mounted. Its one sibling, `protocol.py` (also stdlib only), is
+loaded from its path before the sandbox is entered.
+How to run: started by `rft.graders.sandbox.SandboxPool`; never by hand.
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import errno
-import hashlib
+import importlib.util
 import json
 import os
 import platform
 import select
 import shutil
 import signal
-import struct
 import sys
-import tempfile
-import threading
 import time
 import traceback
-import weakref
-from dataclasses import dataclass
-
-# ----------------------------------------------------------------------------------------------------------
-# Shared: configuration, results, message framing
-# ----------------------------------------------------------------------------------------------------------
-
-MAX_SOURCE_BYTES = 256 * 1024
-_HEADER = struct.Struct("!I")
-_MAX_MESSAGE = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Per-call limits. `cpu_s=None` means `timeout_s` + 1 s (CPU seconds, rounded up). `isolation`: "auto" uses namespaces where
-    the kernel allows and falls back to "basic"; "namespaces" fails if they are not available; "basic" never
-    tries them."""
-
-    timeout_s: float = 120.0
-    cpu_s: float | None = None
-    memory_mb: int = 2048
-    nproc: int = 64
-    fsize_mb: int = 1024
-    scratch_mb: int = 1024
-    output_bytes: int = 64 * 1024
-    isolation: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.isolation not in ("auto", "namespaces", "basic"):
-            raise ValueError(f"isolation must be auto, namespaces or basic, got {self.isolation!r}")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+def _load_protocol():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py")
+    spec = importlib.util.spec_from_file_location("_rft_sandbox_protocol", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
-@dataclass(frozen=True)
-class SandboxResult:
-    """What one call produced.
-
-    status: "ok" (value is a finite float), "error" (the grader raised, returned a non-number, or its module
-    failed to load; a python_grader_runtime_error), or "timeout" / "crash" / "cpu_limit" (the sandbox killed
-    or lost the call; a python_grader_server_error).
-    """
-
-    status: str
-    value: float | None = None
-    error: str = ""
-    traceback: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def is_server_error(self) -> bool:
-        return self.status in ("timeout", "crash", "cpu_limit")
-
-
-def _send(fd: int, obj) -> None:
-    data = json.dumps(obj, allow_nan=False, default=_json_default).encode()
-    buf = memoryview(_HEADER.pack(len(data)) + data)
-    while buf:
-        n = os.write(fd, buf)
-        buf = buf[n:]
-
-
-def _json_default(o):
-    # Samples and items come from JSON, but be lenient with tuples and the like.
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
-
-
-def _wait_readable(fd: int, timeout: float) -> bool:
-    # poll(), not select(): the parent may hold more than 1024 file descriptors (select's limit).
-    if hasattr(select, "poll"):
-        p = select.poll()
-        p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        return bool(p.poll(max(0, int(timeout * 1000) + 1)))
-    r, _, _ = select.select([fd], [], [], timeout)
-    return bool(r)
-
-
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
-    """Read exactly n bytes; None on EOF; raises TimeoutError past the deadline."""
-    chunks, got = [], 0
-    while got < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            if not _wait_readable(fd, left):
-                raise TimeoutError
-        try:
-            chunk = os.read(fd, n - got)
-        except InterruptedError:
-            continue
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _recv(fd: int, deadline: float | None = None):
-    head = _read_exact(fd, _HEADER.size, deadline)
-    if head is None:
-        return None
-    (n,) = _HEADER.unpack(head)
-    if n > _MAX_MESSAGE:
-        raise ValueError(f"message too large ({n} bytes)")
-    body = _read_exact(fd, n, deadline)
-    if body is None:
-        return None
-    return json.loads(body)
-
-
-def source_sha256(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Worker side: namespace setup (Linux), the call loop
-# ----------------------------------------------------------------------------------------------------------
+_protocol = _load_protocol()
+HEADER, MAX_MESSAGE, SCRUBBED_ENV = _protocol.HEADER, _protocol.MAX_MESSAGE, _protocol.SCRUBBED_ENV
+send_message, recv_message = _protocol.send_message, _protocol.recv_message
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -231,21 +54,6 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
-# The environment a grader sees. Thread pools are pinned to one thread: each one reserves address space
-# (RLIMIT_AS) and counts against RLIMIT_NPROC.
-_SCRUBBED_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "LC_ALL": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONHASHSEED": "0",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "MALLOC_ARENA_MAX": "2",
-}
-
 
 class _Libc:
     def __init__(self) -> None:
@@ -462,9 +270,9 @@ class _Worker:
         self.is_pid1 = os.getpid() == 1
 
     def serve(self) -> None:
-        _send(self.resp_fd, {"op": "hello", "isolation": self.isolation})
+        send_message(self.resp_fd, {"op": "hello", "isolation": self.isolation})
         while True:
-            msg = _recv(self.req_fd)
+            msg = recv_message(self.req_fd)
             if msg is None or msg.get("op") == "exit":
                 return
             t0 = time.monotonic()
@@ -475,7 +283,7 @@ class _Worker:
             out["id"] = msg.get("id")
             out["loaded"] = msg.get("sha") in self.modules
             out["seconds"] = time.monotonic() - t0
-            _send(self.resp_fd, out)
+            send_message(self.resp_fd, out)
 
     # -- loading -------------------------------------------------------------------------------------------
     def load(self, sha: str, source: str) -> dict | None:
@@ -543,6 +351,20 @@ class _Worker:
         open_fds = {res_r, out_r, err_r}
         status = None
         pidfd = None
+
+        def read_ready(fds) -> None:
+            """One read from each ready pipe: the result (kept up to MAX_MESSAGE) or captured output."""
+            nonlocal result
+            for fd in fds:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    open_fds.discard(fd)
+                elif fd == res_r:
+                    if len(result) < MAX_MESSAGE:
+                        result += data
+                else:
+                    outs[fd].feed(data)
+
         if hasattr(os, "pidfd_open"):
             try:
                 pidfd = os.pidfd_open(pid)
@@ -556,17 +378,7 @@ class _Worker:
                 break
             watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
             r, _, _ = select.select(watch, [], [], min(left, 0.05 if pidfd is None else left))
-            for fd in r:
-                if fd == pidfd:
-                    continue
-                data = os.read(fd, 1 << 16)
-                if not data:
-                    open_fds.discard(fd)
-                elif fd == res_r:
-                    if len(result) < _MAX_MESSAGE:
-                        result += data
-                else:
-                    outs[fd].feed(data)
+            read_ready([fd for fd in r if fd != pidfd])
             if pidfd is None or pidfd in r or res_r not in open_fds:
                 wpid, wstatus, rusage = os.wait4(pid, os.WNOHANG)
                 if wpid == pid:
@@ -586,15 +398,7 @@ class _Worker:
         end = time.monotonic() + 1.0
         while open_fds and time.monotonic() < end:
             r, _, _ = select.select(list(open_fds), [], [], 0.1)
-            for fd in r:
-                data = os.read(fd, 1 << 16)
-                if not data:
-                    open_fds.discard(fd)
-                elif fd == res_r:
-                    if len(result) < _MAX_MESSAGE:
-                        result += data
-                else:
-                    outs[fd].feed(data)
+            read_ready(r)
         for fd in (res_r, out_r, err_r):
             os.close(fd)
         self._clean_scratch()
@@ -660,7 +464,7 @@ class _Worker:
         except Exception:
             pass
         try:
-            _send(res_w, msg)
+            send_message(res_w, msg)
         except Exception:
             pass
 
@@ -735,10 +539,10 @@ class _Worker:
 def _parse_child_result(data: bytes, pid: int) -> dict | None:
     """The first well-formed message written by the call child itself (not by a process it forked)."""
     pos = 0
-    while pos + _HEADER.size <= len(data):
-        (n,) = _HEADER.unpack_from(data, pos)
-        body = data[pos + _HEADER.size: pos + _HEADER.size + n]
-        pos += _HEADER.size + n
+    while pos + HEADER.size <= len(data):
+        (n,) = HEADER.unpack_from(data, pos)
+        body = data[pos + HEADER.size: pos + HEADER.size + n]
+        pos += HEADER.size + n
         if len(body) < n:
             return None
         try:
@@ -850,7 +654,7 @@ def _worker_main(argv: list[str]) -> None:
                     f.write(f"0 {real_gid} 1")
         except OSError as e:
             if cfg["isolation"] == "namespaces":
-                _send(resp_fd, {"op": "fatal", "error": f"cannot create namespaces: {e}"})
+                send_message(resp_fd, {"op": "fatal", "error": f"cannot create namespaces: {e}"})
                 os._exit(3)
             use_ns = False
             isolation["reason"] = f"namespaces not permitted here ({e})"
@@ -861,7 +665,7 @@ def _worker_main(argv: list[str]) -> None:
             child = os.fork()
             if child:
                 os.close(go_r)
-                _send(resp_fd, {"op": "pid", "pid": child})
+                send_message(resp_fd, {"op": "pid", "pid": child})
                 os.close(go_w)
                 os.close(req_fd)
                 os.close(resp_fd)
@@ -881,7 +685,7 @@ def _worker_main(argv: list[str]) -> None:
                 isolation.update(mode="namespaces", network_namespace=True, pid_namespace=True, mount_namespace=True)
             except OSError as e:
                 # Half-built mounts are not a safe state to fall back from: refuse, and let the parent decide.
-                _send(resp_fd, {"op": "fatal", "error": f"sandbox filesystem setup failed: {e}"})
+                send_message(resp_fd, {"op": "fatal", "error": f"sandbox filesystem setup failed: {e}"})
                 os._exit(3)
     if use_ns:
         scratch = "/scratch"
@@ -893,7 +697,7 @@ def _worker_main(argv: list[str]) -> None:
             os.chmod(scratch, 0o700)
     os.chdir(scratch)
     os.environ.clear()
-    os.environ.update(_SCRUBBED_ENV)
+    os.environ.update(SCRUBBED_ENV)
     os.environ.update(HOME=scratch, TMPDIR=scratch)
     if cfg.get("extra_sys_path"):
         sys.path[:0] = [p for p in cfg["extra_sys_path"] if p not in sys.path]
@@ -936,303 +740,6 @@ def _worker_main(argv: list[str]) -> None:
     isolation["scratch"] = scratch
     isolation["uid"] = os.getuid()
     _Worker(cfg, req_fd, resp_fd, isolation).serve()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Parent side: the pool
-# ----------------------------------------------------------------------------------------------------------
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox could not start a worker (a setup problem, not a grader problem)."""
-
-
-_UID_BASE = 1_800_000_000  # far above any real account; each pool slot gets its own uid
-
-
-class _WorkerHandle:
-    """Parent-side handle of one worker process."""
-
-    def __init__(self, pool: "SandboxPool", slot: int):
-        self.pool, self.slot = pool, slot
-        lim = pool.limits
-        self.host_dir = tempfile.mkdtemp(prefix=f"rft-sandbox-{os.getpid()}-{slot}-")
-        os.chmod(self.host_dir, 0o755)
-        self.uid = _UID_BASE + (os.getpid() % 100_000) * 256 + slot
-        self.loaded: set[str] = set()
-        self.ns_pid: int | None = None
-        self.isolation: dict = {}
-        self.calls = 0
-        req_r, self.req_w = os.pipe()
-        self.resp_r, resp_w = os.pipe()
-        cfg = {
-            "req_fd": req_r, "resp_fd": resp_w, "host_dir": self.host_dir, "uid": self.uid,
-            "timeout_s": lim.timeout_s, "cpu_s": lim.cpu_s, "memory_mb": lim.memory_mb, "nproc": lim.nproc,
-            "fsize_mb": lim.fsize_mb, "scratch_mb": lim.scratch_mb, "output_bytes": lim.output_bytes,
-            "isolation": lim.isolation, "extra_sys_path": pool.extra_sys_path, "force_userns": pool._force_userns,
-        }
-        import subprocess
-
-        self.log_path = os.path.join(self.host_dir, "worker.log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", os.path.abspath(__file__), "--worker", json.dumps(cfg)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(req_r, resp_w),
-                env=dict(_SCRUBBED_ENV), cwd=self.host_dir, start_new_session=True, close_fds=True,
-            )
-        os.close(req_r)
-        os.close(resp_w)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                msg = _recv(self.resp_r, deadline)
-                if msg is None:
-                    raise SandboxUnavailable(f"the sandbox worker exited during start-up: {self._log_tail()}")
-                if msg.get("op") == "pid":
-                    self.ns_pid = int(msg["pid"])
-                elif msg.get("op") == "fatal":
-                    raise SandboxUnavailable(msg.get("error", "unknown error"))
-                elif msg.get("op") == "hello":
-                    self.isolation = msg["isolation"]
-                    break
-        except TimeoutError:
-            self.kill()
-            raise SandboxUnavailable("the sandbox worker did not start within 60 s") from None
-        except BaseException:
-            self.kill()
-            raise
-
-    def _log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-2000:].decode("utf-8", "replace").strip() or "(no output)"
-        except OSError:
-            return "(no log)"
-
-    def call(self, sha: str, source: str, sample, item, timeout: float, cpu: float | None) -> SandboxResult:
-        self.calls += 1
-        msg = {"op": "call", "id": self.calls, "sha": sha, "sample": sample, "item": item, "timeout": timeout, "cpu": cpu}
-        if sha not in self.loaded:
-            msg["source"] = source
-        t0 = time.monotonic()
-        try:
-            _send(self.req_w, msg)
-        except ValueError as e:  # NaN/inf or similar in the sample/item
-            return SandboxResult("error", error=f"the sample or item cannot be sent to the grader as JSON: {e}")
-        except OSError as e:
-            self.kill()
-            return SandboxResult("crash", error=f"the sandbox worker is gone ({e}): {self._log_tail()}")
-        # The worker enforces `timeout` itself; this deadline only catches a worker that stopped answering
-        # (its module top level hangs, or it was killed).
-        deadline = t0 + timeout + self.pool.grace_s
-        try:
-            out = _recv(self.resp_r, deadline)
-        except TimeoutError:
-            self.kill()
-            return SandboxResult("timeout", error=f"the grader did not answer within {timeout:g} s (plus {self.pool.grace_s:g} s grace); "
-                                 "its worker was killed and replaced", seconds=time.monotonic() - t0)
-        except (OSError, ValueError) as e:
-            self.kill()
-            return SandboxResult("crash", error=f"lost contact with the sandbox worker: {e}", seconds=time.monotonic() - t0)
-        if out is None:
-            self.kill()
-            return SandboxResult("crash", error=f"the sandbox worker died: {self._log_tail()}", seconds=time.monotonic() - t0)
-        if out.get("status") == "need_source":  # the worker lost the module; resend once
-            self.loaded.discard(sha)
-            return self.call(sha, source, sample, item, timeout, cpu)
-        if out.get("loaded"):
-            self.loaded.add(sha)
-        return SandboxResult(
-            status=out.get("status", "crash"), value=out.get("value"), error=out.get("error", ""),
-            traceback=out.get("traceback", ""), stdout=out.get("stdout", ""), stderr=out.get("stderr", ""),
-            stdout_truncated=bool(out.get("stdout_truncated")), stderr_truncated=bool(out.get("stderr_truncated")),
-            seconds=time.monotonic() - t0,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """Kill the worker: PID 1 of its namespace (which takes every sandboxed process with it) and its group."""
-        for pid in (self.ns_pid,):
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except Exception:
-            pass
-        for fd in (self.req_w, self.resp_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.req_w = self.resp_r = -1
-        shutil.rmtree(self.host_dir, ignore_errors=True)
-
-    def close(self) -> None:
-        if self.req_w >= 0 and self.alive:
-            try:
-                _send(self.req_w, {"op": "exit"})
-                self.proc.wait(timeout=2)
-            except Exception:
-                pass
-        self.kill()
-
-
-class SandboxPool:
-    """A pool of sandbox workers; thread-safe. `run()` blocks until a worker is free, then runs one call.
-
-    size: how many calls run at once (default: the CPU count, at least 2). grace_s: extra time the parent
-    waits past the per-call timeout before it gives up on a worker and replaces it. extra_sys_path: more
-    directories graders may import from (added to sys.path and, in namespace mode, mounted read-only; by
-    default only the interpreter, its site-packages and the system libraries are visible; when started as root
-    the sandbox runs as an unprivileged uid, so they must be world-readable). Call `close()`
-    when done (pools still open at exit are closed then).
-    """
-
-    def __init__(self, size: int | None = None, limits: SandboxLimits | None = None, *, grace_s: float = 5.0,
-                 extra_sys_path: list[str] | None = None):
-        if not hasattr(os, "fork"):
-            raise SandboxUnavailable("python graders need a POSIX system with fork() (Linux or macOS)")
-        self.limits = limits or SandboxLimits()
-        self.size = max(1, size or max(2, os.cpu_count() or 2))
-        self.grace_s = grace_s
-        self.extra_sys_path = list(extra_sys_path or [])
-        self._idle: list[_WorkerHandle] = []
-        self._free_slots = list(range(self.size))
-        self._cond = threading.Condition()
-        self._closed = False
-        self.stats = {"calls": 0, "timeouts": 0, "crashes": 0, "workers_started": 0, "workers_replaced": 0}
-        self._isolation: dict | None = None
-        self._force_userns = False  # tests only: exercise the unprivileged path on a root machine
-        _ALL_POOLS.add(self)  # closed at exit, so no worker or scratch directory outlives the process
-
-    # -- worker checkout -----------------------------------------------------------------------------------
-    def _acquire(self) -> _WorkerHandle:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise SandboxUnavailable("the sandbox pool is closed")
-                while self._idle:
-                    w = self._idle.pop()
-                    if w.alive:
-                        return w
-                    w.kill()  # died while idle (e.g. the OOM killer): free its slot
-                    self._free_slots.append(w.slot)
-                    self.stats["workers_replaced"] += 1
-                if self._free_slots:
-                    slot = self._free_slots.pop()
-                    break
-                self._cond.wait()
-        try:
-            w = _WorkerHandle(self, slot)
-        except BaseException:
-            with self._cond:
-                self._free_slots.append(slot)
-                self._cond.notify()
-            raise
-        with self._cond:
-            self.stats["workers_started"] += 1
-            if self._isolation is None:
-                self._isolation = dict(w.isolation)
-        return w
-
-    def _release(self, w: _WorkerHandle) -> None:
-        with self._cond:
-            if w.alive and not self._closed:
-                self._idle.append(w)
-            else:
-                if w.req_w >= 0:
-                    w.kill()
-                self.stats["workers_replaced"] += 1
-                self._free_slots.append(w.slot)
-            self._cond.notify()
-
-    # -- public --------------------------------------------------------------------------------------------
-    def run(self, source: str, sample, item, *, timeout_s: float | None = None, cpu_s: float | None = None) -> SandboxResult:
-        """Run `grade(sample, item)` from `source` in a sandbox worker."""
-        timeout = float(timeout_s or self.limits.timeout_s)
-        sha = source_sha256(source)
-        w = self._acquire()
-        try:
-            res = w.call(sha, source, sample, item, timeout, cpu_s or self.limits.cpu_s)
-        finally:
-            self._release(w)
-        with self._cond:
-            self.stats["calls"] += 1
-            self.stats["timeouts"] += res.status == "timeout"
-            self.stats["crashes"] += res.status == "crash"
-        return res
-
-    @property
-    def isolation(self) -> dict:
-        """What this machine lets the sandbox enforce (starts a worker if none ran yet)."""
-        if self._isolation is None:
-            self._release(self._acquire())
-        return dict(self._isolation or {})
-
-    def worker_pids(self) -> list[int]:
-        with self._cond:
-            return [w.proc.pid for w in self._idle] + [w.ns_pid for w in self._idle if w.ns_pid]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._cond.notify_all()
-        for w in idle:
-            w.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-_ALL_POOLS: "weakref.WeakSet[SandboxPool]" = weakref.WeakSet()
-_POOLS: dict[tuple, SandboxPool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def shared_pool(limits: SandboxLimits | None = None, size: int | None = None) -> SandboxPool:
-    """One pool per (limits, size) per process, so python graders reuse warm workers."""
-    limits = limits or SandboxLimits()
-    key = (limits, size)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None or pool._closed:
-            pool = _POOLS[key] = SandboxPool(size, limits)
-        return pool
-
-
-@atexit.register
-def close_shared_pools() -> None:
-    """Close every pool of this process (registered at exit)."""
-    with _POOLS_LOCK:
-        _POOLS.clear()
-    for p in list(_ALL_POOLS):
-        p.close()
-
-
-def describe_isolation(iso: dict) -> str:
-    """A one-line, honest summary of what is enforced."""
-    if iso.get("mode") == "namespaces":
-        who = "unprivileged slot uid" if iso.get("uid_dropped") else "no capabilities"
-        return f"namespaces (network, pid, mount; read-only root; {who}) + rlimits"
-    return ("basic: rlimits, scrubbed env, scratch cwd, Python-level socket block only "
-            f"(no OS network/filesystem isolation{': ' + iso['reason'] if iso.get('reason') else ''})")
-
-
-__all__ = ["MAX_SOURCE_BYTES", "SandboxLimits", "SandboxPool", "SandboxResult", "SandboxUnavailable",
-           "close_shared_pools", "describe_isolation", "shared_pool", "source_sha256"]
 
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "--worker":
