@@ -71,10 +71,11 @@ def reward_of(text: str) -> float:
 def child_rft(model_dir: str, a) -> dict:
     import torch
 
-    from rft.config import parse_job
+    from rft.config import parse_job, resolve
     from rft.engine.local import LocalEngine
     from rft.models import ResolvedModel, load
-    from rft.train import loop
+    from rft.train.setup import TrainInputs, TrainParts, make_scheduler
+    from rft.train.step import step_metrics, train_step
     from rft.types import GradeResult
 
     class G:
@@ -99,8 +100,13 @@ def child_rft(model_dir: str, a) -> dict:
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=1e-6, foreach=True)
     total = a.warmup + a.steps
-    sched = loop.make_scheduler(opt, job, total)
     ps = prompts(a.prompts * total)
+    # sampling.n = a.group, so the resolved completions per prompt are a.group
+    inputs = TrainInputs(values=resolve(job, a.prompts * total), train_ds=None, val_ds=None, guard_ds=None, grader=G(),
+                         guard_grader=None, model_ref=ResolvedModel(model_dir, Path(model_dir), "directory"),
+                         compute_dtype=torch.bfloat16)
+    parts = TrainParts(job=job, inputs=inputs, model=model, tokenizer=tok, params=params, optimizer=opt,
+                       scheduler=make_scheduler(opt, job, total), reference=None, engine=engine)
     times, toks = [], []
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -109,14 +115,12 @@ def child_rft(model_dir: str, a) -> dict:
         if dev == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        res = loop.train_step(step, rows, job=job, derived={"completions_per_prompt": a.group}, model=model, tok=tok,
-                              engine=engine, grader=G(), opt=opt, sched=sched, ref_model=None,
-                              compute_dtype=torch.bfloat16, params=params)
+        res = train_step(step, rows, parts)
         if dev == "cuda":
             torch.cuda.synchronize()
         if step > a.warmup:
             times.append(time.perf_counter() - t0)
-            toks.append(res.metrics["completions/mean_length"] * a.prompts * a.group)
+            toks.append(step_metrics(res, "random")["completions/mean_length"] * a.prompts * a.group)
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else None
     return {"median_step_s": statistics.median(times), "gen_tokens_per_step": statistics.mean(toks),
             "peak_gpu_mb": peak}

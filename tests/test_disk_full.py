@@ -21,7 +21,8 @@ from rft.errors import RftError
 from rft.models import ResolvedModel, load
 from rft.train import checkpoint as ckpt_mod
 from rft.train import state as state_mod
-from rft.train.checkpoint import save_model_checkpoint, verify_checkpoint
+from rft.hashing import verify_checkpoint
+from rft.train.checkpoint import save_model_checkpoint
 from rft.train.state import find_latest_state, save_state, verify_state
 
 
@@ -190,4 +191,4 @@ def test_an_interrupted_checkpoint_folder_is_never_loaded(tiny, tmp_path):
         with pytest.raises(RftError, match="incomplete rft checkpoint"):
             resolve(str(d))
     assert resolve(str(tmp_path / "final")).kind == "checkpoint"
-    assert ckpt_mod.verify_checkpoint(tmp_path / "final")
+    assert verify_checkpoint(tmp_path / "final")

@@ -18,11 +18,11 @@ import torch
 from rft import algo
 from rft.config import parse_job
 from rft.data import load_dataset
-from rft.engine.local import LocalEngine
 from rft.errors import RftError
-from rft.models import ResolvedModel, load
 from rft.train import loop
-from rft.train.checkpoint import verify_checkpoint
+from rft.hashing import verify_checkpoint
+from rft.train.setup import make_scheduler, setup_training
+from rft.train.step import step_metrics
 
 GRADER = {"type": "string_check", "name": "has_e", "input": "{{sample.output_text}}", "reference": "e",
           "operation": "like"}
@@ -58,7 +58,7 @@ REAL_ADVANTAGES = algo.compute_advantages
 
 def _all_learnable(monkeypatch):
     """Rewards 0, 1, 2, ... in every group: every group has variance, so the update passes always run."""
-    monkeypatch.setattr(loop.algo, "compute_advantages", lambda name, r: REAL_ADVANTAGES(
+    monkeypatch.setattr(algo, "compute_advantages", lambda name, r: REAL_ADVANTAGES(
         name, torch.arange(r.numel(), dtype=torch.float32).view_as(r)))
 
 
@@ -82,18 +82,15 @@ def _inject(monkeypatch, bad: dict):
         return out
 
     monkeypatch.setattr(loop, "train_step", step)
-    monkeypatch.setattr(loop.algo, "policy_loss", loss)
+    monkeypatch.setattr(algo, "policy_loss", loss)
 
 
-def _setup(model_dir, job):
+def _setup(job):
+    """The parts a run builds, with a plain AdamW(lr) and a 10-step schedule."""
     torch.manual_seed(0)
-    model, tok = load(ResolvedModel(str(model_dir), model_dir, "directory"))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=job.rft.optimizer.lr)
-    sched = loop.make_scheduler(opt, job, 10)
-    engine = LocalEngine(model, tok, compute_dtype=torch.float32)
-    return model, tok, params, opt, sched, engine
+    parts = setup_training(job)
+    opt = torch.optim.AdamW(parts.params, lr=job.rft.optimizer.lr)
+    return dataclasses.replace(parts, optimizer=opt, scheduler=make_scheduler(opt, job, 10))
 
 
 def _snapshot(model, opt):
@@ -112,34 +109,34 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "grad"])
 def test_nonfinite_step_leaves_weights_and_optimizer_bit_identical(tiny_model_dir, monkeypatch, bad):
     job = _job(tiny_model_dir, optimizer={"lr": 1e-2, "warmup_steps": 4})
-    model, tok, params, opt, sched, engine = _setup(tiny_model_dir, job)
+    job.rft.algorithm.beta = 0.0  # no reference model in this direct call
+    parts = _setup(job)
+    model, opt, params, sched = parts.model, parts.optimizer, parts.params, parts.scheduler
     rows = load_dataset("builtin:arithmetic", n=8).rows
-    kw = dict(job=job, derived={"completions_per_prompt": 4}, model=model, tok=tok, engine=engine,
-              grader=loop.build_grader(job), opt=opt, sched=sched, ref_model=None, compute_dtype=torch.float32,
-              params=params)
-    kw["job"].rft.algorithm.beta = 0.0  # no reference model in this direct call
     _all_learnable(monkeypatch)
-    first = loop.train_step(1, rows[:2], **kw)  # a real update: AdamW now has moments to compare
-    assert not first.metrics["nonfinite"] and first.nonfinite is None
+    first = loop.train_step(1, rows[:2], parts)  # a real update: AdamW now has moments to compare
+    assert not step_metrics(first, "has_e")["nonfinite"] and first.nonfinite is None
     before = _snapshot(model, opt)
     assert before[1], "the optimizer has state after a real step"
     _inject(monkeypatch, {2: bad})
     calls = []
     monkeypatch.setattr(opt, "step", lambda *a, **k: calls.append(1))
-    res = loop.train_step(2, rows[2:4], **kw)
-    assert res.nonfinite and res.metrics["nonfinite"] is True
+    res = loop.train_step(2, rows[2:4], parts)
+    metrics = step_metrics(res, "has_e")
+    assert res.nonfinite and metrics["nonfinite"] is True
     assert ("gradient norm" if bad == "grad" else "loss is") in res.nonfinite
     assert calls == [], "optimizer.step() must not run on a non-finite step"
     assert _same(before, _snapshot(model, opt)), "weights or optimizer state changed on a skipped step"
     assert all(p.grad is None for p in params), "no non-finite gradient is left behind"
     # Policy: the step counts; the LR schedule is a function of the step number, not of the updates applied.
-    assert res.metrics["lr"] == pytest.approx(job.rft.optimizer.lr * sched.factor(2)) and sched.factor(2) == 0.5
+    assert metrics["lr"] == pytest.approx(job.rft.optimizer.lr * sched.factor(2)) and sched.factor(2) == 0.5
 
 
 def test_logged_grad_norm_is_pre_clip_and_applied_norm_is_clipped(tiny_model_dir, monkeypatch):
     job = _job(tiny_model_dir, optimizer={"lr": 1e-3, "grad_clip": 1e-4})
     job.rft.algorithm.beta = 0.0
-    model, tok, params, opt, sched, engine = _setup(tiny_model_dir, job)
+    parts = _setup(job)
+    params, opt = parts.params, parts.optimizer
     applied, computed = [], []
     real_clip = torch.nn.utils.clip_grad_norm_
 
@@ -152,11 +149,8 @@ def test_logged_grad_norm_is_pre_clip_and_applied_norm_is_clipped(tiny_model_dir
     opt.register_step_pre_hook(lambda o, a, k: applied.append(
         float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))))
     _all_learnable(monkeypatch)
-    res = loop.train_step(1, load_dataset("builtin:arithmetic", n=4).rows[:2], job=job,
-                          derived={"completions_per_prompt": 4}, model=model, tok=tok, engine=engine,
-                          grader=loop.build_grader(job), opt=opt, sched=sched, ref_model=None,
-                          compute_dtype=torch.float32, params=params)
-    gn = res.metrics["grad_norm"]
+    res = loop.train_step(1, load_dataset("builtin:arithmetic", n=4).rows[:2], parts)
+    gn = step_metrics(res, "has_e")["grad_norm"]
     assert gn == pytest.approx(computed[0], rel=1e-5) and gn > 1e-4  # the norm before clipping
     assert applied and applied[0] <= 1e-4 * (1 + 1e-4)  # what the optimizer saw was clipped
 

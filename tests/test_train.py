@@ -3,17 +3,18 @@ rises (a wrong update sign makes it fall, so this test fails for a sign error)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from rft import graders
 from rft.config import parse_job
 from rft.data import load_dataset
-from rft.engine.local import LocalEngine
-from rft.models import ResolvedModel
 from rft.train import loop
+from rft.train.setup import make_scheduler, setup_training
+from rft.train.step import step_metrics, train_step
 from rft.types import GradeResult
 
 
@@ -77,10 +78,19 @@ def test_variants_run(tiny_model_dir, tmp_path, variant):
     job = _job(tiny_model_dir, optimizer={"lr": 1e-3, "grad_accumulation": 1}, **variant)
     job.rft.train.max_steps = 2
     job.rft.train.micro_batch_size = 3  # uneven micro-batches
-    res = loop.run_job(job, output_dir=str(tmp_path / "run"), log=lambda s: None)
+    updates = []
+    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: updates.append(1))
+    try:
+        res = loop.run_job(job, output_dir=str(tmp_path / "run"), log=lambda s: None)
+    finally:
+        hook.remove()
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert res["status"] == "succeeded" and len(rows) == 2
     assert all(r["kl"] >= 0 for r in rows)
+    # num_iterations optimizer passes on every step that updates (tests/test_train_update.py checks KL, LoRA and
+    # the passes step by step)
+    updating = [r for r in rows if not r["skipped_update"] and not r["nonfinite"]]
+    assert len(updates) == job.rft.algorithm.num_iterations * len(updating)
 
 
 class VowelGrader:
@@ -97,28 +107,32 @@ class VowelGrader:
         pass
 
 
+def step_parts(job, *, grader=None, lr=None, total_steps=None):
+    """The parts a training run would build for `job`, with a test's own grader, or a plain AdamW(lr) and schedule."""
+    parts = setup_training(job)
+    if grader is not None:
+        parts.inputs.close()
+        parts = dataclasses.replace(parts, inputs=dataclasses.replace(parts.inputs, grader=grader))
+    if lr is not None:
+        opt = torch.optim.AdamW(parts.params, lr=lr)
+        parts = dataclasses.replace(parts, optimizer=opt,
+                                    scheduler=make_scheduler(opt, job, total_steps or parts.values.total_steps))
+    return parts
+
+
 def _toy_run(tiny_model_dir, sign: float, steps: int = 12, lr: float = 1e-2) -> list[float]:
     job = _job(tiny_model_dir, optimizer={"lr": lr}, sampling={"n": 8, "max_new_tokens": 6})
-    from rft.models import load
-
     torch.manual_seed(0)
-    model, tok = load(ResolvedModel(str(tiny_model_dir), tiny_model_dir, "directory"))
-    model.train()
-    engine = LocalEngine(model, tok, compute_dtype=torch.float32)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=lr)
-    sched = loop.make_scheduler(opt, job, steps)
-    ds = load_dataset("builtin:arithmetic", n=64)
-    derived = {"completions_per_prompt": 8}
     grader = VowelGrader()
     if sign < 0:
         grader.grade = lambda s, i, g=VowelGrader().grade: GradeResult(1 - g(s, i).score, name="toy")
+    parts = step_parts(job, grader=grader, lr=lr, total_steps=steps)
+    assert parts.values.completions_per_prompt == 8
+    ds = load_dataset("builtin:arithmetic", n=64)
     rewards = []
     for step in range(1, steps + 1):
         rows = [ds.rows[(step * 4 + k) % len(ds)] for k in range(4)]
-        res = loop.train_step(step, rows, job=job, derived=derived, model=model, tok=tok, engine=engine, grader=grader,
-                              opt=opt, sched=sched, ref_model=None, compute_dtype=torch.float32, params=params)
-        r = res.metrics["reward"]
+        r = step_metrics(train_step(step, rows, parts), grader.name)["reward"]
         rewards.append(r if sign > 0 else 1 - r)  # always the share of 'e'/'a'
     return rewards
 

@@ -1,56 +1,48 @@
 """Pre-flight "learnability" report: before spending compute, sample the base model on a subset of the
-training prompts, grade it, and time a real training step.
+training prompts, grade it, and time real training steps.
 
 Reports: per-prompt pass-rate histogram, the share of groups with zero reward variance at the job's group size
 (those give no gradient), grader error rates and latency, tokens and seconds per step (sampling, grading,
-training measured on real steps with a throw-away copy of the model), and a forecast of the whole run's time.
-If the job names `rft.train.reference_output`, every row's reference must pass the grader first.
+training measured on real steps), and a forecast of the whole run's time. If the job names
+`rft.train.reference_output`, every row's reference must pass the grader first.
+
+The model, optimizer, reference and engine come from `rft.train.setup.setup_training`, exactly as a training
+run builds them. Preflight owns them and throws them away: it samples and times an evaluation on the base
+weights first, then runs its timing steps on the same parts (they change the weights; nothing is saved).
 
     rft preflight examples/quickstart.yaml
 """
 
 from __future__ import annotations
 
-import copy
 import time
 
-import torch
-
-from rft import graders, models
-from rft.config import JobSpec, check_context_length, resolve
-from rft.engine.local import LocalEngine
-from rft.train import loop
+from rft import graders
+from rft.config import JobSpec
+from rft.engine import SamplingParams
+from rft.eval import evaluate
+from rft.extraction import sample_from_text
+from rft.train.cursor import DataCursor
+from rft.train.setup import load_inputs, set_seed, setup_training
+from rft.train.step import step_metrics, train_step
 from rft.types import ERROR_KINDS
 
 
 def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log=print) -> dict:
     t_start = time.perf_counter()
-    loop.set_seed(job.seed)
-    train_ds, val_ds = loop.load_data(job)
-    grader = loop.build_grader(job)
+    set_seed(job.seed)
+    inputs = load_inputs(job)
     try:
-        loop.reference_check(job, grader, train_ds)
-        if val_ds is not None:
-            loop.reference_check(job, grader, val_ds)
-        derived = resolve(job, len(train_ds))
-        G = derived["completions_per_prompt"]
-        compute_dtype = loop.compute_dtype_for(job)
-        resolved_model = models.resolve(job.model)
-        ctx_len = models.context_length(resolved_model)
-        if ctx_len is not None:
-            check_context_length(job, ctx_len)
-        model, tok = loop.load_policy(job, resolved_model)
-        engine = LocalEngine(model, tok, compute_dtype=compute_dtype)
+        parts = setup_training(job, inputs)
+        values, train_ds, val_ds, grader = parts.values, parts.inputs.train_ds, parts.inputs.val_ds, parts.grader
+        G = values.completions_per_prompt
 
         # 1. learnability: k = G completions for a subset of prompts, graded with the job's grader
-        cursor = loop.DataCursor(len(train_ds), job.seed + 1)
+        cursor = DataCursor(len(train_ds), job.seed + 1)
         rows = [train_ds.rows[i] for i in cursor.take(min(prompts, len(train_ds)))]
         s = job.rft.sampling
-        from rft.engine import SamplingParams
-        from rft.extraction import sample_from_text
-
         t0 = time.perf_counter()
-        groups = engine.generate([r["messages"] for r in rows], SamplingParams(
+        groups = parts.engine.generate([r["messages"] for r in rows], SamplingParams(
             n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens,
             stop=tuple(s.stop), seed=job.seed))
         t_sample = time.perf_counter() - t0
@@ -73,43 +65,33 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
             bins[0 if r == 0 else min(4, 1 + int((r - 1e-9) * 4))] += 1
         errors = {k: sum(1 for g in grades if g.error == k) / len(grades) for k in ERROR_KINDS}
 
-        # 2. timing: real training steps on a throw-away copy of the model (the first warms kernels up)
-        tmodel = copy.deepcopy(model)
-        teng = LocalEngine(tmodel, tok, compute_dtype=compute_dtype)
-        params = [p for p in tmodel.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=derived["learning_rate"])
-        sched = loop.make_scheduler(opt, job, derived["total_steps"])
-        ref = None if job.rft.algorithm.beta == 0 else (tmodel.disable_adapter if job.rft.lora.enabled
-                                                         else copy.deepcopy(tmodel).to(compute_dtype).eval())
-        step_metrics = []
-        tcur = loop.DataCursor(len(train_ds), job.seed + 2)
-        for k in range(timing_steps):
-            trows = [train_ds.rows[i] for i in tcur.take(derived["prompts_per_step"])]
-            res = loop.train_step(k + 1, trows, job=job, derived=derived, model=tmodel, tok=tok, engine=teng,
-                                  grader=grader, opt=opt, sched=sched, ref_model=ref,
-                                  compute_dtype=compute_dtype, params=params)
-            step_metrics.append(res.metrics)
-        # The first step warms kernels up; forecast from the median of the others.
-        warm = sorted(step_metrics[1:] or step_metrics, key=lambda x: x["time/step"])
-        m = warm[len(warm) // 2]
-        # Zero-variance steps skip the update; forecast with the share of learnable groups seen above.
-        learnable_share = 1 - zero_var / max(1, len(rows))
-        p_all_dead = (1 - learnable_share) ** derived["prompts_per_step"]
-        train_time = m["time/training"]
-        step_forecast = m["time/sampling"] + m["time/grading"] + (1 - p_all_dead) * train_time
+        # 2. evaluation time: a greedy evaluation on a slice of the validation set, scaled to the full set
         eval_forecast = 0.0
         if val_ds is not None:
-            # time a greedy evaluation on a slice of the validation set and scale it to the full set
-            from rft.eval import evaluate
-
             n_items = min(len(val_ds), job.rft.eval.max_items or len(val_ds))
             probe = min(n_items, 64)
             t0 = time.perf_counter()
-            evaluate(engine, val_ds, grader, model_name=job.model, max_new_tokens=job.rft.eval.max_new_tokens or s.max_new_tokens,
+            evaluate(parts.engine, val_ds, grader, model_name=job.model,
+                     max_new_tokens=job.rft.eval.max_new_tokens or s.max_new_tokens,
                      extraction=job.rft.extraction, max_items=probe)
             per_eval = (time.perf_counter() - t0) * n_items / probe
-            n_evals = (derived["total_steps"] - 1) // derived["eval_interval"] + int(job.rft.eval.baseline) + int(job.rft.eval.final)
+            n_evals = (values.total_steps - 1) // values.eval_interval + int(job.rft.eval.baseline) + int(job.rft.eval.final)
             eval_forecast = per_eval * n_evals
+
+        # 3. step time: real training steps (they change the weights: last, on parts thrown away after this)
+        step_metrics_rows = []
+        tcur = DataCursor(len(train_ds), job.seed + 2)
+        for k in range(timing_steps):
+            trows = [train_ds.rows[i] for i in tcur.take(values.prompts_per_step)]
+            step_metrics_rows.append(step_metrics(train_step(k + 1, trows, parts), grader.name))
+        # The first step warms kernels up; forecast from the median of the others.
+        warm = sorted(step_metrics_rows[1:] or step_metrics_rows, key=lambda x: x["time/step"])
+        m = warm[len(warm) // 2]
+        # Zero-variance steps skip the update; forecast with the share of learnable groups seen above.
+        learnable_share = 1 - zero_var / max(1, len(rows))
+        p_all_dead = (1 - learnable_share) ** values.prompts_per_step
+        train_time = m["time/training"]
+        step_forecast = m["time/sampling"] + m["time/grading"] + (1 - p_all_dead) * train_time
         report = {
             "object": "rft.preflight",
             "job_model": job.model,
@@ -124,20 +106,20 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
             "grading_seconds": t_grade,
             "sampling_seconds": t_sample,
             "completion_tokens_mean": sum(len(c.token_ids) for c in flat) / len(flat),
-            "step": {"prompts": derived["prompts_per_step"], "completions": derived["prompts_per_step"] * G,
+            "step": {"prompts": values.prompts_per_step, "completions": values.prompts_per_step * G,
                      "tokens": int(m["tokens_per_second"] * m["time/step"]),
-                     "measured_seconds": [x["time/step"] for x in step_metrics],
+                     "measured_seconds": [x["time/step"] for x in step_metrics_rows],
                      "sampling_seconds": m["time/sampling"], "grading_seconds": m["time/grading"],
                      "training_seconds": train_time, "forecast_seconds": step_forecast},
-            "forecast": {"total_steps": derived["total_steps"], "train_seconds": step_forecast * derived["total_steps"],
+            "forecast": {"total_steps": values.total_steps, "train_seconds": step_forecast * values.total_steps,
                          "eval_seconds": eval_forecast,
-                         "total_seconds": step_forecast * derived["total_steps"] + eval_forecast},
+                         "total_seconds": step_forecast * values.total_steps + eval_forecast},
             "recommendations": _recommend(pass_rates, zero_var / max(1, len(rows)), G),
             "seconds": time.perf_counter() - t_start,
         }
         return report
     finally:
-        grader.close()
+        inputs.close()
 
 
 def _recommend(pass_rates: list[float], zero_frac: float, G: int) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from rft.fsutil import fsync_dir, fsync_file, save_error, write_atomic
-from rft.hashing import file_entries, verified_manifest
+from rft.hashing import file_entries
 
 
 def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
@@ -68,7 +68,3 @@ def _write_checkpoint(model, tokenizer, tmp: Path, meta: dict, dtype: str) -> No
     tokenizer.save_pretrained(tmp)
     (tmp / "rft_checkpoint.json").write_text(json.dumps(meta, indent=2, default=str))
 
-
-def verify_checkpoint(path: Path) -> dict:
-    """Check every file against manifest.json; raise RftError on any mismatch."""
-    return verified_manifest(path, f"checkpoint {path}", missing="it is incomplete and will not be loaded")

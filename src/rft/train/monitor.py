@@ -37,49 +37,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from rft.errors import did_you_mean
-
-ALARM_KINDS = ("reward_hacking", "entropy_collapse", "entropy_explosion", "kl_limit", "length_explosion",
-               "reward_variance_vanished")
-Action = Literal["warn", "pause"]
-
-
-class MonitorConfig(BaseModel):
-    # Every number has a range (checked by tests/test_config_ranges.py) and must be finite.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    enabled: bool = True
-    policy: Action = "warn"  # what every alarm asks for, unless `actions` says otherwise for its kind
-    actions: dict[str, Action] = Field(default_factory=dict)  # per-kind override, e.g. {reward_hacking: pause}
-    window: int = Field(5, ge=1, le=100_000)  # steps averaged for the current value of a metric
-    early_steps: int = Field(5, ge=1, le=100_000)  # first steps averaged for the early (reference) value
-    # reward hacking: training reward up while validation / guard score down
-    eval_window: int = Field(2, ge=1, le=10_000)  # compare with the evaluation this many evaluations back
-    min_reward_rise: float = Field(0.05, ge=0.0, le=1e6)
-    min_score_drop: float = Field(0.02, ge=0.0, le=1e6)
-    # entropy (None disables the check); a collapse is a fall below ratio x early, so the ratio is below 1
-    entropy_collapse_ratio: float | None = Field(0.1, gt=0.0, lt=1.0)
-    entropy_explosion_ratio: float | None = Field(5.0, gt=1.0, le=1e6)
-    # KL to the reference (None: no limit)
-    kl_max: float | None = Field(None, gt=0.0, le=1e6)
-    # mean completion length against its early value (None disables the check)
-    length_growth_ratio: float | None = Field(3.0, gt=1.0, le=1e6)
-    # reward variance vanishing (None disables the check)
-    zero_variance_steps: int | None = Field(10, ge=1, le=100_000)
-    zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
-    min_group_std: float = Field(1e-6, ge=0.0, le=1e6)
-
-    @field_validator("actions")
-    @classmethod
-    def _known_kinds(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if k not in ALARM_KINDS:
-                raise ValueError(f"unknown alarm kind '{k}'{did_you_mean(k, ALARM_KINDS)}; valid: {', '.join(ALARM_KINDS)}")
-        return v
+from rft.config import ALARM_KINDS, MonitorConfig  # noqa: F401 - re-exported: the monitor's settings
+from rft.config import AlarmAction as Action
 
 
 @dataclass(frozen=True)

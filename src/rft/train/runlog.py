@@ -1,6 +1,8 @@
 """The run folder: events.jsonl, metrics.jsonl, samples/, checkpoints/, reports.
 
-Every line is appended and flushed as it happens, so a crash loses nothing already written.
+Every line is appended and fsynced as it happens, so a crash loses nothing already written. Whole files
+(job.json, reports, resolved_config.yaml, a step's samples) are replaced durably with `rft.fsutil.write_atomic`
+(temp file, fsync, rename, fsync of the folder): a reader sees the old file or the new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rft.fsutil import write_atomic
 from rft.home import runs_dir
 
 
@@ -82,23 +85,15 @@ class RunLog:
         self.write_text("metrics.jsonl", "".join(x + "\n" for x in keep))
 
     def samples(self, step: int, rows: list[dict]) -> None:
-        path = self.dir / "samples" / f"step_{step:06d}.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n")
+        text = "".join(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n" for r in rows)
+        write_atomic(self.dir / "samples" / f"step_{step:06d}.jsonl", text.encode("utf-8"))
 
     def write_json(self, name: str, obj: Any) -> Path:
-        p = self.dir / name
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable))
-        os.replace(tmp, p)
-        return p
+        return self.write_text(name, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable))
 
     def write_text(self, name: str, text: str) -> Path:
         p = self.dir / name
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
+        write_atomic(p, text.encode("utf-8"))
         return p
 
 

@@ -28,6 +28,7 @@ import random
 import shutil
 import signal
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -40,6 +41,29 @@ from rft.fsutil import save_error, write_atomic
 from rft.hashing import file_entries, verified_manifest
 
 STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from step to step; saved as trainer_state.json's "loop" and restored from it."""
+
+    step: int = 0  # the last completed step
+    t_train: float = 0.0  # seconds spent in steps
+    trained_tokens: int = 0
+    evals: list[dict] = field(default_factory=list)  # validation summaries, in order
+    last: dict = field(default_factory=dict)  # the last step's metrics
+    baseline: dict | None = None  # the step-0 validation report
+    guard_baseline: dict | None = None
+    skipped_steps: int = 0  # steps whose update was refused as non-finite (N1), in all
+    nonfinite_streak: int = 0  # ... in a row, up to the last step
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoopState":
+        """From a saved "loop"; counters a state saved before they existed start at their defaults."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def fault(point: str, n: int | None = None, *, step: int | None = None) -> None:

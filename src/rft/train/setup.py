@@ -1,0 +1,268 @@
+"""Everything a training run is built from, made in one place and shared by training (`rft.train.loop`) and
+`rft preflight`, so the two cannot drift apart.
+
+    load_inputs(job)       data (train, validation, guard), the grader (every reference answer checked), the
+                           resolved hyperparameters, the model reference (its context window checked), the
+                           compute dtype; nothing heavy is loaded yet
+    setup_training(job)    + the policy (fp32 master weights, optional LoRA), AdamW with the job's betas and
+                           weight decay, the LR schedule, the frozen reference (only if beta > 0) and the engine
+                           that samples from the policy
+
+Both return frozen dataclasses (`TrainInputs`, `TrainParts`). The training loop loads the inputs first (it
+records them in the registry and checks a resume against them before any model is loaded) and then builds the
+parts with a `restore` hook that loads a saved state into the policy and optimizer before the engine copies
+the weights.
+
+Simplified: one process, one device. Run: `rft train JOB.yaml` or `rft preflight JOB.yaml`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from rft import graders, models
+from rft.config import JobSpec, Resolved, check_context_length, resolve
+from rft.data import Dataset, load_dataset
+from rft.engine.local import LocalEngine, best_cpu_dtype
+from rft.errors import RftError
+from rft.extraction import sample_from_text
+from rft.graders.sandbox import SandboxLimits
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a job trains on, checked before any model is loaded."""
+
+    values: Resolved  # the concrete hyperparameters and step counts
+    train_ds: Dataset
+    val_ds: Dataset | None
+    guard_ds: Dataset | None  # held-out data that must not regress (rft.eval.guard_file)
+    grader: Any
+    guard_grader: Any  # the guard set's grader (the job's grader unless rft.eval.guard_grader); None without one
+    model_ref: models.ResolvedModel
+    compute_dtype: torch.dtype  # rollouts and forward passes; master weights stay fp32
+
+    def close(self) -> None:
+        """Stop the graders' workers (python graders run in a sandbox pool)."""
+        self.grader.close()
+        if self.guard_grader is not None and self.guard_grader is not self.grader:
+            self.guard_grader.close()
+
+
+@dataclass(frozen=True)
+class TrainParts:
+    """Everything a training step touches: the inputs, and the policy with what trains and samples it.
+    `reference` is None (beta == 0), a frozen copy of the base model in the compute dtype, or, with LoRA, the
+    policy's `disable_adapter` context manager (the base model is the reference). `params` are the trainable
+    parameters, in the optimizer's order."""
+
+    job: JobSpec
+    inputs: TrainInputs
+    model: torch.nn.Module
+    tokenizer: Any
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: "LrSchedule"
+    reference: Any
+    engine: LocalEngine
+
+    # the inputs a step reads, by their short names
+    values = property(lambda self: self.inputs.values)
+    grader = property(lambda self: self.inputs.grader)
+    compute_dtype = property(lambda self: self.inputs.compute_dtype)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def compute_dtype_for(job: JobSpec) -> torch.dtype:
+    d = job.rft.train.dtype
+    if d == "bfloat16":
+        return torch.bfloat16
+    if d == "float32":
+        return torch.float32
+    return best_cpu_dtype() if not torch.cuda.is_available() else torch.bfloat16
+
+
+def device_for(job: JobSpec) -> str:
+    d = job.rft.train.device
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cuda" and not torch.cuda.is_available():
+        raise RftError("rft.train.device is cuda but this torch has no CUDA device", hint="use rft.train.device=auto")
+    return d
+
+
+# ------------------------------------------------------------------------------------------- graders, data
+def grader_context(job: JobSpec) -> graders.GraderContext:
+    """What graders are built with besides their spec: the hosts endpoint graders may reach (SSRF allowlist) and
+    the sandbox python graders run in (limits and pool size from `rft.sandbox`). Make one per job: the graders
+    built with it share its sandbox pool, which closes with the last of them."""
+    sb = job.rft.sandbox
+    return graders.GraderContext(
+        allow_private_hosts=tuple(job.rft.network.allow_private_hosts),
+        sandbox=SandboxLimits(timeout_s=sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb, nproc=sb.nproc,
+                              fsize_mb=sb.fsize_mb, isolation=sb.isolation),
+        sandbox_workers=sb.workers)
+
+
+def build_grader(job: JobSpec, context: graders.GraderContext | None = None):
+    """The job's grader (`context`: the job's `grader_context`, made here if not given)."""
+    return graders.build(job.grader, "method.reinforcement.grader", context=context or grader_context(job))
+
+
+def load_data(job: JobSpec) -> tuple[Dataset, Dataset | None]:
+    train = load_dataset(job.training_file, split="train")
+    val = load_dataset(job.validation_file, split="validation") if job.validation_file else None
+    return train, val
+
+
+def reference_check(job: JobSpec, grader, ds: Dataset) -> None:
+    """Every row's reference output (a template over the item) must score as passing (>= 1.0)."""
+    tmpl = job.rft.train.reference_output
+    if not tmpl:
+        return
+    problems = []
+    for i, row in enumerate(ds.rows):
+        try:
+            text = graders.render(tmpl, {}, row)
+        except graders.TemplateError as e:
+            problems.append(ds.problem(i, f"reference_output: {e}"))
+            continue
+        g = grader.grade(sample_from_text(text, job.rft.extraction), row)
+        if g.score is None or g.score < 1.0:
+            why = g.error or f"score {g.score}"
+            problems.append(ds.problem(i, f"the reference answer {text!r} does not pass the grader ({why})"))
+    if problems:
+        raise RftError(f"{len(problems)} reference answer(s) fail the grader; fix the data or the grader", problems)
+
+
+def load_inputs(job: JobSpec) -> TrainInputs:
+    """Load and check the data, build and check the grader(s), resolve the hyperparameters and the model reference.
+    Graders built here are closed again if a later check fails (they may own sandbox workers)."""
+    train_ds, val_ds = load_data(job)
+    context = grader_context(job)  # one per job: the job's graders share its sandbox pool
+    grader = build_grader(job, context)
+    guard_grader = None
+    try:
+        reference_check(job, grader, train_ds)
+        if val_ds is not None:
+            reference_check(job, grader, val_ds)
+        guard_ds = load_dataset(job.rft.eval.guard_file, split="validation") if job.rft.eval.guard_file else None
+        if guard_ds is not None:
+            guard_grader = graders.build(job.rft.eval.guard_grader, "rft.eval.guard_grader", context=context) \
+                if job.rft.eval.guard_grader else grader
+        model_ref = models.resolve(job.model)
+        ctx_len = models.context_length(model_ref)
+        if ctx_len is not None:
+            check_context_length(job, ctx_len)
+        return TrainInputs(values=resolve(job, len(train_ds)), train_ds=train_ds, val_ds=val_ds, guard_ds=guard_ds,
+                           grader=grader, guard_grader=guard_grader, model_ref=model_ref,
+                           compute_dtype=compute_dtype_for(job))
+    except BaseException:
+        grader.close()
+        if guard_grader is not None and guard_grader is not grader:
+            guard_grader.close()
+        raise
+
+
+# ------------------------------------------------------------------------------------------------ policy
+def load_policy(job: JobSpec, model_ref: models.ResolvedModel):
+    model, tok = models.load(model_ref, dtype=torch.float32, device=device_for(job))
+    if job.rft.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lc = job.rft.lora
+        model = get_peft_model(model, LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                 target_modules=lc.targets, task_type="CAUSAL_LM"))
+    model.train()
+    # Dropout is off in these models; keep modules in train mode only for peft/bookkeeping.
+    return model, tok
+
+
+def make_optimizer(job: JobSpec, params: list, lr: float) -> torch.optim.Optimizer:
+    o = job.rft.optimizer
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay, foreach=True)
+
+
+def make_reference(job: JobSpec, model, compute_dtype: torch.dtype):
+    """The KL reference (only if beta > 0). Made before any resumed weights are loaded: it is always the base
+    model. It only runs forward passes: kept in the compute dtype (no per-pass casts), without gradients."""
+    if job.rft.algorithm.beta <= 0:
+        return None
+    if job.rft.lora.enabled:
+        return model.disable_adapter  # a context manager: the base model is the reference
+    ref = copy.deepcopy(model).to(compute_dtype).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class LrSchedule:
+    """Learning rate as a function of the step (1-based): linear warmup, then constant, linear or cosine decay.
+    Set explicitly every step, so a step that skips the update (no learnable group, or a non-finite loss or
+    gradient) still advances the schedule: the LR of step k never depends on how many updates were skipped."""
+
+    def __init__(self, opt, job: JobSpec, total_steps: int):
+        self.opt, self.o, self.total = opt, job.rft.optimizer, total_steps
+        self.base = [g["lr"] for g in opt.param_groups]
+
+    def factor(self, step: int) -> float:
+        o, i = self.o, step - 1
+        if o.warmup_steps and i < o.warmup_steps:
+            return (i + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        progress = (i - o.warmup_steps) / max(1, self.total - o.warmup_steps)
+        if o.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def apply(self, step: int) -> float:
+        f = self.factor(step)
+        for g, base in zip(self.opt.param_groups, self.base):
+            g["lr"] = base * f
+        return self.base[0] * f
+
+
+def make_scheduler(opt, job: JobSpec, total_steps: int) -> LrSchedule:
+    return LrSchedule(opt, job, total_steps)
+
+
+def policy_parts(job: JobSpec, inputs: TrainInputs, model, tokenizer, *,
+                 restore: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None) -> TrainParts:
+    """The optimizer, schedule, reference and engine around an already-loaded policy. `restore(model, optimizer)`
+    (a resume) runs after the reference is made and before the engine is built, so rollouts use the resumed
+    weights while the reference stays the base model."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(job, params, inputs.values.learning_rate)
+    scheduler = make_scheduler(optimizer, job, inputs.values.total_steps)
+    reference = make_reference(job, model, inputs.compute_dtype)
+    if restore is not None:
+        restore(model, optimizer)
+    engine = LocalEngine(model, tokenizer, compute_dtype=inputs.compute_dtype)
+    return TrainParts(job=job, inputs=inputs, model=model, tokenizer=tokenizer, params=params, optimizer=optimizer,
+                      scheduler=scheduler, reference=reference, engine=engine)
+
+
+def setup_training(job: JobSpec, inputs: TrainInputs | None = None, *,
+                   restore: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None) -> TrainParts:
+    """Everything a run trains with. `inputs`: already loaded by the caller (else loaded here); `restore`: see
+    `policy_parts`. The caller owns the graders: close them with `parts.inputs.close()`."""
+    inputs = inputs if inputs is not None else load_inputs(job)
+    model, tokenizer = load_policy(job, inputs.model_ref)
+    return policy_parts(job, inputs, model, tokenizer, restore=restore)
+
+
+def throwaway_copy(parts: TrainParts) -> TrainParts:
+    """The same parts around a deep copy of the policy, with a fresh optimizer, schedule, reference and engine:
+    steps on it leave `parts` untouched (preflight times real steps this way)."""
+    return policy_parts(parts.job, parts.inputs, copy.deepcopy(parts.model), parts.tokenizer)
