@@ -53,7 +53,7 @@ def test_help_lists_commands_in_workflow_order():
 @pytest.mark.parametrize("args", [[], ["jobs"], ["checkpoints"], ["batch"], ["grader"]], ids=" ".join)
 def test_a_group_without_a_command_prints_its_help_and_exits_2(args):
     r = run_rft(*args)
-    assert_user_error(r, f"Usage: rft {' '.join(args)}".rstrip(), "Commands:")
+    assert_user_error(r, f"Usage: rft {' '.join(args)}".rstrip(), "Commands:", "error: missing command")
     assert r.stdout == ""
 
 

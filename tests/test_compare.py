@@ -1,4 +1,5 @@
-"""Paired comparison statistics against independent computations: pass@k by brute-force enumeration, McNemar
+"""Evaluation statistics against independent computations: Student-t quantiles against printed tables, pass@k by
+brute-force enumeration, McNemar
 against scipy's binomial test and chi-square distribution, the paired bootstrap CI against scipy.stats.bootstrap
 and by its coverage over simulated datasets with a known mean difference."""
 
@@ -16,7 +17,30 @@ from rft.errors import RftError
 from rft.eval.compare import compare_reports, mcnemar, paired_bootstrap_ci
 from rft.eval.report import comparison_markdown
 from rft.eval.runner import mean_pass_at_k, pass_ks
-from rft.eval.stats import pass_at_k
+from rft.eval.stats import mean_ci, pass_at_k, t_quantile_975
+
+
+# ------------------------------------------------------------------------------- Student-t intervals
+# 97.5% quantiles of Student's t to 4 decimals, as printed in statistics tables (not computed by scipy): a lookup
+# that used df 10's 2.2281 for df 11-14 (as rft once did) or a normal-based approximation fails these.
+T975 = {1: 12.7062, 2: 4.3027, 5: 2.5706, 10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314,
+        29: 2.0452, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799}
+
+
+@pytest.mark.parametrize("df", sorted(T975))
+def test_t_quantiles_are_exact(df):
+    assert t_quantile_975(df) == pytest.approx(T975[df], abs=5e-5)
+
+
+@pytest.mark.parametrize("n", [12, 13, 14, 15])
+def test_mean_ci_uses_the_t_quantile_of_its_degrees_of_freedom(n):
+    """Non-binary scores of n items: the interval is mean +- t(0.975, n-1) * s / sqrt(n) with n-1 in 11..14."""
+    xs = [round(0.1 + 0.8 * ((7 * i) % n) / n, 3) for i in range(n)]  # not all 0/1: the t interval, not Wilson
+    ci = mean_ci(xs)
+    mean = sum(xs) / n
+    half = T975[n - 1] * float(np.std(xs, ddof=1)) / n ** 0.5
+    assert (ci.mean, ci.n) == (pytest.approx(mean), n)
+    assert ci.low == pytest.approx(mean - half, abs=1e-4) and ci.high == pytest.approx(mean + half, abs=1e-4)
 
 
 # ------------------------------------------------------------------------------------------- pass@k

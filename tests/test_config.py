@@ -1,9 +1,11 @@
-"""Job spec parsing, OpenAI hyperparameter mapping, overrides and the resolved-config hash."""
+"""Job spec parsing (the schema in rft.config, the full check in rft.jobcheck), OpenAI hyperparameter mapping,
+overrides and the resolved-config hash."""
 
 from __future__ import annotations
 
 import pytest
 
+from rft import jobcheck
 from rft.config import apply_overrides, config_sha256, load_job, parse_job, resolve, resolved_dict
 from rft.errors import RftError
 
@@ -23,9 +25,9 @@ def _raw(**kw):
 def test_auto_hyperparameters_resolve_to_concrete_values():
     job = parse_job(_raw())
     d = resolve(job, n_train_rows=100)
-    assert d["prompts_per_step"] == 2 and d["n_epochs"] == 1 and d["total_steps"] == 50
-    assert d["learning_rate"] == pytest.approx(2e-5) and d["completions_per_prompt"] == 8
-    assert d["eval_interval"] == 12
+    assert d.prompts_per_step == 2 and d.n_epochs == 1 and d.total_steps == 50
+    assert d.learning_rate == pytest.approx(2e-5) and d.completions_per_prompt == 8
+    assert d.eval_interval == 12
 
 
 def test_openai_hyperparameters_map():
@@ -33,7 +35,7 @@ def test_openai_hyperparameters_map():
     raw["method"]["reinforcement"]["hyperparameters"] = {
         "batch_size": 4, "n_epochs": 2, "learning_rate_multiplier": 0.5, "eval_interval": 5, "eval_samples": 3,
         "compute_multiplier": 2.0}
-    d = resolve(parse_job(raw), n_train_rows=10)
+    d = resolve(parse_job(raw), n_train_rows=10).as_dict()
     assert d == {"prompts_per_step": 4, "completions_per_prompt": 16, "n_epochs": 2, "steps_per_epoch": 3,
                  "total_steps": 6, "learning_rate": pytest.approx(1e-5), "eval_interval": 5, "eval_samples": 3}
 
@@ -51,11 +53,54 @@ def test_unknown_keys_everywhere_are_errors():
 
 def test_bad_values_and_algorithm_names():
     with pytest.raises(RftError, match="rft.algorithm.loss"):
-        parse_job(_raw(rft={"algorithm": {"loss": "ppo"}}))
+        jobcheck.parse_job(_raw(rft={"algorithm": {"loss": "ppo"}}))
     with pytest.raises(RftError, match="rft.sampling.n"):
-        parse_job(_raw(rft={"sampling": {"n": 1}}))
+        jobcheck.parse_job(_raw(rft={"sampling": {"n": 1}}))
     with pytest.raises(RftError, match="suffix"):
-        parse_job(_raw(suffix="x" * 65))
+        jobcheck.parse_job(_raw(suffix="x" * 65))
+    # rft.config is the schema alone (a leaf below rft.algo): a registered name is checked one layer up
+    assert parse_job(_raw(rft={"algorithm": {"loss": "ppo"}})).rft.algorithm.loss == "ppo"
+
+
+def test_the_full_check_reports_every_problem_at_once_in_order():
+    """Registered names, the grader, the extraction pattern and the cross-field ranges: one RftError, in that
+    order, each with its field and the did-you-mean (the messages are those parse_job gave before the split)."""
+    raw = _raw(rft={"algorithm": {"advantage": "rlo", "loss": "dr_grpoo", "epsilon": 0.3, "epsilon_high": 0.2},
+                    "extraction": {"pattern": "(("}})
+    raw["method"]["reinforcement"]["grader"] = {"type": "string_chek"}
+    with pytest.raises(RftError) as e:
+        jobcheck.parse_job(raw, "job.yaml")
+    assert str(e.value).startswith("invalid job spec job.yaml")
+    fields = [p.field for p in e.value.problems]
+    assert fields == ["rft.algorithm.advantage", "rft.algorithm.loss", "method.reinforcement.grader.type",
+                      "rft.extraction.pattern", "rft.algorithm.epsilon_high"]
+    msgs = [p.message for p in e.value.problems]
+    assert msgs[0] == "unknown advantage 'rlo' (did you mean 'rloo'?); valid: grpo, dr_grpo, rloo"
+    assert msgs[1].startswith("unknown loss 'dr_grpoo' (did you mean 'dr_grpo'?); valid: ")
+    assert "string_check" in msgs[2]
+    assert msgs[3].startswith("invalid regular expression: ")
+    assert msgs[4] == "must be >= rft.algorithm.epsilon (0.3), got 0.2"
+    assert {p.file for p in e.value.problems} == {"job.yaml"}
+    # the schema-only parse sees only what the spec alone can tell
+    with pytest.raises(RftError) as e2:
+        parse_job(raw, "job.yaml")
+    assert [p.field for p in e2.value.problems] == ["rft.extraction.pattern", "rft.algorithm.epsilon_high"]
+
+
+def test_the_full_check_uses_the_jobs_own_network_allowlist(tmp_path):
+    import json
+
+    raw = _raw()
+    raw["method"]["reinforcement"]["grader"] = {"type": "endpoint", "name": "e", "url": "http://127.0.0.1:9/grade"}
+    with pytest.raises(RftError, match="method.reinforcement.grader"):
+        jobcheck.parse_job(raw)
+    raw["rft"] = {"network": {"allow_private_hosts": ["127.0.0.1"]}}
+    assert jobcheck.parse_job(raw).grader["type"] == "endpoint"
+    p = tmp_path / "job.json"
+    p.write_text(json.dumps(raw))
+    assert jobcheck.load_job(p, ["seed=3"]).seed == 3
+    with pytest.raises(RftError, match="rft.algorithm.loss"):
+        jobcheck.load_job(p, ["rft.algorithm.loss=ppo"])
 
 
 def test_overrides_and_hash(tmp_path):
@@ -76,7 +121,7 @@ def test_overrides_and_hash(tmp_path):
 def test_quickstart_example_parses():
     from pathlib import Path
 
-    job = load_job(Path(__file__).parents[1] / "examples" / "quickstart.yaml")
+    job = jobcheck.load_job(Path(__file__).parents[1] / "examples" / "quickstart.yaml")
     assert job.grader["type"] == "string_check"
 
 

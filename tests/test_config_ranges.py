@@ -14,9 +14,9 @@ import math
 import pytest
 from pydantic import BaseModel
 
-from rft.config import (MAX_SEED, JobSpec, apply_overrides, check_context_length, numeric_fields, parse_job,
-                        ranges_table)
+from rft.config import MAX_SEED, JobSpec, apply_overrides, check_context_length, numeric_fields, ranges_table
 from rft.errors import RftError
+from rft.jobcheck import parse_job  # the full check every entry point runs (schema, names, grader, cross-field)
 
 BASE = {"training_file": "builtin:arithmetic",
         "method": {"type": "reinforcement", "reinforcement": {"grader": {

@@ -1,6 +1,6 @@
 """Property-based tests: generated job specs and overrides; the only exception that may escape is RftError.
 
-`parse_job` gets generated dicts (wrong kinds everywhere, NaN, inf, huge ints, deep nesting, random keys) and
+`parse_job` (rft.jobcheck's full check) gets generated dicts (wrong kinds everywhere, NaN, inf, huge ints, deep nesting, random keys) and
 valid specs with one known key replaced by a generated value; `parse_override` / `apply_overrides` get
 generated strings and key=value pairs. Examples are few (the suite runs on 2 cores) but aimed at the keys.
 
@@ -14,8 +14,9 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rft.config import apply_overrides, numeric_fields, parse_job, parse_override
+from rft.config import apply_overrides, numeric_fields, parse_override
 from rft.errors import RftError
+from rft.jobcheck import parse_job  # the full check every entry point runs (schema, names, grader, cross-field)
 
 BASE = {"training_file": "builtin:arithmetic",
         "method": {"type": "reinforcement", "reinforcement": {"grader": {

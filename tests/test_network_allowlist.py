@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from rft.config import parse_job
+from rft.jobcheck import parse_job
 from rft.errors import RftError
-from rft.train import loop
+from rft.train.setup import grader_context
 from tests.clitools import assert_user_error, run_rft
 
 GRADER = {"type": "endpoint", "name": "ep", "url": "http://127.0.0.1:9/grade"}
@@ -29,7 +29,7 @@ def test_job_spec_refuses_loopback_endpoint_unless_allowed():
         parse_job(_raw())
     assert "127.0.0.1" in str(ei.value) and "method.reinforcement.grader" in str(ei.value)
     job = parse_job(_raw(allow_private_hosts=["127.0.0.1"]))
-    assert loop.grader_context(job).allow_private_hosts == ("127.0.0.1",)
+    assert grader_context(job).allow_private_hosts == ("127.0.0.1",)
     with pytest.raises(RftError, match="allow_private_hosts"):
         parse_job(_raw(allow_private_hosts=["http://x/"]))
 

@@ -87,14 +87,31 @@ def backend(request, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- storage
+def _revision(engine) -> list[str]:
+    import sqlalchemy as sa
+
+    with engine.connect() as c:
+        return c.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+
+
 def test_migrations_are_versioned_and_idempotent(backend):
     reg = Registry()
     assert db.migrate(reg.engine) == db.SCHEMA_VERSION
-    import sqlalchemy as sa
+    # alembic records the head revision, whose id is the schema version; a second migrate changes nothing
+    assert _revision(reg.engine) == [db.revision_id(db.SCHEMA_VERSION)]
+    assert db.migrate(reg.engine) == db.SCHEMA_VERSION
+    assert _revision(reg.engine) == [db.revision_id(db.SCHEMA_VERSION)]
 
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(backend):
+    """The revision scripts spell their tables out; at the head they must equal rft.registry.db's tables
+    (columns, types, nullability, keys, indexes): alembic's own comparison finds no difference."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    reg = Registry()
     with reg.engine.connect() as c:
-        versions = c.execute(sa.select(db.schema_version.c.version).order_by(db.schema_version.c.version)).scalars().all()
-    assert versions == list(range(1, db.SCHEMA_VERSION + 1))
+        assert compare_metadata(MigrationContext.configure(c), db.metadata) == []
 
 
 _WRITER = """
@@ -146,7 +163,7 @@ def _fake_checkpoint(reg: Registry, tmp_path: Path, job_id: str, step: int, pass
     d = tmp_path / f"{job_id}-{step}"
     d.mkdir(parents=True)
     (d / "w.txt").write_text(f"weights {step}")
-    from rft.train.checkpoint import verify_checkpoint  # noqa: F401  (the manifest format below is what it reads)
+    from rft.hashing import verify_checkpoint  # noqa: F401  (the manifest format below is what it reads)
 
     (d / "manifest.json").write_text(json.dumps({"files": {"w.txt": {"sha256": sha256_file(d / "w.txt"),
                                                                       "size": (d / "w.txt").stat().st_size}}}))
@@ -195,23 +212,23 @@ def test_approve_promote_rollback_and_audit(backend, tmp_path):
 
 
 def test_tampered_checkpoint_is_refused_on_load(backend, tmp_path):
-    from rft.registry import resolve_ref
+    from rft.models import resolve
 
     reg = Registry()
     reg.create_job("ftjob-t", spec={}, model="m", run_dir=str(tmp_path))
     cid = _fake_checkpoint(reg, tmp_path, "ftjob-t", 1, True)
-    assert resolve_ref(f"ckpt:{cid}").path.exists()
+    assert resolve(f"ckpt:{cid}").path.exists()
     p = Path(reg.get_checkpoint(cid)["path"]) / "w.txt"
     p.write_text("weights 1 but changed")
     with pytest.raises(RftError, match="tampered or corrupt"):
-        resolve_ref(f"ckpt:{cid}")
+        resolve(f"ckpt:{cid}")
     # rewriting the manifest to match does not help: the registry holds the manifest's hash
     from rft.hashing import sha256_file
 
     mf = p.parent / "manifest.json"
     mf.write_text(json.dumps({"files": {"w.txt": {"sha256": sha256_file(p), "size": p.stat().st_size}}}))
     with pytest.raises(RftError, match="differs from the one recorded"):
-        resolve_ref(f"ckpt:{cid}")
+        resolve(f"ckpt:{cid}")
 
 
 # ------------------------------------------------------------------------- the whole flow, from the CLI
@@ -350,27 +367,39 @@ def test_reward_hacking_raises_the_alarm_and_pauses(tmp_path, tiny_model_dir):
     assert any("reward" in k for k in nums) and any("guard" in k or "score" in k for k in nums), nums
 
 
-def test_an_older_database_is_migrated_in_place(tmp_path, monkeypatch):
+def _v2_database(url: str, *, before_alembic: bool) -> None:
+    """A registry left at schema v2 (before the batches table) holding one job: recorded by alembic (revision
+    0002), or the way rft recorded versions before alembic (a schema_version table holding 1 and 2)."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    eng = sa.create_engine(url)
+    with eng.begin() as c:
+        command.upgrade(db._alembic_config(c), "0002")
+        c.execute(db.jobs.insert().values(id="ftjob-old", status="succeeded", created_at=0.0, updated_at=0.0, model="m",
+                                          spec={}, run_dir="/x", step=3))
+        if before_alembic:
+            c.exec_driver_sql("DROP TABLE alembic_version")
+            c.exec_driver_sql("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at FLOAT NOT NULL, "
+                              "PRIMARY KEY (version))")
+            c.exec_driver_sql("INSERT INTO schema_version VALUES (1, 0.0), (2, 0.0)")
+    eng.dispose()
+
+
+@pytest.mark.parametrize("before_alembic", [False, True], ids=["alembic-v2", "pre-alembic-v2"])
+def test_an_older_database_is_migrated_in_place(tmp_path, monkeypatch, before_alembic):
     """A database left at schema v2 (before the batches table) is upgraded on first use; its rows stay."""
     import sqlalchemy as sa
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    eng = sa.create_engine(url)
-    with eng.begin() as c:
-        db.schema_version.create(c)
-        for v in range(2):
-            db.MIGRATIONS[v](c)
-            c.execute(db.schema_version.insert().values(version=v + 1, applied_at=0.0))
-        c.execute(db.jobs.insert().values(id="ftjob-old", status="succeeded", created_at=0.0, updated_at=0.0, model="m",
-                                          spec={}, run_dir="/x", step=3))
-    eng.dispose()
+    _v2_database(url, before_alembic=before_alembic)
     assert "batches" not in sa.inspect(sa.create_engine(url)).get_table_names()
     monkeypatch.setenv("RFT_DATABASE_URL", url)
     reg = Registry()
-    assert "batches" in sa.inspect(reg.engine).get_table_names()
+    tables = sa.inspect(reg.engine).get_table_names()
+    assert "batches" in tables and "schema_version" not in tables
     assert reg.get_job("ftjob-old")["step"] == 3
-    with reg.engine.connect() as c:
-        assert c.execute(sa.select(sa.func.max(db.schema_version.c.version))).scalar() == db.SCHEMA_VERSION == 3
+    assert _revision(reg.engine) == [db.revision_id(db.SCHEMA_VERSION)] == ["0003"]
 
 
 def test_a_checkpoint_directory_given_by_path_is_verified_too(tmp_path, tiny_model_dir):

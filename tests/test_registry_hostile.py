@@ -155,7 +155,16 @@ def test_same_table_names_with_other_columns_are_refused():
 
 def test_newer_schema_version_is_refused_and_left_alone(reg):
     db.reset_engines()
-    _sqlite([f"INSERT INTO schema_version VALUES ({db.SCHEMA_VERSION + 1}, 0)"])
+    _sqlite([f"UPDATE alembic_version SET version_num = '{db.revision_id(db.SCHEMA_VERSION + 1)}'"])
+    _refused_untouched((f"schema version {db.SCHEMA_VERSION + 1}", f"newer than this rft knows ({db.SCHEMA_VERSION})",
+                        "upgrade rft"), *COMMANDS)
+
+
+def test_newer_pre_alembic_schema_version_is_refused_and_left_alone(reg):
+    """A registry recorded the pre-alembic way (schema_version) but newer than this rft: refused, not adopted."""
+    db.reset_engines()
+    _sqlite(["DROP TABLE alembic_version", "CREATE TABLE schema_version (version INTEGER, applied_at REAL)",
+             f"INSERT INTO schema_version VALUES ({db.SCHEMA_VERSION + 1}, 0)"])
     _refused_untouched((f"schema version {db.SCHEMA_VERSION + 1}", f"newer than this rft knows ({db.SCHEMA_VERSION})",
                         "upgrade rft"), *COMMANDS)
 

@@ -209,9 +209,59 @@ class NetworkConfig(_Strict):
         return [x.strip() for x in v]
 
 
-# Imported here, after ExtractionConfig: rft.eval's package imports this module for it.
-from rft.eval.gates import GatesConfig  # noqa: E402
-from rft.train.monitor import MonitorConfig  # noqa: E402
+class GatesConfig(_Strict):
+    """Quality gates: may a candidate checkpoint replace the baseline? (`rft.eval.gates.evaluate_gates`)"""
+
+    # the paired 95% CI lower bound of candidate - baseline (validation set) must be above this
+    min_improvement: float = Field(0.0, ge=-1.0, le=1.0)
+    # guard set (rft.eval.guard_file): CI lower bound of candidate - baseline must be >= -max_guard_regression
+    # (scores need not lie in [0, 1]: score_model graders have their own range, hence the wide upper bound)
+    max_guard_regression: float = Field(0.0, ge=0.0, le=1e6)
+    # the candidate's unscored (grader error) fraction; None: not checked
+    max_grader_error_rate: float | None = Field(0.05, ge=0.0, le=1.0)
+    # candidate mean completion tokens <= ratio * baseline's; None: not checked
+    max_length_growth_ratio: float | None = Field(None, gt=0.0, le=1e6)
+    # candidate mean completion tokens <= baseline's + this many tokens; None: not checked
+    max_length_growth_tokens: float | None = Field(None, ge=0.0, le=1e7)
+
+
+# The reward-integrity monitor's alarm kinds (`rft.train.monitor.RewardMonitor` raises them).
+ALARM_KINDS = ("reward_hacking", "entropy_collapse", "entropy_explosion", "kl_limit", "length_explosion",
+               "reward_variance_vanished")
+AlarmAction = Literal["warn", "pause"]
+
+
+class MonitorConfig(_Strict):
+    """The reward-integrity monitor (`rft.train.monitor.RewardMonitor`; its docstring says what each alarm means)."""
+
+    enabled: bool = True
+    policy: AlarmAction = "warn"  # what every alarm asks for, unless `actions` says otherwise for its kind
+    actions: dict[str, AlarmAction] = Field(default_factory=dict)  # per-kind override, e.g. {reward_hacking: pause}
+    window: int = Field(5, ge=1, le=100_000)  # steps averaged for the current value of a metric
+    early_steps: int = Field(5, ge=1, le=100_000)  # first steps averaged for the early (reference) value
+    # reward hacking: training reward up while validation / guard score down
+    eval_window: int = Field(2, ge=1, le=10_000)  # compare with the evaluation this many evaluations back
+    min_reward_rise: float = Field(0.05, ge=0.0, le=1e6)
+    min_score_drop: float = Field(0.02, ge=0.0, le=1e6)
+    # entropy (None disables the check); a collapse is a fall below ratio x early, so the ratio is below 1
+    entropy_collapse_ratio: float | None = Field(0.1, gt=0.0, lt=1.0)
+    entropy_explosion_ratio: float | None = Field(5.0, gt=1.0, le=1e6)
+    # KL to the reference (None: no limit)
+    kl_max: float | None = Field(None, gt=0.0, le=1e6)
+    # mean completion length against its early value (None disables the check)
+    length_growth_ratio: float | None = Field(3.0, gt=1.0, le=1e6)
+    # reward variance vanishing (None disables the check)
+    zero_variance_steps: int | None = Field(10, ge=1, le=100_000)
+    zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
+    min_group_std: float = Field(1e-6, ge=0.0, le=1e6)
+
+    @field_validator("actions")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if k not in ALARM_KINDS:
+                raise ValueError(f"unknown alarm kind '{k}'{did_you_mean(k, ALARM_KINDS)}; valid: {', '.join(ALARM_KINDS)}")
+        return v
 
 
 class RftSection(_Strict):
@@ -536,28 +586,21 @@ def load_raw(path: str | Path) -> dict:
         raise RftError(f"{path}: the job spec has a value that cannot be read: {_short(str(e), 120)}") from None
 
 
-def parse_job(raw: dict, source: str | None = None) -> JobSpec:
+def parse_schema(raw: dict, source: str | None = None) -> JobSpec:
+    """The job spec's schema alone: every key known, every value of the right kind and in its range."""
     from rft.userinput import check_depth
 
-    where = f" {source}" if source else ""
     check_depth(raw, source or "job spec", "job spec")  # deep values would reach pydantic's recursion limit
     try:
-        job = JobSpec.model_validate(raw)
+        return JobSpec.model_validate(raw)
     except ValidationError as e:
-        raise RftError(f"invalid job spec{where}", _pydantic_problems(e, source)) from None
-    from rft import algo
+        raise RftError(f"invalid job spec{f' {source}' if source else ''}", _pydantic_problems(e, source)) from None
 
+
+def spec_problems(job: JobSpec, source: str | None = None) -> list[Problem]:
+    """What is wrong with a schema-valid spec that the spec alone can tell: the extraction pattern does not
+    compile, or two fields together leave their range (`_cross_field_problems`)."""
     problems = []
-    if job.rft.algorithm.advantage not in algo.ADVANTAGES:
-        problems.append(Problem(f"unknown advantage '{_show(job.rft.algorithm.advantage)}'{did_you_mean(job.rft.algorithm.advantage, list(algo.ADVANTAGES))}; valid: {', '.join(algo.ADVANTAGES)}", file=source, field="rft.algorithm.advantage"))
-    if job.rft.algorithm.loss not in algo.LOSSES:
-        problems.append(Problem(f"unknown loss '{_show(job.rft.algorithm.loss)}'{did_you_mean(job.rft.algorithm.loss, list(algo.LOSSES))}; valid: {', '.join(algo.LOSSES)}", file=source, field="rft.algorithm.loss"))
-    from rft.graders import GraderContext
-    from rft.graders.run import validate_reinforcement_grader
-
-    ctx = GraderContext(allow_private_hosts=tuple(job.rft.network.allow_private_hosts))
-    for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader", context=ctx):
-        problems.append(Problem(p.message, file=source, field=p.field))
     if job.rft.extraction.pattern:
         import re
 
@@ -565,9 +608,23 @@ def parse_job(raw: dict, source: str | None = None) -> JobSpec:
             re.compile(job.rft.extraction.pattern)
         except (re.error, RecursionError, OverflowError) as e:
             problems.append(Problem(f"invalid regular expression: {e}", file=source, field="rft.extraction.pattern"))
-    problems += _cross_field_problems(job, source)
+    return problems + _cross_field_problems(job, source)
+
+
+def raise_problems(problems: list[Problem], source: str | None = None) -> None:
+    """One RftError listing every problem of the job spec at `source` (nothing when the list is empty)."""
     if problems:
-        raise RftError(f"invalid job spec{where}", problems)
+        raise RftError(f"invalid job spec{f' {source}' if source else ''}", problems)
+
+
+def parse_job(raw: dict, source: str | None = None) -> JobSpec:
+    """The typed job spec from a raw mapping: `parse_schema`, then `spec_problems`.
+
+    Simplified: names registered above this layer (the advantage and the loss in rft.algo) and the grader
+    (rft.graders) are not checked here; `rft.jobcheck.parse_job` / `load_job` add those checks, and every
+    entry point (CLI, training, resume) reads job specs through it."""
+    job = parse_schema(raw, source)
+    raise_problems(spec_problems(job, source), source)
     return job
 
 
@@ -612,12 +669,32 @@ def check_context_length(job: JobSpec, context_length: int, source: str | None =
 
 
 def load_job(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """`parse_job` of the file at `path` with `key=value` overrides applied (schema-level checks only; see
+    `rft.jobcheck.load_job` for the full check)."""
     raw = apply_overrides(load_raw(path), overrides or [])
     return parse_job(raw, str(path))
 
 
 # ---------------------------------------------------------------------------------------------------
-def resolve(job: JobSpec, n_train_rows: int) -> dict:
+@dataclass(frozen=True)
+class Resolved:
+    """The concrete values a run uses for every 'auto' hyperparameter, plus the derived step counts. `as_dict()`
+    is what resolved_config.yaml records and the config sha256 covers (the field order is the written order)."""
+
+    prompts_per_step: int
+    completions_per_prompt: int
+    n_epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    learning_rate: float
+    eval_interval: int
+    eval_samples: int
+
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def resolve(job: JobSpec, n_train_rows: int) -> Resolved:
     """Concrete values for every 'auto' hyperparameter, plus the derived step counts."""
     hp = job.hp
     prompts = job.rft.train.prompts_per_step if hp.batch_size == "auto" else int(hp.batch_size)
@@ -631,21 +708,22 @@ def resolve(job: JobSpec, n_train_rows: int) -> dict:
     n = max(2, round(job.rft.sampling.n * cm))
     eval_interval = max(1, total // 4) if hp.eval_interval == "auto" else int(hp.eval_interval)
     eval_samples = job.rft.eval.samples if hp.eval_samples == "auto" else int(hp.eval_samples)
-    return {
-        "prompts_per_step": prompts,
-        "completions_per_prompt": n,
-        "n_epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "learning_rate": job.rft.optimizer.lr * mult,
-        "eval_interval": eval_interval,
-        "eval_samples": eval_samples,
-    }
+    return Resolved(
+        prompts_per_step=prompts,
+        completions_per_prompt=n,
+        n_epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        learning_rate=job.rft.optimizer.lr * mult,
+        eval_interval=eval_interval,
+        eval_samples=eval_samples,
+    )
 
 
-def resolved_dict(job: JobSpec, derived: dict) -> dict:
+def resolved_dict(job: JobSpec, values: Resolved) -> dict:
+    """The job spec with its resolved values under "resolved": what is written and hashed with every run."""
     d = job.model_dump(mode="json")
-    d["resolved"] = derived
+    d["resolved"] = values.as_dict()
     return d
 
 

@@ -4,6 +4,8 @@ With `rft.extraction.pattern` set, the first or last regex match of the completi
 `{{sample.extracted}}` (group 1 when the pattern has a group). No match gives the empty string: the model did
 not produce an answer, which is a wrong answer (0), not an unscored one. `sample.output_text` is never
 changed, so OpenAI graders keep their exact semantics.
+Simplified: one pattern per job, applied to the whole text (no per-grader patterns, no JSON-path extraction).
+How to run: `python -c "from rft.config import ExtractionConfig as E; from rft.extraction import extract; print(extract('so 4, then 5', E(pattern='[0-9]+')))"`.
 """
 
 from __future__ import annotations
@@ -31,5 +33,6 @@ def extract(text: str, cfg: ExtractionConfig) -> str | None:
     return m.group(1) if rx.groups else m.group(0)
 
 
-def sample_from_text(text: str, cfg: ExtractionConfig, *, finish_reason: str | None = None, response_format=None) -> dict:
+def sample_from_text(text: str, cfg: ExtractionConfig, *, finish_reason: str | None = None) -> dict:
+    """The grader's `sample` namespace for a completion's text, with `extracted` set by `cfg`."""
     return make_sample(text, extracted=extract(text, cfg), finish_reason=finish_reason)

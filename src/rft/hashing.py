@@ -2,6 +2,7 @@
 
 A manifest maps file names (relative to a folder) to their sha256 and size; `manifest_problems` lists every
 file that is missing or differs, so model checkpoints and exact-resume states are verified the same way.
+`verify_checkpoint` is the one check of a model checkpoint (also against the registry's manifest hash).
 `check_safetensors` validates a safetensors header (bounded size and tensor count, offsets, dtypes, shapes)
 before any library parses the file; `verified_manifest` applies it to every safetensors file it verifies.
 How to run: `python -c "from rft.hashing import check_safetensors; print(len(check_safetensors('model.safetensors')))"`."""
@@ -68,6 +69,24 @@ def verified_manifest(root: Path, what: str, required=(), missing: str = "the sa
     # The hashes only say the files are what was written; the headers are checked before any library reads them.
     check_safetensors_files(root, manifest.get("files", {}))
     return manifest
+
+
+def verify_checkpoint(path: str | Path, *, recorded_manifest_sha256: str | None = None,
+                      name: str | None = None) -> dict:
+    """A model checkpoint's manifest once every file matches it (`verified_manifest`); RftError otherwise.
+
+    With `recorded_manifest_sha256` (the registry's record of the checkpoint), manifest.json itself must hash to
+    it first: a manifest rewritten to match tampered files is refused too. `name` (e.g. "checkpoint ckpt-1 at
+    /path") opens that message. Every loader of a checkpoint (a path, `ckpt:`, `alias:`, lineage) calls this."""
+    from rft.errors import RftError
+
+    path = Path(path)
+    if recorded_manifest_sha256 is not None:
+        mf = path / "manifest.json"
+        if not mf.exists() or sha256_file(mf) != recorded_manifest_sha256:
+            raise RftError(f"{name or f'checkpoint {path}'}: manifest.json is missing or differs from the one "
+                           "recorded in the registry (tampered?); refusing to load it")
+    return verified_manifest(path, f"checkpoint {path}", missing="it is incomplete and will not be loaded")
 
 
 # ------------------------------------------------------------------------------------ safetensors headers

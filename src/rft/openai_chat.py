@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rft.engine import SamplingParams
+from rft.errors import RftError
 from rft.types import Completion
 
 DEFAULT_MAX_TOKENS = 256
@@ -394,6 +395,7 @@ def check_call(engine, call: ChatCall) -> None:
     tok = getattr(engine, "tokenizer", None)
     if tok is None:
         return
+    # imported here, not at the top: rft.engine.local imports torch, which validating a batch file never needs
     from rft.engine.local import render_prompt
 
     try:
@@ -411,8 +413,6 @@ def check_call(engine, call: ChatCall) -> None:
 def _as_error(e: Exception) -> ChatRequestError:
     if isinstance(e, ChatRequestError):
         return e
-    from rft.errors import RftError
-
     if isinstance(e, (RftError, ValueError)):
         return ChatRequestError(str(e), None, status_code=400)
     return ChatRequestError(f"generation failed: {type(e).__name__}: {e}", None, status_code=500)

@@ -1,7 +1,7 @@
 """The small frozen dataclasses that pass between stages.
 
-engine -> Completion; graders -> GradeResult; eval -> EvalReport. Training-only tensors live in
-`rft.train.rollout.RolloutBatch`.
+engine -> Completion; graders -> GradeResult; eval -> MetricCI, EvalReport. Training-only values (tensors,
+step statistics) are defined in rft.train, next to the loop that makes them.
 """
 
 from __future__ import annotations

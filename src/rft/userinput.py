@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,13 @@ def check_depth(value: Any, name: str, what: str, *, line: int | None = None, li
                        "their target each time); write it out or make it smaller")
 
 
-def _reject_constant(name: str) -> Any:
+# Hooks for `json.loads` that make it strict; every reader of user JSON (here, data rows) uses them.
+def reject_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (use null or a string)")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Python's json keeps the last of two equal keys silently; a duplicated "answer" is almost surely a bug.
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
@@ -163,13 +166,22 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def finite_float(text: str) -> float:
+    # 1e999 parses to inf without passing through parse_constant
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return v
+
+
 def parse_json(text: str, name: str, what: str, *, line: int | None = None, expect: type | None = None,
                field: str | None = None) -> Any:
     """Parse JSON text strictly (no NaN/Infinity, no duplicate keys, bounded nesting), or raise RftError naming
     the file, line and column. `expect` (dict or list) checks the top-level kind."""
     where = f"{name}:{line}" if line is not None else name
     try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+        value = json.loads(text, parse_constant=reject_json_constant, object_pairs_hook=no_duplicate_keys,
+                           parse_float=finite_float)
     except json.JSONDecodeError as e:
         ln = e.lineno if line is None else line
         raise RftError(f"{name}:{ln}: the {what} is not valid JSON: {e.msg} (column {e.colno})") from None

@@ -103,7 +103,7 @@ def test_tiny_model_batch_with_prediction(tmp_path, tiny_model_dir, one_torch_th
     lines[2]["body"]["prediction"] = {"type": "content", "content": "hello"}
     inp.write_text("".join(json.dumps(x) + "\n" for x in lines))
     st = create_batch(inp, model=str(tiny_model_dir), config=BatchConfig(batch_size=3))
-    from rft.api import load_engine
+    from rft.engine import load_engine
 
     engine = load_engine(str(tiny_model_dir))
     predicted = []

@@ -25,7 +25,7 @@ def _register(reg: Registry, src, out, step: int) -> str:
 
 
 def test_served_alias_follows_promote_and_rollback(tmp_path, tiny_model_dir, tiny_model_dir_b):
-    from rft.api import load_engine
+    from rft.engine import load_engine
 
     reg = Registry()
     reg.create_job("ftjob-serve", spec={}, model="m", run_dir=str(tmp_path))

@@ -167,7 +167,7 @@ def test_token_is_checked_on_every_route(target, scripted):
 
 
 def test_alias_switch_without_restart(target, tiny_model_dir, tiny_model_dir_b):
-    from rft.api import load_engine
+    from rft.engine import load_engine
 
     body = {"messages": HI, "max_tokens": 12, "temperature": 1.0, "seed": 3}
     params = parse_chat_body(body).params

@@ -139,7 +139,7 @@ def test_run_without_predicted_path_is_a_400(scripted):
 
 
 def test_run_on_a_real_tiny_model(tiny_model_dir):
-    from rft.api import load_engine
+    from rft.engine import load_engine
 
     eng = load_engine(str(tiny_model_dir))
     calls = _calls({"max_tokens": 6, "temperature": 0}, {"max_tokens": 600}, {"max_tokens": 6, "temperature": 0})

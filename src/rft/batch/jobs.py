@@ -351,7 +351,7 @@ def _executor(state: dict, config: BatchConfig, *, engine, transport, clock, rng
                               rng=rng, idempotency_key=lambda cid: idempotency_key(state["id"], cid),
                               transport=transport)
     if engine is None:
-        from rft.api import load_engine
+        from rft.engine import load_engine
 
         ref = state.get("model_path") or state["model"]
         log(f"loading model {ref}")

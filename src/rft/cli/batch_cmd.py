@@ -13,29 +13,19 @@ Exit codes of `run`, `resume` and `redrive`:
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from rft.cli.output import err, out, print_json, table
 
 batch_app = typer.Typer(no_args_is_help=True, help=(
     "Batch inference on OpenAI Batch API JSONL files, on a local model or a remote OpenAI-compatible endpoint."))
 
 EXIT_COMPLETED_WITH_ERRORS = 4
-
-err = Console(stderr=True)
-out = Console()
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
 
 def _progress_cb(disabled: bool):
     """A rich progress bar (on stderr): done / total, failed, tokens per second, elapsed, ETA."""
@@ -69,9 +59,8 @@ def _progress_cb(disabled: bool):
 
 
 def _summary(s: dict) -> None:
-    t = Table(title=escape(f"batch {s['id']}: {s['status']}" + (f" ({s['stop_reason']})" if s.get("stop_reason") else "")))
-    t.add_column("")
-    t.add_column("value", overflow="fold")
+    t = table("", "value", title=escape(f"batch {s['id']}: {s['status']}" + (f" ({s['stop_reason']})" if s.get("stop_reason") else "")),
+              fold=("value",))
     rc = s["request_counts"]
     t.add_row("requests", f"{rc['total']} total, {rc['completed']} completed, {rc['failed']} failed"
               + (f", {s['pending']} pending" if s.get("pending") else ""))
@@ -97,7 +86,7 @@ def _finish(state: dict, as_json: bool) -> None:
 
     view = show_batch(state["id"])
     if as_json:
-        _print_json(view)
+        print_json(view)
     else:
         _summary(view)
     if view["status"] == "completed_with_errors":
@@ -195,7 +184,7 @@ def cancel_cmd(batch: str = typer.Argument(..., help="Batch id."), as_json: bool
 
     s = cancel_batch(batch)
     if as_json:
-        _print_json(s)
+        print_json(s)
     else:
         out.print(f"batch {s['id']}: {s['status']}")
 
@@ -207,7 +196,7 @@ def show_cmd(batch: str = typer.Argument(..., help="Batch id."), as_json: bool =
 
     s = show_batch(batch)
     if as_json:
-        _print_json(s)
+        print_json(s)
         return
     _summary(s)
     if s.get("errors"):
@@ -222,12 +211,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")):
 
     rows = list_batches()
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    t = Table()
-    t.add_column("id", no_wrap=True)
-    for c in ("status", "model", "done/total", "failed", "cost $", "created"):
-        t.add_column(c, overflow="fold")
+    t = table("id", "status", "model", "done/total", "failed", "cost $", "created",
+              fold=("status", "model", "done/total", "failed", "cost $", "created"), no_wrap=("id",))
     for s in rows:
         rc = s["request_counts"]
         status = s["status"] + (f" ({s['stop_reason']})" if s.get("stop_reason") else "") + (" (running)" if s["running"] else "")

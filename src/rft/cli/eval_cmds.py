@@ -12,52 +12,12 @@ How to run:
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-out = Console()
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _f(x, fmt: str = ".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
-def _ci(ci, fmt: str = ".3f") -> str:
-    return f"[{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]"
-
-
-def _eval_table(rep: dict, title: str) -> Table:
-    t = Table(title=title)
-    t.add_column("metric")
-    t.add_column("value", overflow="fold")
-    t.add_row("accuracy (greedy, 95% CI)", f"{_f(rep['accuracy'])}  {_ci(rep['accuracy_ci95'])}")
-    t.add_row("items (scored)", f"{len(rep['items'])} ({rep['n']})")
-    t.add_row("unscored", _f(rep["unscored_frac"]))
-    for k, v in rep["error_rates"].items():
-        if v:
-            t.add_row(f"  {k}", f"{v:.1%}")
-    for k, v in rep["pass_at_k"].items():
-        t.add_row(f"pass@{k}", _f(v))
-    t.add_row("mean completion tokens", _f(rep["mean_completion_tokens"], ".1f"))
-    for field, groups in rep.get("slices", {}).items():
-        for value, s in groups.items():
-            t.add_row(f"{field}={value}", f"{_f(s['accuracy'])}  {_ci(s['accuracy_ci95'])}  (n={s['n']})")
-    t.add_row("seconds", _f(rep["seconds"], ".1f"))
-    for k in ("json", "markdown"):
-        if k in rep.get("paths", {}):
-            t.add_row(f"report ({k})", rep["paths"][k])
-    return t
+from rft.cli.output import print_json, print_view
 
 
 def _store_eval(report: dict) -> None:
@@ -116,9 +76,11 @@ def register(app: typer.Typer) -> None:
                        limit=limit, extract=extract, split=split, temperature=temperature, seed=seed,
                        on_report=_store_eval, allow_private_hosts=allow_private_host or ())
         if as_json:
-            _print_json({k: v for k, v in rep.items() if k != "items"})
+            print_json({k: v for k, v in rep.items() if k != "items"})
             return
-        out.print(_eval_table(rep, f"eval {model} on {data}"))
+        from rft import views
+
+        print_view(views.eval_table(rep, f"eval {model} on {data}"), fold=("value",))
 
     @app.command("compare")
     def compare_cmd(
@@ -173,22 +135,8 @@ def register(app: typer.Typer) -> None:
                                           "split": split, "allow_private_hosts": allow_private_host or ()})
         _store_compare(res, sides)
         if as_json:
-            _print_json(res)
+            print_json(res)
             return
-        m = res["mcnemar"]
-        t = Table(title=f"compare B - A: {res['b'].get('model')} vs {res['a'].get('model')}")
-        t.add_column("")
-        t.add_column("value", overflow="fold")
-        t.add_row("paired items (scored by both)", f"{res['n_paired']} ({res['n_scored_pairs']}), by {res['paired_by']}")
-        t.add_row("mean score A / B", f"{_f(res['mean_a'])} / {_f(res['mean_b'])}")
-        t.add_row("B - A (95% CI)", f"{_f(res['mean_difference'], '+.3f')}  {_ci(res['difference_ci95'], '+.3f')}  ({res['ci_method']})")
-        t.add_row("McNemar", f"{m['improved']} improved / {m['regressed']} regressed pass-fail, p = {_f(m['p_value'], '.4g')} ({m['method']})")
-        t.add_row("by score", f"{res['n_improved']} improved, {res['n_regressed']} regressed, {res['n_unchanged']} unchanged")
-        for field, groups in res["slices"].items():
-            for value, s in groups.items():
-                t.add_row(f"{field}={value}", f"{_f(s['mean_difference'], '+.3f')}  {_ci(s['difference_ci95'], '+.3f')}  (n={s['n_scored_pairs']})")
-        for w in res["warnings"]:
-            t.add_row("warning", w)
-        for k, v in res.get("paths", {}).items():
-            t.add_row(k, v)
-        out.print(t)
+        from rft import views
+
+        print_view(views.compare_table(res), fold=("value",))

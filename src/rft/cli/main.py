@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape as rich_escape
-from rich.table import Table
 from typer.core import TyperGroup
 
 from rft.cli.serve_cmd import serve as serve_cmd
 from rft.cli.batch_cmd import batch_app
 from rft.cli import eval_cmds, registry_cmds
+from rft.cli.output import err, out, print_error, print_json, print_view, table
+from rft.cli.training import run_training
 from rft.data.jsonl import MAX_FILE_BYTES, MAX_LINE_BYTES
 from rft.errors import RftError
 from rft.userinput import check_input_path, check_output_dir, load_json_file, parse_json, read_user_text
@@ -87,14 +87,6 @@ eval_cmds.register(app)  # eval, compare
 app.add_typer(batch_app, name="batch")
 app.command("serve")(serve_cmd)
 
-err = Console(stderr=True)
-out = Console()
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
 def find_example(name: str) -> Path:
     """examples/<name> from the working directory or the source checkout, else the packaged copy."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
@@ -111,7 +103,7 @@ def find_example(name: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- train
 def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_json: bool, quiet: bool) -> dict:
-    from rft.config import load_job
+    from rft.jobcheck import load_job
     from rft.train.loop import run_job
 
     job = load_job(job_path, overrides)
@@ -124,93 +116,8 @@ def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_j
     if output_dir is not None:
         # before the job is recorded or anything is written: a run folder never mixes with or overwrites files
         check_output_dir(output_dir, "run folder")
-    return _run_training(lambda progress, log: run_job(job, output_dir=output_dir, progress=progress, log=log),
-                         as_json, quiet)
-
-
-def _run_training(fn, as_json: bool, quiet: bool) -> dict:
-    """Run a training call with a progress bar; a paused or cancelled job prints how to continue and exits with
-    code 75 (paused: state saved, resumable) or 3 (cancelled)."""
-    from rft.train.loop import JobStopped
-
-    console = err if as_json else out
-    log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{rich_escape(s)}[/dim]"))
-    progress_cb, stop = _progress(console, disabled=quiet)
-    try:
-        result = fn(progress_cb, log)
-    except JobStopped as e:
-        stop()
-        err.print(f"job {e.status}: {rich_escape(e.message)}")
-        if as_json and e.job:
-            _print_json(e.job)
-        raise typer.Exit(e.exit_code)
-    finally:
-        stop()
-    if as_json:
-        _print_json(result)
-    else:
-        _summary(result, console)
-    return result
-
-
-def _progress(console: Console, disabled: bool = False):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    if disabled:
-        return None, lambda: None
-    prog = Progress(
-        TextColumn("[bold]training"), BarColumn(bar_width=20), MofNCompleteColumn(),
-        TextColumn("reward {task.fields[reward]}"), TextColumn("val {task.fields[val]}"),
-        TextColumn("{task.fields[step_time]}/step"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-    state = {"task": None, "started": False}
-
-    def cb(step: int, total: int, m: dict) -> None:
-        if not state["started"]:
-            prog.start()
-            state["started"] = True
-            state["task"] = prog.add_task("train", total=total, reward="-", val="-", step_time="-")
-        fields = {"reward": f"{m['reward']:.3f}", "step_time": f"{m['time/step']:.1f}s"}
-        if "val_accuracy" in m:
-            fields["val"] = f"{m['val_accuracy']:.3f}"
-        prog.update(state["task"], completed=step, **fields)
-
-    def stop():
-        if state["started"]:
-            prog.stop()
-            state["started"] = False
-
-    return cb, stop
-
-
-def _ci(ev: dict | None) -> str:
-    from rft.eval.report import format_ci
-
-    return format_ci(ev, with_n=False, missing="-")
-
-
-def _summary(r: dict, console: Console) -> None:
-    t = Table(title=f"rft job {r['id']}: {r['status']}", show_header=True, header_style="bold")
-    t.add_column("", no_wrap=True)
-    t.add_column("value", overflow="fold")
-    t.add_row("baseline accuracy (greedy, 95% CI)", _ci(r.get("baseline_eval")))
-    t.add_row("final accuracy (greedy, 95% CI)", _ci(r.get("final_eval")))
-    if r.get("baseline_eval") and r.get("final_eval"):
-        d = r["final_eval"]["accuracy"] - r["baseline_eval"]["accuracy"]
-        t.add_row("change", f"{d:+.3f}  ({len(r.get('improved_items', []))} items improved, {len(r.get('regressed_items', []))} regressed)")
-    t.add_row("validation items", str((r.get("final_eval") or r.get("baseline_eval") or {}).get("n", "-")))
-    t.add_row("training time", f"{r['train_seconds']:.1f} s for {r['trained_steps']} steps ({r['train_seconds'] / max(1, r['trained_steps']):.1f} s/step)")
-    t.add_row("report", r["paths"]["report"])
-    t.add_row("plot", r["paths"]["plot"])
-    ck = r.get("final_checkpoint_id")
-    verdict = r.get("final_verdict") or {}
-    gates = "" if not verdict else ("  gates passed" if verdict.get("passed") else "  gates FAILED")
-    t.add_row("final checkpoint", (f"ckpt:{ck}{gates}\n" if ck else "") + str(r["paths"]["checkpoint"]))
-    console.print(t)
-    if ck:
-        console.print(f"next: rft checkpoints list {r['id']}  |  rft checkpoints approve {ck} --by NAME --note TEXT  |  "
-                      f"rft promote {ck} --alias production  |  rft serve --model alias:production", highlight=False)
+    return run_training(lambda progress, log: run_job(job, output_dir=output_dir, progress=progress, log=log),
+                        as_json, quiet)
 
 
 @app.command()
@@ -245,34 +152,17 @@ def preflight(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Before training: learnability (pass-rate histogram, zero-variance groups), grader health, step-time forecast."""
-    from rft.config import load_job
+    from rft.jobcheck import load_job
     from rft.preflight import run_preflight
 
     spec = load_job(job, overrides or [])
     rep = run_preflight(spec, prompts=prompts, log=lambda s: err.print(s))
     if as_json:
-        _print_json(rep)
+        print_json(rep)
         return
-    t = Table(title=f"preflight {job}")
-    t.add_column("")
-    t.add_column("value")
-    t.add_row("prompts sampled x group size", f"{rep['prompts_sampled']} x {rep['group_size']}")
-    t.add_row("mean pass rate", f"{rep['pass_rate_mean']:.3f}")
-    t.add_row("pass-rate histogram (prompts)", "  ".join(f"{k}: {v}" for k, v in rep["pass_rate_histogram"].items()))
-    t.add_row("groups with zero reward variance", f"{rep['zero_variance_group_frac']:.1%}")
-    t.add_row("unscored samples", f"{rep['unscored_frac']:.1%}" + (f"  {rep['grader_error_rates']}" if rep["grader_error_rates"] else ""))
-    t.add_row("grader latency (mean)", f"{rep['grader_latency_ms_mean']:.2f} ms")
-    st = rep["step"]
-    t.add_row("step", f"{st['completions']} completions, ~{st['tokens']} tokens")
-    t.add_row("step time (measured)", ", ".join(f"{x:.1f}s" for x in st["measured_seconds"]) +
-              f"  (sampling {st['sampling_seconds']:.1f}s, grading {st['grading_seconds']:.2f}s, training {st['training_seconds']:.1f}s)")
-    t.add_row("step time (forecast)", f"{st['forecast_seconds']:.1f} s")
-    f = rep["forecast"]
-    t.add_row("run forecast", f"{f['total_steps']} steps: ~{f['train_seconds'] / 60:.1f} min training + ~{f['eval_seconds'] / 60:.1f} min evaluation")
-    for r in rep["recommendations"]:
-        t.add_row("recommendation", r)
-    t.add_row("preflight took", f"{rep['seconds']:.1f} s")
-    out.print(t)
+    from rft import views
+
+    print_view(views.preflight_table(rep, f"preflight {job}"))
 
 
 # -------------------------------------------------------------------------------------------- models
@@ -283,11 +173,9 @@ def models_list(as_json: bool = typer.Option(False, "--json")):
 
     rows = list_models()
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    t = Table()
-    for c in ("id", "status", "kind", "path"):
-        t.add_column(c)
+    t = table("id", "status", "kind", "path")
     for r in rows:
         t.add_row(r["id"], r["status"], r["kind"], r["path"])
     out.print(t)
@@ -321,11 +209,11 @@ def data_validate(file: str = typer.Argument(..., help="JSONL file (OpenAI RFT f
         res = {"path": file, "rows": rep.n_rows, "sha256": rep.sha256, "problems": [str(p) for p in rep.problems]}
         if rep.problems:
             if as_json:
-                _print_json(res | {"status": "invalid"})
+                print_json(res | {"status": "invalid"})
                 raise typer.Exit(2)
             raise RftError(f"{file}: {len(rep.problems)} problem(s)", rep.problems)
     if as_json:
-        _print_json(res | {"status": "valid"})
+        print_json(res | {"status": "valid"})
     else:
         out.print(f"[green]ok[/green] {file}: {res['rows']} rows, sha256 {res['sha256']}")
 
@@ -382,22 +270,11 @@ def grader_run(
             raise RftError(f"{samples} has {len(texts)} samples but {data} has {len(rows)} rows")
         summary = grun.grade_file(spec, rows, texts, context=ctx)
         if as_json:
-            _print_json(summary)
+            print_json(summary)
             return
-        t = Table(title=f"{summary['grader']['type']} grader '{summary['grader']['name']}' on {len(rows)} samples")
-        t.add_column("metric")
-        t.add_column("value", overflow="fold")
-        ms = summary["mean_score"]
-        t.add_row("mean score (scored samples)", "-" if ms is None else f"{ms:.4f}")
-        if summary.get("pass_rate") is not None:
-            t.add_row("pass rate", f"{summary['pass_rate']:.3f}")
-        t.add_row("unscored", f"{summary['unscored']} ({summary['unscored_frac']:.1%})")
-        for k, v in summary["error_rates"].items():
-            if v:
-                t.add_row(f"  {k}", f"{v:.1%}")
-        t.add_row("latency mean / p95", f"{summary['latency_mean_s'] * 1000:.2f} ms / {summary['latency_p95_s'] * 1000:.2f} ms")
-        t.add_row("seconds", f"{summary['seconds']:.2f}")
-        out.print(t)
+        from rft import views
+
+        print_view(views.grader_file_table(summary, len(rows)), fold=("value",))
         return
     if sample is not None and sample_file:
         raise RftError("give --sample TEXT or --sample-file FILE, not both")
@@ -413,7 +290,7 @@ def grader_run(
         it = load_json_file(item_file, "dataset item", expect=dict, max_bytes=MAX_LINE_BYTES)
     elif item is not None:
         it = parse_json(item, "--item", "dataset item", expect=dict)
-    _print_json(grun.run_grader(spec, sample, it, context=ctx))
+    print_json(grun.run_grader(spec, sample, it, context=ctx))
 
 
 def _read_samples(path: Path) -> list[str]:
@@ -435,10 +312,6 @@ def _read_samples(path: Path) -> list[str]:
             raise RftError(f"{name}:{i}: a sample must be a JSON string or an object with a string 'output_text', "
                            f"got {json.dumps(v)[:80]}")
     return texts
-
-
-def _error(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {rich_escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _usage_error_types() -> tuple[type, ...]:
@@ -480,12 +353,15 @@ def _show_usage_error(e: Exception) -> None:
     ctx = getattr(e, "ctx", None)
     message = e.format_message() if hasattr(e, "format_message") else str(e)
     if type(e).__name__ == "NoArgsIsHelpError":
-        # `rft` or `rft jobs` alone: the message is the group's help text, which starts with its usage line
+        # `rft` or `rft jobs` alone: the group's help text (it starts with the usage line and lists the commands),
+        # then the one message a usage error has
         sys.stderr.write(message.rstrip("\n") + "\n")
+        path = ctx.command_path if ctx is not None else "rft"
+        print_error(f"missing command: give one of the commands above (`{path} COMMAND -h` for its help)")
         return
     if ctx is not None:
         sys.stderr.write(f"{ctx.get_usage()}\nTry '{ctx.command_path} -h' for help.\n")
-    _error(message)
+    print_error(message)
 
 
 def _internal_error(e: BaseException) -> None:
@@ -510,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         # a typer.Exit(code) comes back as the return value.
         rc = typer.main.get_command(app).main(args=argv, prog_name="rft", standalone_mode=False)
     except RftError as e:
-        _error(str(e))
+        print_error(str(e))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -1,76 +1,27 @@
 """`rft jobs`, `rft checkpoints`, `rft promote`, `rft rollback`, `rft aliases`, `rft lineage`, `rft audit`.
 
-Every list/show command takes --json and prints objects with at least `id` and `status`.
-Job and checkpoint ids typed here are checked for shape first (`_job_ref`, `_ckpt_ref`): a malformed one is one
-`error:` line and exit 2 before the registry is opened; the registry resolves a well-formed one (exactly or by a
-unique prefix) and raises RftError for an unknown or ambiguous one, which `rft.cli.main.main` prints the same way.
+Every list/show command takes --json and prints objects with at least `id` and `status`; the rows and tables come
+from `rft.views` (which an HTTP API calls too), this module only parses and prints.
+Job and checkpoint ids typed here are checked for shape first (`rft.views.job_ref`, `checkpoint_ref`): a malformed
+one is one `error:` line and exit 2; the registry resolves a well-formed one (exactly or by a unique prefix) and
+raises RftError for an unknown or ambiguous one, which `rft.cli.main.main` prints the same way.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import sys
 import time
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from rft.cli.output import out, print_json, print_json_line, print_view
+from rft.cli.training import run_training
 from rft.errors import RftError
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs in the registry: list, inspect, pause, resume, cancel.")
 ckpt_app = typer.Typer(no_args_is_help=True, help="Checkpoints: list, show, approve.")
 aliases_app = typer.Typer(no_args_is_help=True, help="Aliases such as production: names that point at approved checkpoints.")
-
-out = Console()
-err = Console(stderr=True)
-
-
-# rft makes every id: ftjob-20250101-120000-1a2b3c, ckpt-1a2b3c4d; a prefix of one has the same letters.
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
-_ALIAS = re.compile(r"[A-Za-z0-9._-]{1,64}")  # the registry's rule for alias names
-
-
-def _checked(value: str, pattern: re.Pattern, what: str, rule: str, hint: str) -> str:
-    v = value.strip()
-    if not pattern.fullmatch(v):
-        shown = json.dumps(value, ensure_ascii=False)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise RftError(f"{shown} is not a valid {what}: {rule}", hint=hint)
-    return v
-
-
-def _job_ref(value: str) -> str:
-    return _checked(value, _ID, "job id", "ids are letters, digits and '-', like ftjob-20250101-120000-1a2b3c",
-                    "see `rft jobs list`")
-
-
-def _ckpt_ref(value: str) -> str:
-    return _checked(value.strip().removeprefix("ckpt:"), _ID, "checkpoint id",
-                    "ids are letters, digits and '-', like ckpt-1a2b3c4d (a ckpt: prefix is allowed)",
-                    "see `rft checkpoints list JOB`")
-
-
-def _alias_ref(value: str) -> str:
-    return _checked(value.strip().removeprefix("alias:"), _ALIAS, "alias name",
-                    "use letters, digits, '.', '_' or '-' (at most 64)", "see `rft aliases list`")
-
-
-def _json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _t(ts) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _job_view(j: dict) -> dict:
-    keys = ("id", "status", "model", "step", "total_steps", "created_at", "updated_at", "finished_at", "run_dir",
-            "pid", "config_sha256", "training_file", "training_file_sha256", "validation_file",
-            "validation_file_sha256", "grader_sha256", "base_model_sha256", "code_version", "error", "result")
-    return {k: j.get(k) for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------- jobs
@@ -78,56 +29,45 @@ def _job_view(j: dict) -> dict:
 def jobs_list(as_json: bool = typer.Option(False, "--json"), status: Optional[str] = typer.Option(None, "--status"),
               limit: int = typer.Option(50, "--limit")):
     """List jobs, newest first."""
+    from rft import views
     from rft.registry import Registry
 
-    rows = [_job_view(j) for j in Registry().list_jobs(limit=limit, status=status)]
+    rows = [views.job_row(j) for j in Registry().list_jobs(limit=limit, status=status)]
     if as_json:
-        return _json(rows)
-    t = Table(title="jobs")
-    for c in ("id", "status", "step", "model", "created", "run dir"):
-        t.add_column(c, overflow="fold")
-    for j in rows:
-        t.add_row(j["id"], j["status"], f"{j['step']}/{j['total_steps'] or '?'}", j["model"], _t(j["created_at"]), j["run_dir"])
-    out.print(t)
+        return print_json(rows)
+    print_view(views.jobs_table(rows), fold=True)
 
 
 @jobs_app.command("show")
 def jobs_show(job: str, as_json: bool = typer.Option(False, "--json")):
     """One job: status, progress, hashes, outcome."""
+    from rft import views
     from rft.registry import Registry
 
-    reg = Registry()
-    j = _job_view(reg.get_job(_job_ref(job)))
-    j["checkpoints"] = [{"id": c["id"], "step": c["step"], "status": c["status"]} for c in reg.list_checkpoints(j["id"])]
+    j = views.job_detail(Registry(), job)
     if as_json:
-        return _json(j)
-    t = Table(title=f"job {j['id']}", show_header=False)
-    t.add_column("")
-    t.add_column("", overflow="fold")
-    for k, v in j.items():
-        if k in ("created_at", "updated_at", "finished_at"):
-            v = _t(v)
-        t.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
-    out.print(t)
+        return print_json(j)
+    print_view(views.job_detail_table(j), fold=(1,), show_header=False)
 
 
 @jobs_app.command("events")
 def jobs_events(job: str, as_json: bool = typer.Option(False, "--json"), after: int = typer.Option(0, "--after"),
                 follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job stops.")):
     """A job's events, oldest first."""
+    from rft import views
     from rft.registry import ACTIVE, Registry
 
     reg = Registry()
-    jid = reg.get_job(_job_ref(job))["id"]
+    jid = reg.get_job(views.job_ref(job))["id"]
     seq = after
     while True:
         evs = reg.events(jid, after=seq)
         for e in evs:
             seq = e["seq"]
             if as_json:
-                sys.stdout.write(json.dumps({"id": e["seq"], "status": e["level"], **e}, default=str) + "\n")
+                print_json_line(views.event_row(e))
             else:
-                out.print(f"{_t(e['created_at'])}  {e['level']:<5} {e['message']}", highlight=False)
+                out.print(views.event_line(e), highlight=False)
         if not follow or (not evs and reg.get_job(jid)["status"] not in ACTIVE):
             break
         time.sleep(1.0)
@@ -146,10 +86,11 @@ def jobs_cancel(job: str, wait: bool = typer.Option(False, "--wait")):
 
 
 def _request(job: str, action: str, wait: bool) -> None:
+    from rft import views
     from rft.registry import ACTIVE, Registry
 
     reg = Registry()
-    j = reg.request(_job_ref(job), action)
+    j = reg.request(views.job_ref(job), action)
     if j["status"] in ACTIVE:
         out.print(f"{action} requested for {j['id']}; it takes effect at the end of the current step")
         if wait:
@@ -170,59 +111,37 @@ def jobs_resume(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Continue a paused or interrupted job from its last complete checkpoint."""
-    from rft.cli.main import _run_training
+    from rft import views
     from rft.train.loop import resume_job
 
-    _run_training(lambda progress, log: resume_job(_job_ref(job), config_path=config, overrides=overrides or [],
-                                                   allow_config_change=allow_config_change, progress=progress, log=log),
-                  as_json, quiet)
+    run_training(lambda progress, log: resume_job(views.job_ref(job), config_path=config, overrides=overrides or [],
+                                                  allow_config_change=allow_config_change, progress=progress, log=log),
+                 as_json, quiet)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
-def _ckpt_view(c: dict, reg) -> dict:
-    v = reg.verdict(c["verdict_id"])
-    gate = None if v is None else ("passed" if v["passed"] else "failed")
-    return {"id": c["id"], "status": c["status"], "job_id": c["job_id"], "step": c["step"], "is_final": c["is_final"],
-            "validation_score": c["val_score"], "validation_ci95": [c["val_low"], c["val_high"]], "gates": gate,
-            "verdict_id": c["verdict_id"], "approval_status": c["approval_status"], "path": c["path"],
-            "manifest_sha256": c["manifest_sha256"]}
-
-
 @ckpt_app.command("list")
 def ckpt_list(job: str, as_json: bool = typer.Option(False, "--json"),
               all_: bool = typer.Option(False, "--all", help="Include pruned checkpoints.")):
     """A job's checkpoints: step, validation score with CI, gate verdict, approval and status."""
+    from rft import views
     from rft.registry import Registry
 
-    reg = Registry()
-    jid = reg.get_job(_job_ref(job))["id"]
-    rows = [_ckpt_view(c, reg) for c in reg.list_checkpoints(jid, include_pruned=all_)]
+    jid, rows = views.checkpoint_rows(Registry(), job, include_pruned=all_)
     if as_json:
-        return _json(rows)
-    t = Table(title=f"checkpoints of {jid}")
-    for c in ("id", "step", "validation (95% CI)", "gates", "approval", "status"):
-        t.add_column(c)
-    for r in rows:
-        lo, hi = r["validation_ci95"]
-        val = "-" if r["validation_score"] is None else f"{r['validation_score']:.3f} [{lo:.3f}, {hi:.3f}]"
-        t.add_row(r["id"], f"{r['step']}{' (final)' if r['is_final'] else ''}", val, r["gates"] or "-",
-                  r["approval_status"], r["status"])
-    out.print(t)
+        return print_json(rows)
+    print_view(views.checkpoints_table(jid, rows))
 
 
 @ckpt_app.command("show")
 def ckpt_show(ckpt: str, as_json: bool = typer.Option(False, "--json")):
     """One checkpoint with its gate verdict (every check and its numbers) and approvals."""
+    from rft import views
     from rft.registry import Registry
 
-    reg = Registry()
-    c = reg.get_checkpoint(_ckpt_ref(ckpt))
-    view = _ckpt_view(c, reg)
-    v = reg.verdict(c["verdict_id"])
-    view["verdict"] = v["verdict"] if v else None
-    view["approvals"] = reg.approvals(c["id"])
+    view = views.checkpoint_detail(Registry(), ckpt)
     if as_json:
-        return _json(view)
+        return print_json(view)
     out.print_json(json.dumps(view, default=str))
 
 
@@ -235,11 +154,12 @@ def ckpt_approve(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Approve a checkpoint for promotion (refused unless its gates passed, or with --override REASON)."""
+    from rft import views
     from rft.registry import Registry
 
-    a = Registry().approve(_ckpt_ref(ckpt), by=by, note=note, override=override)
+    a = Registry().approve(views.checkpoint_ref(ckpt), by=by, note=note, override=override)
     if as_json:
-        return _json(a)
+        return print_json(a)
     out.print(f"approved {a['checkpoint_id']} ({a['id']}) by {by}" + (f" [override: {override}]" if override else ""))
 
 
@@ -249,40 +169,37 @@ def promote(ckpt: str = typer.Argument(..., help="Checkpoint id (ckpt-... or ckp
             by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: the current user)."),
             as_json: bool = typer.Option(False, "--json")):
     """Point an alias at an approved checkpoint (servers following alias:NAME switch to it)."""
+    from rft import views
     from rft.registry import Registry, default_actor
 
-    a = Registry().promote(_ckpt_ref(ckpt), _alias_ref(alias), by=by or default_actor())
+    a = Registry().promote(views.checkpoint_ref(ckpt), views.alias_ref(alias), by=by or default_actor())
     if as_json:
-        return _json({"id": a["name"], "status": "live", **a})
+        return print_json(views.alias_row(a))
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']}")
 
 
 def rollback(alias: str = typer.Option(..., "--alias", help="Alias to move back to its previous target."),
              by: Optional[str] = typer.Option(None, "--by"), as_json: bool = typer.Option(False, "--json")):
     """Move an alias back to the checkpoint it pointed at before (nothing is deleted)."""
+    from rft import views
     from rft.registry import Registry, default_actor
 
-    a = Registry().rollback(_alias_ref(alias), by=by or default_actor())
+    a = Registry().rollback(views.alias_ref(alias), by=by or default_actor())
     if as_json:
-        return _json({"id": a["name"], "status": "live", **a})
+        return print_json(views.alias_row(a))
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']} (rolled back)")
 
 
 @aliases_app.command("list")
 def aliases_list(as_json: bool = typer.Option(False, "--json")):
     """Every alias and its current checkpoint."""
+    from rft import views
     from rft.registry import Registry
 
-    rows = [{"id": a["name"], "status": "live", "checkpoint_id": a["checkpoint_id"], "updated_at": a["updated_at"],
-             "version": a["version"]} for a in Registry().list_aliases()]
+    rows = views.alias_rows(Registry())
     if as_json:
-        return _json(rows)
-    t = Table(title="aliases")
-    for c in ("alias", "checkpoint", "updated", "moves"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(r["id"], r["checkpoint_id"], _t(r["updated_at"]), str(r["version"]))
-    out.print(t)
+        return print_json(rows)
+    print_view(views.aliases_table(rows))
 
 
 def lineage_cmd(ref: str = typer.Argument(..., help="ckpt:<id> or alias:<name>"),
@@ -294,7 +211,7 @@ def lineage_cmd(ref: str = typer.Argument(..., help="ckpt:<id> or alias:<name>")
 
     d = lineage(ref, verify=not no_verify)
     if as_json:
-        return _json(d)
+        return print_json(d)
     out.print(format_lineage(d), highlight=False, soft_wrap=True)
     if d["checkpoint"]["verified"] and not d["checkpoint"]["verified"]["ok"]:
         raise RftError("checkpoint verification failed (see above)")
@@ -303,17 +220,13 @@ def lineage_cmd(ref: str = typer.Argument(..., help="ckpt:<id> or alias:<name>")
 def audit_cmd(subject: Optional[str] = typer.Option(None, "--subject", help="e.g. alias:production or a job id"),
               as_json: bool = typer.Option(False, "--json")):
     """The append-only audit log: who did what, when, before and after."""
+    from rft import views
     from rft.registry import Registry
 
-    rows = [{"id": r["seq"], "status": r["action"], **r} for r in Registry().audit_log(subject)]
+    rows = views.audit_rows(Registry(), subject)
     if as_json:
-        return _json(rows)
-    t = Table(title="audit log")
-    for c in ("when", "actor", "action", "subject", "before", "after"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(_t(r["at"]), r["actor"], r["action"], r["subject"], json.dumps(r["before"]), json.dumps(r["after"]))
-    out.print(t)
+        return print_json(rows)
+    print_view(views.audit_table(rows), fold=True)
 
 
 def register(app: typer.Typer) -> None:

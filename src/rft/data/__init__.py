@@ -19,6 +19,9 @@ from rft.data.builtin import (
 )
 from rft.data.dataset import Dataset, canonical_row, fingerprint
 from rft.data.jsonl import MAX_ROWS, ValidationReport, load_jsonl, validate_file
+
+# Registers builtin:reasoning_gym/<task> with rft.data.builtin. Importing any rft.data module runs this package
+# first, so the family is registered before anything can ask for it (builtin.py itself imports no task module).
 from rft.data.reasoning_gym_tasks import reasoning_gym_score
 from rft.errors import RftError
 

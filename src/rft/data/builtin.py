@@ -199,7 +199,3 @@ def arithmetic(req: BuiltinRequest) -> tuple[list[dict[str, Any]], int, int]:
         rows = rng.choices(pool, k=n)
     # Fresh dicts per row: a later stage mutating one row must not change its repeats.
     return [{**r, "messages": [dict(m) for m in r["messages"]]} for r in rows], n, seed
-
-
-# Registers builtin:reasoning_gym/<task>; imported last because it uses register_builtin above.
-from rft.data import reasoning_gym_tasks as _reasoning_gym_tasks  # noqa: E402,F401

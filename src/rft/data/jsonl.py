@@ -16,7 +16,6 @@ How to run: `python -c "from rft.data import validate_file; print(validate_file(
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 
 from rft.data.dataset import Dataset, fingerprint
 from rft.errors import Problem, RftError
-from rft.userinput import MAX_DEPTH, check_depth, read_user_bytes
+from rft.userinput import (MAX_DEPTH, check_depth, finite_float, no_duplicate_keys, read_user_bytes,
+                           reject_json_constant)
 
 MAX_ROWS = 50_000
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one row; real rows are kilobytes, so a bigger line is a wrong file
@@ -44,24 +44,6 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Python's json keeps the last of two equal keys silently; a duplicated "answer" is almost surely a bug.
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(f"duplicate key '{k}'")
-        out[k] = v
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON (use null or a string)")
 
 
 def _type_name(v: Any) -> str:
@@ -127,22 +109,14 @@ def check_row(row: Any, add) -> None:
         )
 
 
-def _finite_float(text: str) -> float:
-    # 1e999 parses to inf without passing through parse_constant; a data row holds no infinities either.
-    v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return v
-
-
 _BAD = object()  # _parse_line's "already reported" (None is a real value: the JSON line `null`)
 
 
 def _parse_line(text: str, add) -> Any:
     """One line's JSON value, or _BAD after `add`ing the problem: nothing escapes."""
     try:
-        row = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                         parse_float=_finite_float)
+        row = json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=reject_json_constant,
+                         parse_float=finite_float)
     except json.JSONDecodeError as e:
         add(f"invalid JSON: {e.msg} (column {e.colno})", None)
         return _BAD

@@ -2,8 +2,9 @@
 
 What
 ----
-`GatesConfig` is the job spec's `gates` section; `evaluate_gates(cfg, comparison, ...)` turns paired
-comparisons (`rft.eval.compare.compare_reports`, baseline = A, candidate = B) into a verdict
+`GatesConfig` (defined in `rft.config`, re-exported here) is the job spec's `gates` section;
+`evaluate_gates(cfg, comparison, ...)` turns paired comparisons (`rft.eval.compare.compare_reports`,
+baseline = A, candidate = B) into a verdict
 `{passed, checks: [{name, passed, value, threshold, detail}]}` that keeps the numbers behind every check:
 
 - `not_worse` (always on): the candidate's mean score on the paired validation items is not below the
@@ -32,24 +33,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from rft.config import GatesConfig
 
-
-class GatesConfig(BaseModel):
-    # Every number has a range (checked by tests/test_config_ranges.py) and must be finite.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    # the paired 95% CI lower bound of candidate - baseline (validation set) must be above this
-    min_improvement: float = Field(0.0, ge=-1.0, le=1.0)
-    # guard set (rft.eval.guard_file): CI lower bound of candidate - baseline must be >= -max_guard_regression
-    # (scores need not lie in [0, 1]: score_model graders have their own range, hence the wide upper bound)
-    max_guard_regression: float = Field(0.0, ge=0.0, le=1e6)
-    # the candidate's unscored (grader error) fraction; None: not checked
-    max_grader_error_rate: float | None = Field(0.05, ge=0.0, le=1.0)
-    # candidate mean completion tokens <= ratio * baseline's; None: not checked
-    max_length_growth_ratio: float | None = Field(None, gt=0.0, le=1e6)
-    # candidate mean completion tokens <= baseline's + this many tokens; None: not checked
-    max_length_growth_tokens: float | None = Field(None, ge=0.0, le=1e7)
+__all__ = ["GatesConfig", "evaluate_gates"]
 
 
 def _finite(x: Any) -> bool:

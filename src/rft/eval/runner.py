@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from rft.config import ExtractionConfig
 from rft.engine import SamplingParams
 from rft.errors import RftError, did_you_mean
 from rft.eval.stats import mean_ci, pass_at_k, wilson_ci
 from rft.types import ERROR_KINDS, EvalReport
 
-if TYPE_CHECKING:  # rft.config imports rft.eval (for GatesConfig): import these where they are used
-    from rft.config import ExtractionConfig
+if TYPE_CHECKING:  # rft.graders (and its grader modules) load when an evaluation runs, not on `import rft.eval`
     from rft.graders import Grader
 
 MISSING = "(missing)"  # the slice key of an item that lacks the field
@@ -103,7 +103,6 @@ def evaluate(
     grader_workers: int | None = None,
     pass_threshold: float = 1.0,
 ) -> EvalReport:
-    from rft.config import ExtractionConfig
     from rft.extraction import sample_from_text
     from rft.graders import grade_many
 
@@ -326,7 +325,6 @@ def run_eval(
     to `output_dir` (default `$RFT_HOME/evals/<eval_id>/`) as report.json and report.md, and
     `report["paths"]` says where. `on_report(report)` is called last (to store it in a registry, say)."""
     from rft import graders
-    from rft.config import ExtractionConfig
     from rft.data import load_dataset
 
     by = list(by)
@@ -345,7 +343,7 @@ def run_eval(
                 raise RftError(f"{data}: no row has a field '{f}' to slice by{did_you_mean(f, fields)}",
                                hint=f"scalar fields of these rows: {', '.join(fields) or '(none)'}")
         if engine is None:
-            from rft.api import load_engine
+            from rft.engine import load_engine
 
             engine = load_engine(model)
         threshold = g.pass_threshold if g.pass_threshold is not None else 1.0

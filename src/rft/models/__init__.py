@@ -8,6 +8,8 @@ weights; weights are only ever read from safetensors (`use_safetensors=True`, no
   with its tokenizer and chat template under `$RFT_CACHE_DIR/models/` so every later load takes seconds and
   training sees an ordinary (not quantized-flagged) model.
 - a directory path: any local HF model directory with safetensors weights; an rft checkpoint directory is one.
+- `ckpt:<id>` / `alias:<name>`: a checkpoint in the registry (`rft.registry` returns its row; its files are
+  verified against the manifest hash recorded there by `rft.hashing.verify_checkpoint`).
 - anything else that looks like a hub id fails with a hint: rft never downloads weights at run time.
 
 Before any library reads a directory, `resolve` checks it: config.json is a JSON object with a model_type, every
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rft.errors import RftError
-from rft.hashing import sha256_file
+from rft.hashing import check_safetensors, sha256_file, verify_checkpoint
 from rft.home import cache_dir
 from rft.userinput import load_json_file
 
@@ -125,18 +127,11 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
         path = prepare_embedded(ref) if prepare else embedded_dir(ref)
         return ResolvedModel(ref, path, "embedded")
     if ref.startswith(("ckpt:", "alias:")):
-        try:
-            from rft.registry import resolve_ref  # noqa: PLC0415
-        except ImportError:
-            raise RftError(f"'{ref}': checkpoint ids and aliases need the job registry, which this version does not "
-                           "have yet", hint="pass the checkpoint directory instead, e.g. ~/.rft/runs/<job id>/checkpoints/final") from None
-        return resolve_ref(ref, verify=verify)
+        return resolve_registered(ref, verify=verify)
     p = _existing_path(ref)
     if p is not None:
         kind = _check_model_dir(ref, p)
         if verify and (p / "manifest.json").exists():
-            from rft.train.checkpoint import verify_checkpoint  # noqa: PLC0415
-
             verify_checkpoint(p)  # an rft checkpoint loaded by path is re-hashed too: tampered files are refused
         return ResolvedModel(ref, p.resolve(), kind)
     if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).parent.exists():
@@ -155,6 +150,19 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
         f"model '{_short(ref)}' not found: not an embedded model ({', '.join(EMBEDDED)}), not a directory",
         hint=hint if len(ref) < 200 else f"pass a model directory, or the embedded model '{DEFAULT_MODEL}'",
     )
+
+
+def resolve_registered(ref: str, *, verify: bool = True) -> ResolvedModel:
+    """`ckpt:<id>` or `alias:<name>` -> the checkpoint's directory, its files verified against the manifest hash
+    the registry recorded. With `verify=False` only the registry is read (no hashing): for noticing that an
+    alias moved."""
+    from rft.registry import Registry  # SQLAlchemy loads only for registry references
+
+    ck = Registry().checkpoint_for_ref(ref)
+    path = Path(ck["path"])
+    if verify:
+        verify_checkpoint(path, recorded_manifest_sha256=ck["manifest_sha256"], name=f"checkpoint {ck['id']} at {path}")
+    return ResolvedModel(ref, path, "checkpoint")
 
 
 def _short(ref: str, n: int = 120) -> str:
@@ -190,8 +198,6 @@ def _check_model_dir(ref: str, p: Path) -> str:
     """Check that `p` is a loadable model directory before any library reads it: a directory with a config.json
     that is a JSON object naming a model_type, safetensors weights with sound headers, and no adapter stored as
     pickle. Returns the kind ("checkpoint" or "directory")."""
-    from rft.hashing import check_safetensors
-
     fix = f"pass a Hugging Face model directory (config.json, tokenizer, *.safetensors) or '{DEFAULT_MODEL}'"
     if not p.is_dir():
         raise RftError(f"model reference '{ref}' is a file; expected a model directory", hint=fix)

@@ -7,6 +7,11 @@ config changes on resume) write an audit row: who, when, before, after and the v
 
 Job statuses: validating_files -> queued -> running -> succeeded | failed | cancelled, plus paused and
 interrupted (the process died without recording an outcome, e.g. SIGKILL; found by checking its pid).
+
+The registry is a store: it returns rows (dicts) and views, and imports nothing of rft above the ground floor.
+`ckpt:`/`alias:` references become model directories in `rft.models` (which asks `checkpoint_for_ref` for the
+row) and checkpoint files are verified by `rft.hashing.verify_checkpoint`.
+How to run: `python -c "from rft.registry import Registry; print(Registry().list_jobs(limit=5))"`.
 """
 
 from __future__ import annotations
@@ -270,6 +275,19 @@ class Registry:
         with self.engine.connect() as c:
             return [_row(r) for r in c.execute(q)]
 
+    def checkpoint_for_ref(self, ref: str) -> dict:
+        """The checkpoint row that `ckpt:<id>` or `alias:<name>` names (ids by exact or unique prefix), or
+        RftError when there is none or its files are gone. Reads the registry only: verifying the files against
+        the row's manifest hash is `rft.hashing.verify_checkpoint`'s job, resolving to a model `rft.models`'."""
+        if ref.startswith("alias:"):
+            ck = self.get_checkpoint(self.alias(ref)["checkpoint_id"])
+        else:
+            ck = self.get_checkpoint(ref.removeprefix("ckpt:"))
+        path = Path(ck["path"])
+        if ck["status"] != "active" or not path.exists():
+            raise RftError(f"checkpoint {ck['id']} ({ref}) has no files at {path} (status {ck['status']})")
+        return ck
+
     def update_checkpoint(self, ckpt_id: str, **fields) -> None:
         with self.engine.begin() as c:
             c.execute(checkpoints.update().where(checkpoints.c.id == ckpt_id).values(**fields))
@@ -455,29 +473,3 @@ def _jsonable(o):
     if o is None:
         return None
     return json.loads(json.dumps(o, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
-
-
-def resolve_ref(ref: str, *, verify: bool = True):
-    """`ckpt:<id>` or `alias:<name>` -> a verified checkpoint directory (models.ResolvedModel). With
-    `verify=False` only the registry is read (no hashing): for noticing that an alias moved."""
-    from rft.models import ResolvedModel
-    from rft.train.checkpoint import verify_checkpoint
-
-    reg = Registry()
-    if ref.startswith("alias:"):
-        ck = reg.get_checkpoint(reg.alias(ref)["checkpoint_id"])
-    else:
-        ck = reg.get_checkpoint(ref.removeprefix("ckpt:"))
-    path = Path(ck["path"])
-    if ck["status"] != "active" or not path.exists():
-        raise RftError(f"checkpoint {ck['id']} ({ref}) has no files at {path} (status {ck['status']})")
-    if not verify:
-        return ResolvedModel(ref, path, "checkpoint")
-    from rft.hashing import sha256_file
-
-    mf = path / "manifest.json"
-    if not mf.exists() or sha256_file(mf) != ck["manifest_sha256"]:
-        raise RftError(f"checkpoint {ck['id']} at {path}: manifest.json is missing or differs from the one recorded "
-                       "in the registry (tampered?); refusing to load it")
-    verify_checkpoint(path)
-    return ResolvedModel(ref, path, "checkpoint")

@@ -4,8 +4,12 @@ Default URL: sqlite:///$RFT_HOME/rft.db; any SQLAlchemy URL via RFT_DATABASE_URL
 SQLite runs in WAL mode with a busy timeout, so several processes (a training job, `rft jobs pause` in another
 terminal, the server) can write at once; every write is one short transaction.
 
-Migrations: `MIGRATIONS[i]` brings the schema from version i to i+1. `schema_version` records what is applied;
-a database newer than this code is refused rather than misread.
+Migrations: alembic revision scripts in `migrations/versions/` (package data), with ids that are the schema
+version as four digits (0001, 0002, ...); alembic's `alembic_version` table records the one applied. `migrate`
+checks a database read-only first (empty, an rft registry, or refused: foreign, changed by hand, or written by
+a newer rft), then upgrades it to the head revision in the same transaction. A registry from before alembic
+(a `schema_version` table holding 1..N) is stamped at revision N first and its old table dropped.
+Simplified: no downgrades are run (the scripts have them for a developer's use); one head, no branches.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
@@ -22,13 +27,9 @@ from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer
 from rft.errors import RftError
 from rft.home import rft_home
 
+# The tables at the head revision: what the code reads and writes. The migrations build them (tests/
+# test_registry.py compares the two); a change here needs a revision script in migrations/versions/.
 metadata = MetaData()
-
-schema_version = Table(
-    "schema_version", metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", Float, nullable=False),
-)
 
 jobs = Table(
     "jobs", metadata,
@@ -71,6 +72,7 @@ events = Table(
     Column("message", Text, nullable=False),
     Column("data", JSON),
     Index("ix_events_job", "job_id", "seq"),
+    Index("ix_events_type", "job_id", "type"),  # 0002: monitor alarms are queried by job and type
 )
 
 metrics = Table(
@@ -181,7 +183,7 @@ audit = Table(
 )
 
 
-batches = Table(  # v3: batch inference jobs (the batch folder stays the durable record; this mirrors it)
+batches = Table(  # 0003: batch inference jobs (the batch folder stays the durable record; this mirrors it)
     "batches", metadata,
     Column("id", String(64), primary_key=True),
     Column("status", String(32), nullable=False),
@@ -197,25 +199,38 @@ batches = Table(  # v3: batch inference jobs (the batch folder stays the durable
     Column("state", JSON, nullable=False),
 )
 
-LATER = {"schema_version", "batches"}  # tables that later migrations create
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The bookkeeping of a registry from before alembic: versions 1..N applied by rft's own migration list.
+_legacy_schema_version = Table("schema_version", MetaData(), Column("version", Integer, primary_key=True),
+                               Column("applied_at", Float, nullable=False))
+_BOOKKEEPING = {"alembic_version": {"version_num"}, "schema_version": {"version", "applied_at"}}
 
 
-def _m1(conn) -> None:
-    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name not in LATER])
+def _alembic_config(connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection  # migrations/env.py runs in this connection's transaction
+    return cfg
 
 
-def _m2(conn) -> None:
-    # v2: monitor alarms are queried by job; index the event type.
-    # Plain DDL (not an Index object, which would join the table's metadata and be created by _m1 too).
-    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_events_type ON events (job_id, type)")
+@lru_cache(maxsize=1)
+def _revisions() -> tuple[str, ...]:
+    """The revision ids this rft knows, oldest first (one linear history)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    return tuple(reversed([r.revision for r in script.walk_revisions()]))
 
 
-def _m3(conn) -> None:
-    batches.create(conn, checkfirst=True)
+SCHEMA_VERSION = len(_revisions())  # the head revision's number: revisions are "0001" .. f"{SCHEMA_VERSION:04d}"
 
 
-MIGRATIONS: list[Callable] = [_m1, _m2, _m3]
-SCHEMA_VERSION = len(MIGRATIONS)
+def revision_id(version: int) -> str:
+    return f"{version:04d}"
+
 
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
@@ -331,51 +346,71 @@ def _open(url: str, from_env: bool) -> sa.Engine:
     return eng
 
 
-def _check_schema(conn, name: str) -> int:
-    """The schema version of an rft registry (0: empty database), or RftError for a foreign or newer one.
-    Reads only, so a database that is refused is left exactly as it was."""
+def _refuse_foreign(name: str, why: str) -> RftError:
+    return RftError(f"the database {name} is not an rft registry: {why}",
+                    hint="point RFT_DATABASE_URL at a new or rft-owned database; nothing in this one was changed")
+
+
+def _check_schema(conn, name: str) -> tuple[int, bool]:
+    """(schema version, whether it is recorded the pre-alembic way) of an rft registry ((0, False): an empty
+    database), or RftError for a foreign or newer one. Reads only, so a database that is refused is left exactly
+    as it was."""
     insp = sa.inspect(conn)
     tables = set(insp.get_table_names())
     if not tables:
-        return 0
-    if "schema_version" not in tables:
+        return 0, False
+    if not tables & set(_BOOKKEEPING):
         shown = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
-        raise RftError(f"the database {name} is not an rft registry: it holds other tables ({shown}) and no "
-                       "schema_version table", hint="point RFT_DATABASE_URL at a new or rft-owned database; "
-                       "nothing in this one was changed")
+        raise _refuse_foreign(name, f"it holds other tables ({shown}) and no alembic_version (or schema_version) table")
     # A table of ours with other columns is someone else's (or was changed by hand). A future migration that
     # adds a column to an existing table has to skip that column here for databases older than it.
-    for t in [schema_version, *(t for t in metadata.sorted_tables if t is not schema_version)]:
-        if t.name not in tables:
+    expected = {t.name: [c.name for c in t.columns] for t in metadata.sorted_tables}
+    expected.update({t: sorted(cols) for t, cols in _BOOKKEEPING.items()})
+    for table, cols in expected.items():
+        if table not in tables:
             continue
-        have = {c["name"] for c in insp.get_columns(t.name)}
-        missing = [c.name for c in t.columns if c.name not in have]
+        have = {c["name"] for c in insp.get_columns(table)}
+        missing = [c for c in cols if c not in have]
         if missing:
-            raise RftError(f"the database {name} is not an rft registry: its table '{t.name}' lacks the column(s) "
-                           f"{', '.join(missing[:5])}{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}",
-                           hint="point RFT_DATABASE_URL at a new or rft-owned database; "
-                           "nothing in this one was changed")
-    cur = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-    if cur > SCHEMA_VERSION:
-        raise RftError(f"the registry at {name} has schema version {cur}, newer than this rft knows "
-                       f"({SCHEMA_VERSION}); it was written by a newer rft",
-                       hint="upgrade rft, or point RFT_DATABASE_URL at another database; "
-                            "nothing in this one was changed")
-    return cur
+            raise _refuse_foreign(name, f"its table '{table}' lacks the column(s) {', '.join(missing[:5])}"
+                                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}")
+    if "alembic_version" in tables:
+        revs = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        if len(revs) > 1:
+            raise _refuse_foreign(name, f"it records {len(revs)} schema revisions at once ({', '.join(map(str, revs[:5]))})")
+        rev = revs[0] if revs else None
+        if rev is None:
+            return 0, False
+        if rev in _revisions():
+            return _revisions().index(rev) + 1, False
+        cur = int(rev) if str(rev).isdigit() else repr(rev)  # a revision of a newer rft
+    else:
+        cur = conn.execute(sa.select(sa.func.max(_legacy_schema_version.c.version))).scalar() or 0
+        if cur <= SCHEMA_VERSION:
+            return cur, True
+    raise RftError(f"the registry at {name} has schema version {cur}, newer than this rft knows "
+                   f"({SCHEMA_VERSION}); it was written by a newer rft",
+                   hint="upgrade rft, or point RFT_DATABASE_URL at another database; "
+                        "nothing in this one was changed")
 
 
 def migrate(eng: sa.Engine) -> int:
-    """Apply pending migrations; return the schema version. Safe to call from several processes at once.
-    A foreign, corrupt or newer database is refused before anything is written to it."""
+    """Upgrade the schema to the head revision; return the schema version. Safe to call from several processes
+    at once. A foreign, corrupt or newer database is refused before anything is written to it."""
+    from alembic import command
+
     name = eng.url.render_as_string(hide_password=True)
     for attempt in range(20):
         try:
             with eng.begin() as conn:
-                cur = _check_schema(conn, name)
-                schema_version.create(conn, checkfirst=True)
-                for v in range(cur, SCHEMA_VERSION):
-                    MIGRATIONS[v](conn)
-                    conn.execute(schema_version.insert().values(version=v + 1, applied_at=time.time()))
+                cur, legacy = _check_schema(conn, name)
+                cfg = _alembic_config(conn)
+                if legacy and cur:  # adopt a pre-alembic registry: record its version the alembic way
+                    command.stamp(cfg, revision_id(cur))
+                if legacy:
+                    _legacy_schema_version.drop(conn)
+                if cur < SCHEMA_VERSION:
+                    command.upgrade(cfg, "head")
             break
         except sa.exc.IntegrityError:  # another process applied the same migration first (PostgreSQL)
             time.sleep(0.05 * (attempt + 1))

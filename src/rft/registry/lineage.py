@@ -1,9 +1,38 @@
-"""`rft lineage REF`: everything a checkpoint or alias depends on, with every hash, from the registry alone."""
+"""Lineage: everything a checkpoint or alias depends on, with every hash, from the registry alone.
+
+What: `lineage(ref)` is the view behind `rft lineage REF` (the job, base model, data and grader hashes, the
+resolved config's hash, evaluations, the gate verdict, approvals, the alias history), with the checkpoint's
+files re-verified against the registry's manifest hash (`rft.hashing.verify_checkpoint`); `format_lineage`
+renders it as text; `code_version()` is the code stamp a job records for it.
+Simplified: the code stamp is the git commit of the source tree (and whether it was dirty) when rft runs from a
+checkout, else the package version: an installed wheel's own edits are not seen.
+How to run: `rft lineage alias:production`, or `python -c "from rft.registry.lineage import code_version as c; print(c())"`.
+"""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import rft
 from rft.errors import RftError
+from rft.hashing import verify_checkpoint
 from rft.registry import Registry
+
+
+def code_version() -> str:
+    """`git:<commit>[+dirty]` of the source checkout rft runs from, else `rft==<version>`."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5)
+            flag = "+dirty" if dirty.stdout.strip() else ""
+            return f"git:{commit.stdout.strip()[:12]}{flag}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"rft=={rft.__version__}"
 
 
 def lineage(ref: str, *, verify: bool = True) -> dict:
@@ -21,10 +50,10 @@ def lineage(ref: str, *, verify: bool = True) -> dict:
     job = reg.get_job(ck["job_id"])
     verified = None
     if verify:
-        from rft.registry import resolve_ref
-
         try:
-            resolve_ref(f"ckpt:{ck['id']}")
+            reg.checkpoint_for_ref(f"ckpt:{ck['id']}")
+            verify_checkpoint(ck["path"], recorded_manifest_sha256=ck["manifest_sha256"],
+                              name=f"checkpoint {ck['id']} at {ck['path']}")
             verified = {"ok": True, "message": "every file matches its manifest and the manifest matches the registry"}
         except RftError as e:
             verified = {"ok": False, "message": str(e)}

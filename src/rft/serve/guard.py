@@ -12,6 +12,8 @@ remote app alike:
 - `BearerAuth`: `Authorization: Bearer <token>` on every route when a token is set (401 otherwise).
 - `RateLimit` (optional): a token bucket of N requests per minute per bearer token, or per client address
   when the server has no token; 429 with `Retry-After`. `/health` is not counted (probes poll it).
+It also answers HTTP errors raised before a route runs (an unknown path: 404 `not_found`; a wrong method: 405)
+in OpenAI's error shape, the same for both apps.
 
 Routes read JSON through `read_json_bytes` (415 unless `Content-Type: application/json`, so the simple
 requests a web page may send cross-origin without a preflight, `text/plain`, form posts, never reach the
@@ -38,6 +40,7 @@ from typing import Any, Callable
 
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rft.openai_chat import ChatRequestError
 
@@ -263,7 +266,14 @@ class RateLimit:
 
 
 def harden(app, *, token: str | None, limits: ServeLimits, clock: Callable[[], float] | None = None) -> None:
-    """Install the front door on a FastAPI app (the last middleware added runs first)."""
+    """Install the front door on a FastAPI app (the last middleware added runs first), and answer HTTP errors
+    (an unknown route, a wrong method) in OpenAI's error shape."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        code = "not_found" if exc.status_code == 404 else None
+        return error_response(ChatRequestError(str(exc.detail), None, status_code=exc.status_code, code=code))
+
     if limits.rate_limit:
         app.add_middleware(RateLimit, per_minute=limits.rate_limit, clock=clock or time.monotonic)
     if token:

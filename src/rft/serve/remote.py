@@ -13,10 +13,12 @@ parsed as strictly as there: NaN, Infinity, 1e999 and deep nesting are a 400 her
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 from typing import Callable
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from rft.errors import RftError
@@ -37,11 +39,6 @@ def create_remote_app(base_url: str, remote_model: str | None, *, token: str | N
                       transport: httpx.AsyncBaseTransport | None = None, limits: ServeLimits = ServeLimits(),
                       clock: Callable[[], float] | None = None) -> FastAPI:
     """The ASGI app forwarding /v1/chat/completions to `base_url` (see the module docstring)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     if not remote_model:
         raise RftError(f"serving the remote endpoint {base_url} needs --remote-model NAME (the model it serves)")
     base = base_url.rstrip("/")
@@ -57,10 +54,6 @@ def create_remote_app(base_url: str, remote_model: str | None, *, token: str | N
 
     app = FastAPI(title="rft serve (remote)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     harden(app, token=token, limits=limits, clock=clock)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc):
-        return _error(str(exc.detail), exc.status_code, code="not_found" if exc.status_code == 404 else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc):

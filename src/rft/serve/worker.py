@@ -24,18 +24,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rft import models
+from rft.engine import load_engine
 from rft.openai_chat import ChatCall, ChatRequestError, check_call, run_chat_calls
 
 
 def default_loader(resolved):
-    """Load a LocalEngine for a resolved model directory (the same recipe as `rft.api.load_engine`, but from
-    the already-resolved path, so a concurrent alias change cannot slip in between)."""
-    import torch
-
-    from rft.engine.local import LocalEngine, best_cpu_dtype
-
-    model, tok = models.load(resolved, dtype=torch.float32)
-    return LocalEngine(model, tok, compute_dtype=best_cpu_dtype())
+    """Load a LocalEngine for a resolved model directory (fp32 weights, the CPU's best compute dtype), from the
+    already-resolved path, so a concurrent alias change cannot slip in between."""
+    return load_engine(resolved)
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""Running a training call from the command line: `rft train`, `rft demo` and `rft jobs resume` share it.
+
+What: `run_training(fn, as_json, quiet)` calls `fn(progress, log)` (`rft.train.loop.run_job` or `resume_job`
+with their arguments bound) under a rich progress bar, then prints the job (`--json`) or its summary table
+(`rft.views.training_summary`). A paused or cancelled job prints how it stopped and exits with its code: 75
+(paused: state saved, resumable) or 3 (cancelled).
+Simplified: the progress bar shows reward, validation accuracy and step time, nothing else; `--quiet` turns bar
+and log lines off. Its own module so that `rft.cli.main` and `rft.cli.registry_cmds` both import it and not
+each other.
+How to run: `rft train examples/quickstart.yaml`, `rft jobs resume JOB`.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape as rich_escape
+
+from rft.cli.output import err, out, print_json, view_table
+
+
+def run_training(fn, as_json: bool, quiet: bool) -> dict:
+    """Run a training call with a progress bar; a paused or cancelled job prints how to continue and exits with
+    code 75 (paused: state saved, resumable) or 3 (cancelled)."""
+    from rft import views
+    from rft.train.loop import JobStopped
+
+    console = err if as_json else out
+    log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{rich_escape(s)}[/dim]"))
+    progress_cb, stop = _progress(console, disabled=quiet)
+    try:
+        result = fn(progress_cb, log)
+    except JobStopped as e:
+        stop()
+        err.print(f"job {e.status}: {rich_escape(e.message)}")
+        if as_json and e.job:
+            print_json(e.job)
+        raise typer.Exit(e.exit_code)
+    finally:
+        stop()
+    if as_json:
+        print_json(result)
+    else:
+        console.print(view_table(views.training_summary(result), fold=("value",), no_wrap=("",), show_header=True,
+                                 header_style="bold"))
+        next_steps = views.training_next_steps(result)
+        if next_steps:
+            console.print(next_steps, highlight=False)
+    return result
+
+
+def _progress(console: Console, disabled: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if disabled:
+        return None, lambda: None
+    prog = Progress(
+        TextColumn("[bold]training"), BarColumn(bar_width=20), MofNCompleteColumn(),
+        TextColumn("reward {task.fields[reward]}"), TextColumn("val {task.fields[val]}"),
+        TextColumn("{task.fields[step_time]}/step"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    state = {"task": None, "started": False}
+
+    def cb(step: int, total: int, m: dict) -> None:
+        if not state["started"]:
+            prog.start()
+            state["started"] = True
+            state["task"] = prog.add_task("train", total=total, reward="-", val="-", step_time="-")
+        fields = {"reward": f"{m['reward']:.3f}", "step_time": f"{m['time/step']:.1f}s"}
+        if "val_accuracy" in m:
+            fields["val"] = f"{m['val_accuracy']:.3f}"
+        prog.update(state["task"], completed=step, **fields)
+
+    def stop():
+        if state["started"]:
+            prog.stop()
+            state["started"] = False
+
+    return cb, stop
