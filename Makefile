@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.rft-installed
 
-.PHONY: install demo test model clean-venv
+.PHONY: install demo test model chromium clean-venv
 
 install: $(STAMP) model
 
@@ -30,8 +30,21 @@ model: $(STAMP)
 demo: install
 	$(VENV)/bin/rft demo
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q
+
+# The dashboard's browser tests (tests/dashboard/) drive Debian's Chromium at /usr/bin/chromium through
+# Playwright (never `playwright install`). Installed here when missing and we are root; otherwise this says how
+# and fails: the browser tests must never be skipped for want of a browser.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "error: /usr/bin/chromium is missing; the dashboard tests need it: run 'sudo apt-get install -y chromium'"; \
+	    exit 2; \
+	  fi; \
+	fi
 
 clean-venv:
 	rm -rf $(VENV)

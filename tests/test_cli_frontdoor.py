@@ -47,7 +47,7 @@ def test_help_lists_commands_in_workflow_order():
     assert listed[:5] == ["train", "demo", "preflight", "eval", "compare"], listed
     assert listed.index("jobs") < listed.index("checkpoints") < listed.index("promote") < listed.index("rollback")
     assert listed[-2:] == ["batch", "serve"]
-    assert len(listed) == len(set(listed)) == 17 and listed != sorted(listed)
+    assert len(listed) == len(set(listed)) == 18 and listed != sorted(listed)
 
 
 @pytest.mark.parametrize("args", [[], ["jobs"], ["checkpoints"], ["batch"], ["grader"]], ids=" ".join)

@@ -180,8 +180,8 @@ def parse_json(text: str, name: str, what: str, *, line: int | None = None, expe
     the file, line and column. `expect` (dict or list) checks the top-level kind."""
     where = f"{name}:{line}" if line is not None else name
     try:
-        value = json.loads(text, parse_constant=reject_json_constant, object_pairs_hook=no_duplicate_keys,
-                           parse_float=finite_float)
+        # 1e999 (inf) is left to the caller, which can name the field it sits in (e.g. body.temperature)
+        value = json.loads(text, parse_constant=reject_json_constant, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as e:
         ln = e.lineno if line is None else line
         raise RftError(f"{name}:{ln}: the {what} is not valid JSON: {e.msg} (column {e.colno})") from None

@@ -312,3 +312,102 @@ def grader_file_table(summary: dict, n_rows: int) -> TableView:
     rows.append(("seconds", f"{summary['seconds']:.2f}"))
     return _table(f"{summary['grader']['type']} grader '{summary['grader']['name']}' on {n_rows} samples",
                   ("metric", "value"), rows)
+
+
+# ----------------------------------------------------------------------------------- dashboard views
+# What the dashboard (`rft.serve.dashboard`) shows beyond the rows above, shaped here so a page and a future
+# CLI command agree. Plain data, no markup.
+CURVES = (  # (chart title, ((metric key, label), ...)): the job page's live curves, from metrics.jsonl rows
+    ("reward", (("reward", "mean reward"), ("reward_std", "reward std"))),
+    ("KL", (("kl", "KL to reference"),)),
+    ("entropy", (("entropy", "entropy"),)),
+    ("completion length", (("completions/mean_length", "mean tokens"), ("completions/max_length", "max tokens"))),
+    ("step time (s)", (("time/step", "whole step"), ("time/sampling", "sampling"), ("time/training", "training"))),
+)
+
+
+def _finite(x):
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def validation_points(reports: list[dict]) -> list[dict]:
+    """A job's evaluations (registry eval reports: baseline, checkpoint, final) as points on the validation
+    curve, one per step (the latest report of a step wins): {step, kind, accuracy, low, high, n}."""
+    by_step: dict[int, dict] = {}
+    for r in reports:
+        if r.get("kind") not in ("baseline", "checkpoint", "final"):
+            continue
+        s = r.get("summary") or {}
+        step = s.get("step")
+        if not isinstance(step, int):
+            step = 0 if r["kind"] == "baseline" else None
+        if step is None:
+            continue
+        lo, hi = (list(s.get("accuracy_ci95") or [None, None]) + [None, None])[:2]
+        by_step[step] = {"step": step, "kind": r["kind"], "accuracy": _finite(s.get("accuracy")),
+                         "low": _finite(lo), "high": _finite(hi), "n": s.get("n")}
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def curves_data(metric_rows: list[dict], reports: list[dict]) -> dict:
+    """The job page's chart data: `steps` and, per metric key, one value per step (None where missing or not
+    finite: a chart shows a gap); the grader error chart holds the unscored fraction and every `errors/<kind>` rate that was ever above 0; `validation` the points of
+    `validation_points`. JSON-ready (no NaN)."""
+    rows = sorted((r for r in metric_rows if isinstance(r.get("step"), int)), key=lambda r: r["step"])
+    keys = {k for _, series in CURVES for k, _ in series}
+    # only the error kinds that happened (a grader has a dozen kinds; a legend of zeros hides the one that matters)
+    err_keys = ["unscored_frac"] + sorted({k for r in rows for k, v in r.items()
+                                           if k.startswith("errors/") and _finite(v)})
+    return {"steps": [r["step"] for r in rows],
+            "series": {k: [_finite(r.get(k)) for r in rows] for k in sorted(keys | set(err_keys))},
+            "charts": [{"title": t, "series": [{"key": k, "label": lab} for k, lab in s]} for t, s in CURVES]
+            + [{"title": "grader error rates", "series": [{"key": k, "label": "unscored (any error)" if k == "unscored_frac"
+                                                           else k.removeprefix("errors/")}
+                                                          for k in err_keys]}],
+            "validation": validation_points(reports)}
+
+
+def job_overview(job: dict, metric_rows: list[dict], reports: list[dict], now: float | None = None) -> dict:
+    """`job_row` plus progress (0-1, None without a step count), an ETA in seconds (a running job: the mean step
+    time of its logged steps times the steps left; None when unknown) and the baseline and latest validation
+    scores with their 95% CIs (None where not measured)."""
+    j = job_row(job)
+    total, step = j.get("total_steps"), j.get("step") or 0
+    j["progress"] = min(1.0, step / total) if total else None
+    times = [t for t in (_finite(r.get("time/step")) for r in metric_rows) if t is not None]
+    j["eta_s"] = (sum(times) / len(times)) * max(0, total - step) if (
+        j["status"] == "running" and total and times) else None
+    pts = validation_points(reports)
+    base = next((p for p in pts if p["kind"] == "baseline"), None)
+    later = [p for p in pts if p["kind"] != "baseline"]
+    j["baseline_score"] = base
+    j["latest_score"] = later[-1] if later else None
+    return j
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as '1h 02m', '3m 05s' or '12s'; '-' for None."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def score_text(p: dict | None) -> str:
+    """A validation point as '0.625 [0.306, 0.863]'; '-' for None."""
+    if not p or p.get("accuracy") is None:
+        return "-"
+    return f"{_num(p['accuracy'])} {_ci((p.get('low'), p.get('high')))}"
+
+
+def sample_view(rows: list[dict]) -> list[dict]:
+    """samples/step_K.jsonl rows as the sample browser shows them: prompt, completion, reward (None: unscored),
+    grader error (None: none), advantage, finish reason."""
+    out = []
+    for i, r in enumerate(rows):
+        out.append({"index": i, "prompt": str(r.get("prompt", "")), "completion": str(r.get("completion", "")),
+                    "reward": _finite(r.get("reward")), "error": r.get("error") or None,
+                    "advantage": _finite(r.get("advantage")), "finish_reason": r.get("finish_reason")})
+    return out

@@ -27,17 +27,19 @@ from typer.core import TyperGroup
 
 from rft.cli.serve_cmd import serve as serve_cmd
 from rft.cli.batch_cmd import batch_app
+from rft.cli.files_cmd import files_app
 from rft.cli import eval_cmds, registry_cmds
 from rft.cli.output import err, out, print_error, print_json, print_view, table
 from rft.cli.training import run_training
+from rft.data import check_data_ref
 from rft.data.jsonl import MAX_FILE_BYTES, MAX_LINE_BYTES
 from rft.errors import RftError
-from rft.userinput import check_input_path, check_output_dir, load_json_file, parse_json, read_user_text
+from rft.userinput import check_output_dir, load_json_file, parse_json, read_user_text
 
 # The order of `rft --help`: the workflow from training to serving. Typer itself lists plain commands before
 # groups, which put `promote` first and `train` in the middle.
-COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "data", "grader", "models", "jobs", "checkpoints",
-                 "promote", "rollback", "aliases", "lineage", "audit", "batch", "serve")
+COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "data", "files", "grader", "models", "jobs",
+                 "checkpoints", "promote", "rollback", "aliases", "lineage", "audit", "batch", "serve")
 INTERNAL_ERROR_EXIT = 70  # sysexits EX_SOFTWARE: a bug in rft, not a user mistake (those exit 2)
 
 
@@ -81,6 +83,7 @@ def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, 
 
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(files_app, name="files")
 app.add_typer(grader_app, name="grader")
 registry_cmds.register(app)
 eval_cmds.register(app)  # eval, compare
@@ -111,8 +114,8 @@ def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_j
     # row. (Their content is validated by the loader, line by line.)
     for what, ref in (("training data", job.training_file), ("validation data", job.validation_file),
                       ("guard dataset", job.rft.eval.guard_file)):
-        if ref and not ref.startswith("builtin:"):
-            check_input_path(ref, what, max_bytes=MAX_FILE_BYTES)
+        if ref:
+            check_data_ref(ref, what)
     if output_dir is not None:
         # before the job is recorded or anything is written: a run folder never mixes with or overwrites files
         check_output_dir(output_dir, "run folder")

@@ -1,8 +1,9 @@
 """Datasets: JSONL files in the OpenAI RFT format and built-in generators, with fingerprints.
 
-What: `load_dataset(ref)` takes a file path or a `builtin:` reference and returns a `Dataset` (rows, source line
-of each row, sha256 of the canonical rows). `validate_file` reports every problem in a data file with its line
-and field. `reasoning_gym_score` lets graders score reasoning-gym rows with the task's own scorer.
+What: `load_dataset(ref)` takes a file path, a `file-...` id (an uploaded file, looked up in `rft.files`' store)
+or a `builtin:` reference and returns a `Dataset` (rows, source line of each row, sha256 of the canonical rows).
+`validate_file` reports every problem in a data file with its line and field; `validate_fine_tune_file` checks an
+upload with `purpose=fine-tune`, which may also hold supervised or preference rows. `reasoning_gym_score` lets graders score reasoning-gym rows with the task's own scorer.
 Simplified: JSONL only (no Parquet yet); everything is held in memory (the RFT limit is 50,000 rows).
 How to run: `python -c "from rft.data import load_dataset; d = load_dataset('builtin:arithmetic'); print(len(d), d.sha256)"`.
 """
@@ -18,7 +19,8 @@ from rft.data.builtin import (
     register_builtin,
 )
 from rft.data.dataset import Dataset, canonical_row, fingerprint
-from rft.data.jsonl import MAX_ROWS, ValidationReport, load_jsonl, validate_file
+from rft.data.jsonl import (MAX_ROWS, ValidationReport, check_data_ref, data_file, load_jsonl, validate_file,
+                            validate_fine_tune_file)
 
 # Registers builtin:reasoning_gym/<task> with rft.data.builtin. Importing any rft.data module runs this package
 # first, so the family is registered before anything can ask for it (builtin.py itself imports no task module).
@@ -32,6 +34,8 @@ __all__ = [
     "MAX_ROWS",
     "ValidationReport",
     "canonical_row",
+    "check_data_ref",
+    "data_file",
     "fingerprint",
     "list_builtins",
     "load_builtin",
@@ -40,11 +44,12 @@ __all__ = [
     "reasoning_gym_score",
     "register_builtin",
     "validate_file",
+    "validate_fine_tune_file",
 ]
 
 
 def load_dataset(ref: str, *, split: str = "train", n: int | None = None, seed: int | None = None) -> Dataset:
-    """Load a JSONL file or generate a `builtin:` dataset.
+    """Load a JSONL file (a path or a `file-...` id) or generate a `builtin:` dataset.
 
     For builtins, `split` ("train" | "validation", aliases "val", "test"), `n` and `seed` choose what is
     generated, and query options in the reference (`builtin:arithmetic?n=200&seed=3`) override them.

@@ -10,6 +10,8 @@ invalid JSON, non-finite numbers, nesting deeper than `rft.userinput.MAX_DEPTH` 
 recursion limit), a value that is not an object.
 Simplified: content parts are checked for shape (objects with a string `type`, and a string `text` for text
 parts), not against every part type OpenAI knows; `tools` is only checked to be a list.
+A `file-...` id (an upload, `rft files upload` or `POST /v1/files`) is read from `rft.files`' store wherever a
+path is taken; problems then name it as `file-... (its filename)`.
 How to run: `python -c "from rft.data import validate_file; print(validate_file('data.jsonl'))"`.
 """
 
@@ -23,7 +25,8 @@ from typing import Any
 
 from rft.data.dataset import Dataset, fingerprint
 from rft.errors import Problem, RftError
-from rft.userinput import (MAX_DEPTH, check_depth, finite_float, no_duplicate_keys, read_user_bytes,
+from rft.files import is_file_id, resolve_content
+from rft.userinput import (MAX_DEPTH, check_depth, check_input_path, finite_float, no_duplicate_keys, read_user_bytes,
                            reject_json_constant)
 
 MAX_ROWS = 50_000
@@ -68,25 +71,16 @@ def _check_content(content: Any, where: str, add) -> None:
             add("a text content part needs a string 'text'", f"{pw}.text")
 
 
-def check_row(row: Any, add) -> None:
-    """Check one parsed line; call `add(message, field)` for each problem. Shared with builtin row tests."""
-    if not isinstance(row, dict):
-        add(f"each line must be a JSON object with a 'messages' field, got {_type_name(row)}", None)
-        return
-    if "tools" in row and not isinstance(row["tools"], list):
-        add(f"'tools' must be an array of tool definitions, got {_type_name(row['tools'])}", "tools")
-    if "messages" not in row:
-        add("missing required field 'messages' (a list of {role, content} objects ending with a user message)", "messages")
-        return
-    msgs = row["messages"]
+def _check_messages(msgs: Any, where: str, add) -> bool:
+    """Check a `messages` array (each message's role and content); False when it is not a non-empty array."""
     if not isinstance(msgs, list):
-        add(f"'messages' must be an array, got {_type_name(msgs)}", "messages")
-        return
+        add(f"'messages' must be an array, got {_type_name(msgs)}", where)
+        return False
     if not msgs:
-        add("'messages' is empty; it needs at least one user message", "messages")
-        return
+        add("'messages' is empty; it needs at least one user message", where)
+        return False
     for i, m in enumerate(msgs):
-        w = f"messages[{i}]"
+        w = f"{where}[{i}]"
         if not isinstance(m, dict):
             add(f"each message must be an object with 'role' and 'content', got {_type_name(m)}", w)
             continue
@@ -101,12 +95,73 @@ def check_row(row: Any, add) -> None:
                 add("missing 'content' (a string or a list of content parts)", f"{w}.content")
         else:
             _check_content(m["content"], f"{w}.content", add)
+    return True
+
+
+def check_row(row: Any, add) -> None:
+    """Check one parsed line; call `add(message, field)` for each problem. Shared with builtin row tests."""
+    if not isinstance(row, dict):
+        add(f"each line must be a JSON object with a 'messages' field, got {_type_name(row)}", None)
+        return
+    if "tools" in row and not isinstance(row["tools"], list):
+        add(f"'tools' must be an array of tool definitions, got {_type_name(row['tools'])}", "tools")
+    if "messages" not in row:
+        add("missing required field 'messages' (a list of {role, content} objects ending with a user message)", "messages")
+        return
+    msgs = row["messages"]
+    if not _check_messages(msgs, "messages", add):
+        return
     last = msgs[-1]
     if isinstance(last, dict) and last.get("role") in ROLES and last.get("role") != "user":
         add(
             f"the last message must have role 'user' (the model answers it), got '{last['role']}'",
             f"messages[{len(msgs) - 1}].role",
         )
+
+
+def fine_tune_row_kind(row: Any) -> str:
+    """Which of OpenAI's fine-tuning formats a row is written in: "preference" (DPO: `input`,
+    `preferred_output`, `non_preferred_output`), "supervised" (`messages` ending with an assistant message) or
+    "reinforcement" (everything else, checked as an RFT row)."""
+    if isinstance(row, dict) and "preferred_output" in row and "input" in row:
+        return "preference"
+    msgs = row.get("messages") if isinstance(row, dict) else None
+    if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+        return "supervised"
+    return "reinforcement"
+
+
+def _check_outputs(value: Any, where: str, add) -> None:
+    if not isinstance(value, list) or not value:
+        add("must be a non-empty array of assistant messages", where)
+        return
+    _check_messages(value, where, add)
+    for i, m in enumerate(value):
+        if isinstance(m, dict) and m.get("role") != "assistant":
+            add("an output message must have role 'assistant'", f"{where}[{i}].role")
+
+
+def check_fine_tune_row(row: Any, add) -> None:
+    """Check a row of a `purpose=fine-tune` upload in whichever format it is written (`fine_tune_row_kind`)."""
+    kind = fine_tune_row_kind(row)
+    if kind == "reinforcement":
+        check_row(row, add)
+        return
+    if "tools" in row and not isinstance(row["tools"], list):
+        add(f"'tools' must be an array of tool definitions, got {_type_name(row['tools'])}", "tools")
+    if kind == "supervised":
+        _check_messages(row["messages"], "messages", add)
+        return
+    inp = row["input"]
+    if not isinstance(inp, dict) or "messages" not in inp:
+        add("'input' must be an object with 'messages' (the prompt)", "input")
+    else:
+        _check_messages(inp["messages"], "input.messages", add)
+    for k in ("preferred_output", "non_preferred_output"):
+        if k not in row:
+            add(f"missing required field '{k}' (a preference row has both outputs)", k)
+        else:
+            _check_outputs(row[k], k, add)
 
 
 _BAD = object()  # _parse_line's "already reported" (None is a real value: the JSON line `null`)
@@ -134,9 +189,11 @@ def _parse_line(text: str, add) -> Any:
     return row
 
 
-def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem], int]:
-    """Parse and check the whole file: (rows, line_numbers, problems, n_rows). Never raises for bad data."""
-    name = str(path)
+def _scan(path: str | os.PathLike, *, name: str | None = None, check=check_row,
+          ) -> tuple[list[dict], list[int], list[Problem], int]:
+    """Parse and check the whole file: (rows, line_numbers, problems, n_rows). Never raises for bad data.
+    `name` is how problems name the file (default: the path); `check(row, add)` checks one parsed row."""
+    name = str(path) if name is None else name
     problems: list[Problem] = []
     try:
         data = read_user_bytes(path, "dataset", max_bytes=MAX_FILE_BYTES)
@@ -181,7 +238,7 @@ def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem]
         if row is _BAD:
             continue
         before = len(problems)
-        check_row(row, add)
+        check(row, add)
         if len(problems) == before:
             rows.append(row)
             line_numbers.append(lineno)
@@ -190,26 +247,74 @@ def _scan(path: str | os.PathLike) -> tuple[list[dict], list[int], list[Problem]
     return rows, line_numbers, problems, n_rows
 
 
+def data_file(ref: str | os.PathLike) -> tuple[Path | str, str]:
+    """(path to read, name for messages) for a data reference: a `file-...` id is looked up in the file store
+    (`rft.files`; an unknown id is an RftError naming it and `rft files list`), anything else is a path."""
+    if is_file_id(str(ref)):
+        return resolve_content(str(ref))
+    return ref, str(ref)
+
+
+def check_data_ref(ref: str, what: str) -> None:
+    """RftError unless `ref` names a readable data file (a path, or a stored `file-...` id) within the dataset
+    size limit; `builtin:` references pass. For checks made before a job is recorded (`rft train`)."""
+    if str(ref).startswith("builtin:"):
+        return
+    path, _ = data_file(ref)
+    check_input_path(path, what, max_bytes=MAX_FILE_BYTES)
+
+
 def validate_file(path: str | os.PathLike) -> ValidationReport:
-    """Check a JSONL data file and report every problem found (file, line, field, what was expected)."""
-    rows, _, problems, n_rows = _scan(path)
+    """Check a JSONL data file (a path or a `file-...` id) and report every problem found (file, line, field,
+    what was expected)."""
+    src, name = data_file(path)
+    rows, _, problems, n_rows = _scan(src, name=name)
     return ValidationReport(
         path=str(path), n_rows=n_rows, problems=problems, sha256=None if problems else fingerprint(rows)
     )
 
 
+def validate_fine_tune_file(path: str | os.PathLike, name: str | None = None) -> ValidationReport:
+    """Check a file uploaded with `purpose=fine-tune`: every row in one of OpenAI's fine-tuning formats
+    (reinforcement rows as `validate_file` checks them, supervised chat rows ending with an assistant message,
+    preference rows), all rows in the same format."""
+    first: list[str] = []  # the format of the first valid row
+
+    def check(row, add):
+        bad: list[str] = []
+
+        def add_bad(message, fld):
+            bad.append(message)
+            add(message, fld)
+
+        check_fine_tune_row(row, add_bad)
+        if bad:
+            return
+        kind = fine_tune_row_kind(row)
+        if not first:
+            first.append(kind)
+        elif kind != first[0]:
+            add(f"this is a {kind} row but the file's first row is a {first[0]} row; a file holds one format", None)
+
+    rows, _, problems, n_rows = _scan(path, name=name, check=check)
+    return ValidationReport(
+        path=str(name or path), n_rows=n_rows, problems=problems, sha256=None if problems else fingerprint(rows)
+    )
+
+
 def load_jsonl(path: str | os.PathLike) -> Dataset:
-    """Load a JSONL data file, or raise one `RftError` listing all its problems."""
-    rows, line_numbers, problems, _ = _scan(path)
+    """Load a JSONL data file (a path or a `file-...` id), or raise one `RftError` listing all its problems."""
+    src, name = data_file(path)
+    rows, line_numbers, problems, _ = _scan(src, name=name)
     if problems:
         hint = None
         if "not found" in problems[0].message and problems[0].line is None:
             hint = f"relative paths are resolved from the current directory, {Path.cwd()}"
-        raise RftError(f"{path}: {len(problems)} problem(s) in the data file", problems=problems, hint=hint)
+        raise RftError(f"{name}: {len(problems)} problem(s) in the data file", problems=problems, hint=hint)
     return Dataset(
         name=str(path),
         rows=tuple(rows),
         sha256=fingerprint(rows),
-        source=str(Path(path).resolve()),
+        source=str(Path(src).resolve()),
         line_numbers=tuple(line_numbers),
     )

@@ -1,5 +1,5 @@
 """The registry: one store for jobs, events, metrics, datasets, graders, checkpoints, evaluation reports, gate
-verdicts, approvals, aliases and an append-only audit log.
+verdicts, approvals, aliases, uploaded files (their rows; the bytes are in `rft.files`) and an append-only audit log.
 
 `Registry()` opens the database at RFT_DATABASE_URL (default sqlite:///$RFT_HOME/rft.db). Every method is one
 short transaction. Transitions that a person makes (approve, promote, rollback, cancel, pause, resume,
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from rft.errors import RftError, did_you_mean
 from rft.registry import db
 from rft.registry.db import (alias_history, aliases, approvals, audit, batches, checkpoints, datasets, eval_reports,
-                             events, gate_verdicts, graders, jobs, metrics)
+                             events, files, gate_verdicts, graders, jobs, metrics)
 
 ACTIVE = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -444,6 +444,58 @@ class Registry:
     def batches(self) -> list[dict]:
         with self.engine.connect() as c:
             return [_row(r) for r in c.execute(sa.select(batches).order_by(batches.c.created_at.desc()))]
+
+    # --------------------------------------------------------------------------------------- files
+    def record_file(self, file_id: str, *, created_at: float, bytes: int, filename: str, purpose: str, sha256: str,
+                    path: str, actor: str | None = None) -> dict:
+        """Record an uploaded file (`rft.files.FileStore.create` calls this before moving it into place)."""
+        with self.engine.begin() as c:
+            c.execute(files.insert().values(id=file_id, created_at=created_at, bytes=bytes, filename=filename,
+                                            purpose=purpose, sha256=sha256, path=str(path)))
+            self._audit(c, actor or default_actor(), "file.upload", file_id, None,
+                        {"filename": filename, "purpose": purpose, "bytes": bytes, "sha256": sha256})
+        return self.get_file(file_id)
+
+    def get_file(self, file_id: str) -> dict | None:
+        """The file's row, or None. Ids are compared exactly (never by prefix: a file id is a capability)."""
+        with self.engine.connect() as c:
+            return _row(c.execute(sa.select(files).where(files.c.id == str(file_id))).first())
+
+    def list_files(self, *, purpose: str | None = None, after: str | None = None, limit: int = 10_000,
+                   order: str = "desc") -> tuple[list[dict], bool]:
+        """(rows, has_more): files by creation time (`order` "desc": newest first, or "asc"), those with
+        `purpose` only, starting after the file `after` (a cursor: the last id of the previous page)."""
+        if order not in ("asc", "desc"):
+            raise RftError(f"order must be 'asc' or 'desc', got {order!r}")
+        desc = order == "desc"
+        q = sa.select(files)
+        if purpose:
+            q = q.where(files.c.purpose == purpose)
+        with self.engine.connect() as c:
+            if after:
+                cur = c.execute(sa.select(files.c.created_at, files.c.id).where(files.c.id == after)).first()
+                if cur is None:
+                    raise RftError(f"no file '{after}' to list after (the cursor must be a file id from a "
+                                   "previous page)")
+                t, i = cur
+                if desc:
+                    q = q.where((files.c.created_at < t) | ((files.c.created_at == t) & (files.c.id < i)))
+                else:
+                    q = q.where((files.c.created_at > t) | ((files.c.created_at == t) & (files.c.id > i)))
+            keys = (files.c.created_at.desc(), files.c.id.desc()) if desc else (files.c.created_at, files.c.id)
+            rows = [_row(r) for r in c.execute(q.order_by(*keys).limit(limit + 1))]
+        return rows[:limit], len(rows) > limit
+
+    def delete_file(self, file_id: str, *, actor: str | None = None) -> dict | None:
+        """Remove the file's row (the caller removes its bytes); the removed row, or None if there was none."""
+        with self.engine.begin() as c:
+            row = _row(c.execute(sa.select(files).where(files.c.id == str(file_id))).first())
+            if row is None:
+                return None
+            c.execute(files.delete().where(files.c.id == row["id"]))
+            self._audit(c, actor or default_actor(), "file.delete", row["id"],
+                        {"filename": row["filename"], "purpose": row["purpose"], "sha256": row["sha256"]}, None)
+        return row
 
     # -------------------------------------------------------------------------------------- audit
     def _audit(self, c, actor, action, subject, before, after, verdict_id=None, detail=None) -> None:

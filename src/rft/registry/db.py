@@ -21,8 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        event)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+                        Text, event)
 
 from rft.errors import RftError
 from rft.home import rft_home
@@ -197,6 +197,18 @@ batches = Table(  # 0003: batch inference jobs (the batch folder stays the durab
     Column("usage", JSON),
     Column("cost", JSON),
     Column("state", JSON, nullable=False),
+)
+
+files = Table(  # 0004: uploaded files (OpenAI's Files API); the bytes live in rft.files' store under $RFT_HOME/files
+    "files", metadata,
+    Column("id", String(80), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),  # the file's folder in the store
+    Index("ix_files_created", "created_at", "id"),
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

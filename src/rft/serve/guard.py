@@ -8,8 +8,18 @@ remote app alike:
   address, with any port, plus `--allowed-host`), then cross-origin refusal (a POST/PUT/PATCH/DELETE or a CORS
   preflight whose `Origin` is not the server's own, or with `Sec-Fetch-Site: cross-site`, is a 403; no
   `Access-Control-Allow-*` header is ever sent), then the request-body limit (413 when `Content-Length`
-  is over it, before a byte of the body is read; bytes are counted as they arrive for chunked bodies).
-- `BearerAuth`: `Authorization: Bearer <token>` on every route when a token is set (401 otherwise).
+  is over it, before a byte of the body is read; bytes are counted as they arrive for chunked bodies);
+  `POST /v1/files` (uploads) has its own, larger limit, `ServeLimits.max_upload_bytes`.
+- `BearerAuth`: `Authorization: Bearer <token>` on every route when a token is set (401 otherwise). The API
+  (`/v1/...`, `/health`) takes only the bearer token. The dashboard's pages (every other path) also take a
+  session cookie that `POST /login` sets after checking the token once (`Sessions`): a random session id
+  mapped to an expiry in server memory, never the token; HttpOnly, SameSite=Strict. A browser's page GET
+  (`Accept: text/html`) without either is redirected to `/login`, anything else is the 401; `/login` itself is open (it checks the token), and so is `/static/`, the
+  dashboard's own scripts and styles (the files shipped in the package, no data), which the login page needs.
+- CSRF (`Sessions.csrf_token` / `check_csrf`): every state-changing dashboard form carries a token derived
+  from the session id with a per-process secret (HMAC-SHA256); the dashboard's routes refuse a POST without it
+  (403), on top of the cross-origin refusal. Without a server token the "session" is the anonymous one and
+  the CSRF token is per process: a page on another site can neither read it nor get past the Origin check.
 - `RateLimit` (optional): a token bucket of N requests per minute per bearer token, or per client address
   when the server has no token; 429 with `Retry-After`. `/health` is not counted (probes poll it).
 It also answers HTTP errors raised before a route runs (an unknown path: 404 `not_found`; a wrong method: 405)
@@ -24,6 +34,9 @@ Security boundary, stated honestly: the Origin/Sec-Fetch-Site check stops browse
 headers cross-origin; a non-browser client can send any header and is stopped only by the token. The rate
 limit keys on the client address seen by the server: behind a reverse proxy every client shares one bucket.
 Buckets live in memory, per process. The body limit bounds one request, not the number of concurrent ones.
+Dashboard sessions live in memory, per process: a restart logs everyone out. The session cookie is not marked
+`Secure` (the server speaks plain HTTP; put a TLS proxy in front off loopback). Login attempts are limited only
+by the optional rate limit.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import hashlib
 import hmac
 import json
 import math
+import secrets
 import time
 import weakref
 from dataclasses import dataclass
@@ -45,6 +59,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rft.openai_chat import ChatRequestError
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+UPLOAD_PATH = "/v1/files"  # POST here is an upload: the body limit is max_upload_bytes
+SESSION_COOKIE = "rft_session"
+LOGIN_PATH = "/login"
+STATIC_PREFIX = "/static/"  # the dashboard's own scripts and styles (the package's files, no data): open
+SESSION_TTL_S = 12 * 3600.0
+MAX_SESSIONS = 1000  # live dashboard sessions kept; the oldest is dropped past this
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LONG_BODY_BYTES = 256 * 1024  # bodies above this are parsed on at most LONG_BODIES_AT_ONCE threads
@@ -57,6 +78,7 @@ class ServeLimits:
     """The front door's settings (see the module docstring)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # the body limit of POST /v1/files
     allowed_hosts: tuple[str, ...] | None = None  # None: any Host (a public bind, where the token protects)
     rate_limit: int = 0  # requests per minute per token (per client address without one); 0: off
 
@@ -128,9 +150,11 @@ class _BodyTooLarge(Exception):
 class Guard:
     """ASGI middleware: Host allowlist, cross-origin refusal, request-body limit (see the module docstring)."""
 
-    def __init__(self, app, *, max_body_bytes: int, allowed_hosts: tuple[str, ...] | None):
+    def __init__(self, app, *, max_body_bytes: int, allowed_hosts: tuple[str, ...] | None,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
         self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope, receive, send):
@@ -154,13 +178,15 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        upload = method == "POST" and scope.get("path", "").rstrip("/") == UPLOAD_PATH
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
         length = _header(scope, b"content-length")
         if length is not None:
             if not (length.isascii() and length.strip().isdigit()):
                 return await _refuse(scope, receive, send, ChatRequestError(
                     "the Content-Length header is not a number", None))
-            if int(length) > self.max_body_bytes:  # answered before a byte of the body is read
-                return await _refuse(scope, receive, send, self._too_large())
+            if int(length) > limit:  # answered before a byte of the body is read
+                return await _refuse(scope, receive, send, self._too_large(upload))
 
         received = 0
         started = False
@@ -170,7 +196,7 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:  # chunked (or lying) bodies: stop reading here
+                if received > limit:  # chunked (or lying) bodies: stop reading here
                     raise _BodyTooLarge()
             return message
 
@@ -185,22 +211,108 @@ class Guard:
         except _BodyTooLarge:
             if started:
                 raise
-            await _refuse(scope, receive, send, self._too_large())
+            await _refuse(scope, receive, send, self._too_large(upload))
 
-    def _too_large(self) -> ChatRequestError:
-        mb = self.max_body_bytes / (1024 * 1024)
-        return ChatRequestError(f"the request body is larger than this server's limit of {mb:g} MiB "
-                                f"({self.max_body_bytes:,} bytes; rft serve --max-body-mb)", None,
+    def _too_large(self, upload: bool = False) -> ChatRequestError:
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
+        what = "upload" if upload else "request body"
+        mb = limit / (1024 * 1024)
+        return ChatRequestError(f"the {what} is larger than this server's limit of {mb:g} MiB "
+                                f"({limit:,} bytes{'' if upload else '; rft serve --max-body-mb'})", None,
                                 status_code=413, code="request_too_large")
+
+
+def is_api_path(path: str) -> bool:
+    """The OpenAI-shaped API and the health probe: bearer token only, never the dashboard's cookie."""
+    return path == "/v1" or path.startswith("/v1/") or path == "/health"
+
+
+def _digest(token: str | bytes) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass") if isinstance(token, str) else token).digest()
+
+
+class Sessions:
+    """The dashboard's logins and CSRF tokens (see the module docstring), in memory. `token` is the server's
+    API token (None: no login, pages are open, only the anonymous CSRF token applies); `clock()` returns
+    seconds (time.monotonic; tests inject one)."""
+
+    ANONYMOUS = "-"
+
+    def __init__(self, token: str | None, *, ttl_s: float = SESSION_TTL_S,
+                 clock: Callable[[], float] | None = None):
+        self.digest = _digest(token) if token else None
+        self.ttl_s = ttl_s
+        self.clock = clock or time.monotonic
+        self._secret = secrets.token_bytes(32)
+        self._ids: dict[str, float] = {}  # session id -> when it expires
+
+    @property
+    def required(self) -> bool:
+        """Whether pages need a login (the server has a token)."""
+        return self.digest is not None
+
+    def token_ok(self, given: str) -> bool:
+        return self.digest is not None and hmac.compare_digest(_digest(given.strip()), self.digest)
+
+    def login(self, given: str) -> str | None:
+        """A new session id when `given` is the server's token, else None."""
+        if not self.token_ok(given):
+            return None
+        now = self.clock()
+        self._ids = {k: t for k, t in self._ids.items() if t > now}
+        while len(self._ids) >= MAX_SESSIONS:
+            self._ids.pop(next(iter(self._ids)))
+        sid = secrets.token_urlsafe(32)
+        self._ids[sid] = now + self.ttl_s
+        return sid
+
+    def valid(self, sid: str | None) -> bool:
+        if not sid:
+            return False
+        exp = self._ids.get(sid)
+        if exp is None:
+            return False
+        if exp <= self.clock():
+            self._ids.pop(sid, None)
+            return False
+        return True
+
+    def logout(self, sid: str | None) -> None:
+        if sid:
+            self._ids.pop(sid, None)
+
+    def current(self, scope) -> str:
+        """The request's valid session id, or ANONYMOUS (no cookie, an unknown or expired one)."""
+        sid = session_cookie(scope)
+        return sid if sid is not None and self.valid(sid) else self.ANONYMOUS
+
+    def csrf_token(self, sid: str) -> str:
+        return hmac.new(self._secret, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()
+
+    def check_csrf(self, sid: str, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(self.csrf_token(sid).encode(), given.encode("utf-8", "replace"))
+
+
+def session_cookie(scope) -> str | None:
+    """The value of the `rft_session` cookie of a request, if it has one."""
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == SESSION_COOKIE:
+            return value.strip() or None
+    return None
 
 
 class BearerAuth:
     """ASGI middleware: every HTTP request and websocket needs `Authorization: Bearer <token>`, else 401.
     Compared in constant time, on SHA-256 digests so the comparison does not depend on the length either."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app, token: str, sessions: Sessions | None = None):
         self.app = app
         self.digest = hashlib.sha256(token.encode()).digest()
+        self.sessions = sessions
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -213,6 +325,14 @@ class BearerAuth:
         scheme, _, given = value.partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(hashlib.sha256(given.strip()).digest(), self.digest):
             return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if self.sessions is not None and scope["type"] == "http" and not is_api_path(path):
+            if path == LOGIN_PATH or path.startswith(STATIC_PREFIX) or self.sessions.valid(session_cookie(scope)):
+                return await self.app(scope, receive, send)
+            if scope.get("method") in ("GET", "HEAD") and not value and "text/html" in (_header(scope, b"accept") or ""):
+                # a browser opening a page: ask for the token once (programs get the 401 below)
+                return await Response(status_code=303, headers={"Location": LOGIN_PATH, "Cache-Control": "no-store"})(
+                    scope, receive, send)
         msg = "missing bearer token" if not value else "invalid bearer token"
         e = ChatRequestError(f"{msg}: send 'Authorization: Bearer <RFT_API_TOKEN>'", None, status_code=401,
                              code="invalid_api_key")
@@ -267,7 +387,10 @@ class RateLimit:
 
 def harden(app, *, token: str | None, limits: ServeLimits, clock: Callable[[], float] | None = None) -> None:
     """Install the front door on a FastAPI app (the last middleware added runs first), and answer HTTP errors
-    (an unknown route, a wrong method) in OpenAI's error shape."""
+    (an unknown route, a wrong method) in OpenAI's error shape. `app.state.sessions` is the dashboard's
+    `Sessions` (logins and CSRF tokens)."""
+    sessions = Sessions(token)
+    app.state.sessions = sessions
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
@@ -277,8 +400,9 @@ def harden(app, *, token: str | None, limits: ServeLimits, clock: Callable[[], f
     if limits.rate_limit:
         app.add_middleware(RateLimit, per_minute=limits.rate_limit, clock=clock or time.monotonic)
     if token:
-        app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, allowed_hosts=limits.allowed_hosts)
+        app.add_middleware(BearerAuth, token=token, sessions=sessions)
+    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, allowed_hosts=limits.allowed_hosts,
+                       max_upload_bytes=limits.max_upload_bytes)
 
 
 async def read_json_bytes(request) -> bytes:

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rft.openai_chat import (ChatCall, ChatRequestError, check_call, chunk_body, new_id, parse_chat_body,
                              parse_json_body, usage_body)
+from rft.serve.dashboard import dashboard_router
 from rft.serve.guard import ServeLimits, error_response, harden, off_loop, read_json_bytes
 from rft.serve.worker import ModelWorker, StreamJob
 
@@ -126,6 +127,10 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
         return StreamingResponse(_sse(events, job, name), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    from rft.serve.api_files import make_files_router
+
+    app.include_router(make_files_router(limits=limits))  # OpenAI's Files API: /v1/files
+    app.include_router(dashboard_router())  # the dashboard at /, on the same token
     return app
 
 
