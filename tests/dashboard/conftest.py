@@ -9,15 +9,12 @@ a missing browser fails these tests, it never skips them. Never `playwright inst
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from rft.types import Completion
+from tests.livetools import run_live as serve_live
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -71,30 +68,6 @@ def trained_run(dash_home, tiny_model_dir, tmp_path_factory) -> dict:
         res = loop.run_job(parse_job(raw), output_dir=str(tmp_path_factory.mktemp("run")), log=lambda s: None)
     assert res["status"] == "succeeded", res
     return res
-
-
-@contextmanager
-def serve_live(app):
-    """`app` on uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):  # wait for start-up (fails only if it never starts)
-            if srv.started or not thread.is_alive():
-                break
-            time.sleep(0.05)
-        assert srv.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def make_app(tiny_model_dir, token=None):
