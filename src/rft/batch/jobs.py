@@ -448,7 +448,10 @@ def run_batch(batch_id: str, **kw) -> dict:
     """Run the pending requests of a batch (used by `rft batch run` right after `create_batch`)."""
     folder = batch_folder(batch_id)
     with BatchLock(folder):
-        return _run_locked(folder, read_state(folder), **kw)
+        state = read_state(folder)
+        if state["status"] in TERMINAL:  # e.g. cancelled before its runner (a server's thread) got to it
+            return state
+        return _run_locked(folder, state, **kw)
 
 
 _UNSET = object()
@@ -499,6 +502,35 @@ def redrive_batch(batch_id: str, **kw) -> dict:
             state[k] = None
         write_state(folder, state)
         return _run_locked(folder, state, **kw)
+
+
+# Fields a caller (the server's batches API) keeps in the state next to the runner's; the runner never sets them.
+CALLER_FIELDS = ("input_file_id", "output_file_id", "error_file_id", "files_stored")
+
+
+def update_batch_fields(batch_id: str, fields: dict, *, tries: int = 200) -> dict:
+    """Set caller-owned fields (`CALLER_FIELDS`) in a batch's state, under the batch lock; the new state. A
+    running batch holds the lock: this waits for it (up to `tries` x 50 ms, then RftError)."""
+    bad = [k for k in fields if k not in CALLER_FIELDS]
+    if bad:
+        raise RftError(f"{bad[0]} is not a caller field of a batch (allowed: {', '.join(CALLER_FIELDS)})")
+    folder = batch_folder(batch_id)
+    for i in range(tries):
+        try:
+            lock = BatchLock(folder).acquire()
+        except RftError:
+            if i == tries - 1:
+                raise
+            time.sleep(0.05)
+            continue
+        try:
+            state = read_state(folder)
+            state.update(fields)
+            write_state(folder, state)
+            return state
+        finally:
+            lock.release()
+    raise RftError(f"batch {batch_id}: could not take its lock")  # not reached (tries >= 1)
 
 
 def cancel_batch(batch_id: str, clock=None) -> dict:

@@ -6,6 +6,8 @@ Routes:
   ending in `data: [DONE]` (`stream_options.include_usage` adds a final chunk with `choices: []` and usage).
 - `GET /v1/models`, `GET /v1/models/{id}`: the one served model, named as the reference given to the server.
 - `GET /health`: `{"status": "ok", "model": ...}`.
+- OpenAI's Files API (`rft.serve.api_files`), graders run/validate (`rft.serve.api_graders`) and Batch API
+  (`rft.serve.api_batches`: batches run on their own engine, loaded with this server's loader), and the dashboard.
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with 400 (invalid request: bad JSON,
 NaN/Infinity, nesting deeper than 32, a bad parameter), 401 (missing or wrong token), 403 (a Host outside the
 allowlist, a cross-origin request), 404 (unknown model or route), 413 (body over the limit), 415 (not
@@ -56,6 +58,7 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
     @asynccontextmanager
     async def lifespan(app):
         yield
+        app.state.batches.close()
         worker.close()
 
     app = FastAPI(title="rft serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -127,11 +130,38 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
         return StreamingResponse(_sse(events, job, name), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    from rft.serve.api_batches import BatchService, make_batches_router
     from rft.serve.api_files import make_files_router
+    from rft.serve.api_graders import make_graders_router
 
     app.include_router(make_files_router(limits=limits))  # OpenAI's Files API: /v1/files
+    app.include_router(make_graders_router())  # OpenAI's graders run/validate (no private hosts for endpoint graders)
+    batches = BatchService(model_ref, engine_for=_batch_engines(worker), log=log)
+    app.state.batches = batches
+    app.include_router(make_batches_router(batches))  # OpenAI's Batch API: /v1/batches, on files from /v1/files
     app.include_router(dashboard_router())  # the dashboard at /, on the same token
     return app
+
+
+def _batch_engines(worker: ModelWorker):
+    """`engine_for(state)` of the batch runner: an engine of its own per model path, loaded with the server's
+    loader (the serving engine belongs to the worker thread), kept for the next batch on the same model."""
+    import threading
+
+    from rft import models
+
+    cache: dict = {}
+    lock = threading.Lock()
+
+    def engine_for(state: dict):
+        ref = state.get("model_path") or state["model"]
+        with lock:
+            if ref not in cache:
+                cache.clear()  # one batch engine at a time
+                cache[ref] = worker.loader(models.resolve(ref))
+            return cache[ref]
+
+    return engine_for
 
 
 async def _sse(events: asyncio.Queue, job: StreamJob, name: str):
