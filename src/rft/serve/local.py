@@ -57,7 +57,9 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
 
     @asynccontextmanager
     async def lifespan(app):
+        app.state.scheduler.start()  # resumes jobs a dead server left running; queued ones stay queued
         yield
+        app.state.scheduler.close()
         app.state.batches.close()
         worker.close()
 
@@ -139,6 +141,11 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
     batches = BatchService(model_ref, engine_for=_batch_engines(worker), log=log)
     app.state.batches = batches
     app.include_router(make_batches_router(batches))  # OpenAI's Batch API: /v1/batches, on files from /v1/files
+    from rft.serve.api_jobs import make_jobs_router
+    from rft.serve.scheduler import JobScheduler
+
+    app.state.scheduler = JobScheduler(log=log)  # queued jobs run in child processes, one at a time
+    app.include_router(make_jobs_router(app.state.scheduler))  # OpenAI's fine-tuning jobs: /v1/fine_tuning/jobs
     app.include_router(dashboard_router())  # the dashboard at /, on the same token
     return app
 
