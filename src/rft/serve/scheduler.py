@@ -134,6 +134,13 @@ class JobScheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The registry and environment of the server that made this scheduler, captured once: the polling thread
+        # must not follow a later change of RFT_HOME / RFT_DATABASE_URL in this process (tests change them per
+        # test while a server lives on), and children train where the server's registry is.
+        from rft.registry import Registry
+
+        self.registry = Registry()
+        self._env = dict(os.environ)
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self, recover: bool = True) -> None:
@@ -185,10 +192,9 @@ class JobScheduler:
         """(row, "train"|"resume") of API jobs waiting to start, oldest first."""
         import sqlalchemy as sa
 
-        from rft.registry import Registry
         from rft.registry.db import jobs
 
-        reg = Registry()
+        reg = self.registry
         # read the rows without reconciling: a queued job owned by a dead server must stay queued
         with reg.engine.connect() as c:
             rows = [dict(r._mapping) for r in c.execute(
@@ -211,16 +217,15 @@ class JobScheduler:
         return p[0] if p else None
 
     def _spawn(self, row: dict, action: str) -> None:
-        from rft.registry import Registry
 
         job_id, run_dir = row["id"], Path(row["run_dir"])
         write_marker(run_dir, None)
         if action == "train":
-            Registry().claim_job(job_id, status="queued")  # owned by this server until the child claims it
+            self.registry.claim_job(job_id, status="queued")  # owned by this server until the child claims it
         logf = open(run_dir / "scheduler.log", "ab")
         try:
             proc = subprocess.Popen([self.python, "-m", "rft.serve.scheduler", action, job_id], stdout=logf,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(os.environ),
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env,
                                     start_new_session=True)
         except OSError as e:
             self._crashed(job_id, f"the job's process could not start: {e}")
@@ -242,19 +247,17 @@ class JobScheduler:
         """A child ended: if it left its job active (it crashed before recording an outcome), the job failed."""
         import sqlalchemy as sa
 
-        from rft.registry import Registry
         from rft.registry.db import jobs
 
-        reg = Registry()
+        reg = self.registry
         with reg.engine.connect() as c:
             st = c.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
         if st in ACTIVE or st == "interrupted":
             self._crashed(job_id, f"the job's process exited with code {rc} without recording an outcome")
 
     def _crashed(self, job_id: str, message: str) -> None:
-        from rft.registry import Registry
 
-        reg = Registry()
+        reg = self.registry
         err = {"code": "process_exited", "message": message, "param": None}
         reg.update_job(job_id, status="failed", error=err, finished_at=time.time(), requested=None)
         reg.add_event(job_id, "error", "status", f"Job failed: {message}")
@@ -265,10 +268,9 @@ class JobScheduler:
         """Take over queued API jobs; resume API jobs whose process died with the last server."""
         import sqlalchemy as sa
 
-        from rft.registry import Registry
         from rft.registry.db import jobs
 
-        reg = Registry()
+        reg = self.registry
         with reg.engine.connect() as c:
             rows = [dict(r._mapping) for r in c.execute(
                 sa.select(jobs).where(jobs.c.status.in_(ACTIVE + ("interrupted",))).order_by(jobs.c.created_at))]
@@ -288,9 +290,8 @@ class JobScheduler:
     # ------------------------------------------------------------------------------ requests
     def cancel(self, job_id: str, actor: str | None = None) -> dict:
         """Cancel: a job not started yet at once; a running one at its next step boundary."""
-        from rft.registry import Registry
 
-        reg = Registry()
+        reg = self.registry
         with self._lock:
             row = reg.get_job(job_id)
             m = read_marker(row["run_dir"])
@@ -306,9 +307,8 @@ class JobScheduler:
 
     def pause(self, job_id: str, actor: str | None = None) -> dict:
         """Pause: a queued job not started yet at once (resume starts it); a running one at its next step."""
-        from rft.registry import Registry
 
-        reg = Registry()
+        reg = self.registry
         with self._lock:
             row = reg.get_job(job_id)
             m = read_marker(row["run_dir"])
@@ -323,9 +323,8 @@ class JobScheduler:
     def resume(self, job_id: str, actor: str | None = None) -> dict:
         """Resume a paused, interrupted or failed job in a child process (`resume_job`)."""
         from rft.errors import RftError
-        from rft.registry import Registry
 
-        reg = Registry()
+        reg = self.registry
         with self._lock:
             row = reg.get_job(job_id)
             if row["status"] not in RESUMABLE or row["id"] in self._procs:
