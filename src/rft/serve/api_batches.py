@@ -39,7 +39,7 @@ from rft.errors import RftError
 from rft.files import FileNotFound, FileStore, is_file_id
 from rft.openai_chat import ChatRequestError, parse_json_body
 from rft.registry import Registry
-from rft.serve.guard import error_response, read_json_bytes
+from rft.serve.guard import error_response, query_limit, read_json_bytes
 
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
@@ -324,11 +324,7 @@ def make_batches_router(service: BatchService) -> APIRouter:
     def list_(request: Request):
         q = request.query_params
         try:
-            text = q.get("limit")
-            try:
-                limit = DEFAULT_LIST if text is None else int(text)
-            except ValueError:
-                raise ChatRequestError(f"limit must be an integer between 1 and {MAX_LIST}", "limit") from None
+            limit = query_limit(q, default=DEFAULT_LIST, maximum=MAX_LIST)
         except ChatRequestError as e:
             return error_response(e)
         return answer(service.list, after=q.get("after") or None, limit=limit)

@@ -35,7 +35,7 @@ from rft.errors import Problem, Registry as NameRegistry, RftError
 from rft.files import DEFAULT_MAX_UPLOAD_BYTES, FileNotFound, FileStore, StoredFile, is_file_id
 from rft.openai_chat import ChatRequestError
 from rft.registry import Registry
-from rft.serve.guard import ServeLimits, error_response
+from rft.serve.guard import ServeLimits, error_response, query_limit
 from rft.userinput import decode_utf8, parse_json
 
 MAX_LIST = 10_000  # OpenAI's largest page (and its default)
@@ -233,13 +233,7 @@ def make_files_router(*, limits: ServeLimits | None = None, store: FileStore | N
     def get_files(request: Request):
         q = request.query_params
         try:
-            limit_text = q.get("limit")
-            try:
-                limit = MAX_LIST if limit_text is None else int(limit_text)
-            except ValueError:
-                raise ChatRequestError(f"limit must be an integer between 1 and {MAX_LIST:,}", "limit") from None
-            if not 1 <= limit <= MAX_LIST:
-                raise ChatRequestError(f"limit must be between 1 and {MAX_LIST:,}, got {limit}", "limit")
+            limit = query_limit(q, default=MAX_LIST, maximum=MAX_LIST)
             order = q.get("order") or "desc"
             if order not in ("asc", "desc"):
                 raise ChatRequestError(f"order must be 'asc' or 'desc', got {order[:40]!r}", "order")

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rft.errors import RftError
 from rft.openai_chat import ChatRequestError, parse_json_body
-from rft.serve.guard import error_response, read_json_bytes
+from rft.serve.guard import error_response, query_limit, read_json_bytes
 
 JOB_ID_RE = re.compile(r"ftjob-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 MAX_LIST, DEFAULT_LIST = 100, 20
@@ -209,14 +209,7 @@ def make_jobs_router(scheduler) -> APIRouter:
 
     def paging(request: Request) -> tuple[str | None, int]:
         q = request.query_params
-        text = q.get("limit")
-        try:
-            limit = DEFAULT_LIST if text is None else int(text)
-        except ValueError:
-            raise ChatRequestError(f"limit must be an integer between 1 and {MAX_LIST}", "limit") from None
-        if not 1 <= limit <= MAX_LIST:
-            raise ChatRequestError(f"limit must be between 1 and {MAX_LIST}, got {limit}", "limit")
-        return q.get("after") or None, limit
+        return q.get("after") or None, query_limit(q, default=DEFAULT_LIST, maximum=MAX_LIST)
 
     @router.post("/v1/fine_tuning/jobs")
     async def create(request: Request):

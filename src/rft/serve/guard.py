@@ -431,3 +431,15 @@ async def off_loop(size: int, fn: Callable[..., Any], *args) -> Any:
         sem = _long_bodies[loop] = asyncio.Semaphore(LONG_BODIES_AT_ONCE)
     async with sem:
         return await run_in_threadpool(fn, *args)
+
+
+def query_limit(query, *, default: int, maximum: int) -> int:
+    """The `limit` query parameter of a list route (OpenAI pagination): an integer in [1, maximum], else a 400."""
+    text = query.get("limit")
+    try:
+        limit = default if text is None else int(text)
+    except ValueError:
+        raise ChatRequestError(f"limit must be an integer between 1 and {maximum:,}", "limit") from None
+    if not 1 <= limit <= maximum:
+        raise ChatRequestError(f"limit must be between 1 and {maximum:,}, got {limit}", "limit")
+    return limit
