@@ -52,7 +52,8 @@ def fake_client(target, scripted):
 def test_models_routes(fake_client):
     c = fake_client
     listing = c.get("/v1/models").json()
-    assert listing["object"] == "list" and [m["id"] for m in listing["data"]] == ["alias:prod"]
+    ids = [m["id"] for m in listing["data"]]
+    assert listing["object"] == "list" and ids[0] == "alias:prod" and "smollm2-135m-instruct" in ids
     assert listing["data"][0]["object"] == "model" and listing["data"][0]["owned_by"] == "rft"
     assert c.get("/v1/models/alias:prod").json()["id"] == "alias:prod"
     r = c.get("/v1/models/gpt-4o")
@@ -175,16 +176,16 @@ def test_alias_switch_without_restart(target, tiny_model_dir, tiny_model_dir_b):
     assert expect[tiny_model_dir] != expect[tiny_model_dir_b]  # the two models are distinguishable
 
     target["path"] = tiny_model_dir
-    with TestClient(create_app("alias:prod")) as c:
-        worker = c.app.state.worker
+    with TestClient(create_app("alias:prod", max_models=1)) as c:
+        pool = c.app.state.pool
         content = lambda: c.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]  # noqa: E731
         assert content() == expect[tiny_model_dir]
-        target["path"] = tiny_model_dir_b  # promote
+        target["path"] = tiny_model_dir_b  # promote: the old target is closed to make room (max_models=1)
         assert content() == expect[tiny_model_dir_b]
-        assert worker.loads == 2
-        assert content() == expect[tiny_model_dir_b] and worker.loads == 2  # unchanged target: no reload
+        assert pool.loads == 2 and pool.closes == 1
+        assert content() == expect[tiny_model_dir_b] and pool.loads == 2  # unchanged target: no reload
         target["path"] = tiny_model_dir  # rollback
-        assert content() == expect[tiny_model_dir] and worker.loads == 3
+        assert content() == expect[tiny_model_dir] and pool.loads == 3 and pool.closes == 2
         target["error"] = "alias 'prod' not found"  # deleted: refuse rather than serve a stale model
         r = c.post("/v1/chat/completions", json=body)
         assert r.status_code == 503 and "alias 'prod' not found" in r.json()["error"]["message"]

@@ -340,7 +340,7 @@ def test_serve_with_a_strong_token_goes_on_to_the_model():
 
 
 @pytest.mark.parametrize("args, needles", [
-    ([], ["--model"]),
+    (["--max-models", "0"], ["--max-models must be between 1 and 64"]),
     (["--model", "no-such-model"], ["no-such-model"]),
     (["--model", "no-such-model", "--port", "abc"], ["Invalid value for '--port'"]),
 ])

@@ -74,7 +74,9 @@ def greedy(server):
 
 
 def test_models_list(client, server):
-    assert [m.id for m in client.models.list()] == [server["model"]]
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == server["model"] and "smollm2-135m-instruct" in ids  # the default model, then the base models
+    assert client.models.retrieve(server["model"]).id == server["model"]
 
 
 def test_plain_completion(client, server, greedy):

@@ -10,6 +10,9 @@ weights; weights are only ever read from safetensors (`use_safetensors=True`, no
 - a directory path: any local HF model directory with safetensors weights; an rft checkpoint directory is one.
 - `ckpt:<id>` / `alias:<name>`: a checkpoint in the registry (`rft.registry` returns its row; its files are
   verified against the manifest hash recorded there by `rft.hashing.verify_checkpoint`).
+- `ft:<base>[:<suffix>]:<job id>`: OpenAI's name for a fine-tuned model: the final checkpoint of a succeeded job
+  (`fine_tuned_name` builds it; the whole name must match the job's model, suffix and exact id; `list_fine_tuned`
+  lists the names of every succeeded job with a final checkpoint).
 - anything else that looks like a hub id fails with a hint: rft never downloads weights at run time.
 
 Before any library reads a directory, `resolve` checks it: config.json is a JSON object with a model_type, every
@@ -41,6 +44,7 @@ EMBEDDED = {
     }
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
+FT_PREFIX = "ft:"  # fine-tuned model names: ft:<base>[:<suffix>]:<job id>
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
         return ResolvedModel(ref, path, "embedded")
     if ref.startswith(("ckpt:", "alias:")):
         return resolve_registered(ref, verify=verify)
+    if ref.startswith(FT_PREFIX):
+        return resolve_fine_tuned(ref, verify=verify)
     p = _existing_path(ref)
     if p is not None:
         kind = _check_model_dir(ref, p)
@@ -163,6 +169,74 @@ def resolve_registered(ref: str, *, verify: bool = True) -> ResolvedModel:
     if verify:
         verify_checkpoint(path, recorded_manifest_sha256=ck["manifest_sha256"], name=f"checkpoint {ck['id']} at {path}")
     return ResolvedModel(ref, path, "checkpoint")
+
+
+def fine_tuned_name(base: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's name of a job's fine-tuned model: `ft:<base>[:<suffix>]:<job id>`."""
+    return f"{FT_PREFIX}{base}{':' + suffix if suffix else ''}:{job_id}"
+
+
+def _final_checkpoint_id(row: dict) -> str | None:
+    """The final checkpoint of a succeeded job row (its result's `final_checkpoint_id`, or its `ckpt:` model)."""
+    res = row.get("result") or {}
+    cid = res.get("final_checkpoint_id")
+    if not cid and isinstance(res.get("fine_tuned_model"), str) and res["fine_tuned_model"].startswith("ckpt:"):
+        cid = res["fine_tuned_model"].removeprefix("ckpt:")
+    return cid or None
+
+
+def resolve_fine_tuned(ref: str, *, verify: bool = True) -> ResolvedModel:
+    """`ft:<base>[:<suffix>]:<job id>` -> the final checkpoint of that job, verified like `ckpt:`. The job id (the
+    part after the last ':') must name a job exactly (no prefix match), the job must have succeeded with a final
+    checkpoint, and the rest must be the job's own model and suffix; anything else is an RftError saying which."""
+    from rft.registry import Registry
+
+    base_part, sep, job_id = ref[len(FT_PREFIX):].rpartition(":")
+    if not sep or not base_part or not job_id:
+        raise RftError(f"model '{_short(ref)}' is not a fine-tuned model name",
+                       hint="fine-tuned models are named ft:<base>[:<suffix>]:<job id>; see `rft jobs list`")
+    reg = Registry()
+    try:
+        row = reg.get_job(job_id)
+    except RftError:
+        row = None
+    if row is None or row["id"] != job_id:
+        raise RftError(f"fine-tuned model '{_short(ref)}': no job '{_short(job_id, 80)}' in the registry",
+                       hint="the last part of an ft: name is the fine-tuning job's id; see `rft jobs list`")
+    suffix = (row.get("spec") or {}).get("suffix") or None
+    expected = fine_tuned_name(row["model"], suffix, row["id"])
+    if ref != expected:
+        if base_part != row["model"] and not base_part.startswith(row["model"] + ":"):
+            raise RftError(f"fine-tuned model '{_short(ref)}': job {row['id']} fine-tuned '{_short(row['model'], 80)}', "
+                           f"not '{_short(base_part, 80)}'", hint=f"its model is named {_short(expected, 300)}")
+        raise RftError(f"fine-tuned model '{_short(ref)}': the suffix does not match job {row['id']}'s "
+                       f"({suffix or 'none'})", hint=f"its model is named {_short(expected, 300)}")
+    if row["status"] != "succeeded":
+        raise RftError(f"fine-tuned model '{_short(ref)}': job {row['id']} is {row['status']}; only a succeeded "
+                       "job has a fine-tuned model", hint=f"see `rft jobs show {row['id']}`")
+    cid = _final_checkpoint_id(row)
+    if cid is None:
+        raise RftError(f"fine-tuned model '{_short(ref)}': job {row['id']} succeeded without a final checkpoint "
+                       "(rft.checkpoint.save_final was off)", hint=f"use one of `rft checkpoints list {row['id']}`")
+    r = resolve_registered(f"ckpt:{cid}", verify=verify)
+    return ResolvedModel(ref, r.path, "checkpoint")
+
+
+def list_fine_tuned(registry=None) -> list[dict]:
+    """The fine-tuned models in the registry, newest first: `{"id": ft name, "job_id", "base", "checkpoint_id",
+    "created"}` for every succeeded job with a final checkpoint (its files are not checked here)."""
+    from rft.registry import Registry
+
+    reg = registry or Registry()
+    out = []
+    for row in reg.list_jobs(limit=1_000_000, status="succeeded"):
+        cid = _final_checkpoint_id(row)
+        if cid is None:
+            continue
+        out.append({"id": fine_tuned_name(row["model"], (row.get("spec") or {}).get("suffix") or None, row["id"]),
+                    "job_id": row["id"], "base": row["model"], "checkpoint_id": cid,
+                    "created": int(row.get("finished_at") or row["created_at"])})
+    return out
 
 
 def _short(ref: str, n: int = 120) -> str:

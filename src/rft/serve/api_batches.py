@@ -3,7 +3,8 @@
 Routes (`make_batches_router(service)`, mounted by `rft.serve.local.create_local_app`):
 - `POST /v1/batches` `{input_file_id, endpoint: "/v1/chat/completions", completion_window: "24h", metadata?}`:
   the input is a stored file of purpose `batch` (`POST /v1/files`); the batch is created with
-  `rft.batch.create_batch` on the server's model and run by `rft.batch.run_batch` (the runner, retry policy and
+  `rft.batch.create_batch` on the model its lines name in `body.model` (as OpenAI's do; one model per batch;
+  lines that name none run on the server's default model) and run by `rft.batch.run_batch` (the runner, retry policy and
   exactly-once journal of `rft batch run`) on a background thread, never in the request.
 - `GET /v1/batches/{id}`, `GET /v1/batches` (newest first; `after` a batch id, `limit` 1..100, default 20;
   `has_more`), `POST /v1/batches/{id}/cancel`.
@@ -16,8 +17,9 @@ sees `completed` always finds the files.
 Errors are OpenAI's shape; an unknown or malformed batch id is a 404 (ids are matched exactly, never as a
 prefix, and checked before any path is built).
 
-Batches run one at a time on one thread, on an engine of their own loaded with the server's loader for the
-model the batch was pinned to (the serving engine belongs to its worker thread). Batches made by the API carry
+Batches run one at a time on one thread, on the model the batch was pinned to, leased from the server's model
+pool (`lease_engine`): a model the server already holds is not loaded twice, its generations run on its
+worker thread in turn with chat requests, and it is not evicted while the batch runs. Batches made by the API carry
 `input_file_id` in their state; the CLI's batches are not listed here. A server that starts again resumes its
 unfinished API batches (`rft.batch.resume_batch`: only requests in neither journal run) and stores the files of
 finished ones.
@@ -26,9 +28,11 @@ Simplified: `output_expires_after` is refused; only `completion_window: "24h"` a
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request
@@ -109,19 +113,34 @@ def check_metadata(metadata: Any) -> dict | None:
     return dict(metadata)
 
 
+def _body_model(path) -> str | None:
+    """The first `body.model` string in a batch input file (None when no line names one). Lines that do not parse
+    are skipped here: `create_batch` reports every problem with its line number."""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                m = json.loads(raw).get("body", {}).get("model")
+            except (ValueError, AttributeError, RecursionError):
+                continue
+            if isinstance(m, str) and m:
+                return m
+    return None
+
+
 class BatchService:
     """Creates API batches and runs them one at a time on a background thread.
 
-    `model_ref`: what batches run on (the server's reference; `create_batch` pins an alias/ckpt to its path).
-    `engine_for(state) -> engine`: the engine a batch runs on (the server passes one built with its loader);
+    `model_ref`: the server's default model (None: none), for input lines that name no `body.model`
+    (`create_batch` pins an alias/ckpt to its path). `lease_engine(state)`: a context manager giving the engine
+    a batch runs on (the server leases it from its pool; None: the runner loads its own);
     `store()`/`registry()`: the file store and registry (defaults: `$RFT_HOME`). `log(str)`: runner messages.
     """
 
-    def __init__(self, model_ref: str, *, engine_for: Callable[[dict], Any] | None = None,
+    def __init__(self, model_ref: str | None, *, lease_engine: Callable[[dict], Any] | None = None,
                  store: Callable[[], FileStore] = FileStore, registry: Callable[[], Registry] = Registry,
                  log: Callable[[str], None] = lambda s: None, recover: bool = True):
         self.model_ref = model_ref
-        self.engine_for = engine_for
+        self.lease_engine = lease_engine
         self.store = store
         self.registry = registry
         self.log = log
@@ -159,8 +178,19 @@ class BatchService:
             raise ChatRequestError(f"file {f['id']} has purpose '{f['purpose']}'; a batch input needs purpose 'batch'",
                                    "input_file_id")
         path = self.store().content_path(f["id"])
+        model = _body_model(path) or self.model_ref
+        if model is None:
+            raise ChatRequestError(f"the requests in {f['id']} name no model (body.model) and this server has no "
+                                   "default model (--model)", "input_file_id")
+        from rft import models
+
         try:
-            state = create_batch(path, model=self.model_ref, completion_window=WINDOW, metadata=meta)
+            models.resolve(model, prepare=False, verify=False)
+        except RftError as e:
+            raise ChatRequestError(f"The model '{model[:200]}' named by the batch input does not exist or cannot be "
+                                   f"served: {e.message}", "input_file_id", code="model_not_found") from None
+        try:
+            state = create_batch(path, model=model, completion_window=WINDOW, metadata=meta)
         except RftError as e:
             raise ChatRequestError(e.message.replace(str(path), f["id"]), "input_file_id",
                                    code="invalid_file_format" if e.problems else None) from None
@@ -218,16 +248,16 @@ class BatchService:
         from rft.batch import resume_batch, run_batch, show_batch
 
         try:
-            engine = self.engine_for(show_batch(batch_id)) if self.engine_for else None
-            for attempt in range(100):
-                try:
-                    (resume_batch if resume else run_batch)(batch_id, engine=engine, log=self.log)
-                    break
-                except RftError as e:
-                    # a GET probing the lock at the moment the runner takes it: try again
-                    if "being run by another process" not in e.message or attempt == 99:
-                        raise
-                    threading.Event().wait(0.05)
+            with (self.lease_engine(show_batch(batch_id)) if self.lease_engine else nullcontext()) as engine:
+                for attempt in range(100):
+                    try:
+                        (resume_batch if resume else run_batch)(batch_id, engine=engine, log=self.log)
+                        break
+                    except RftError as e:
+                        # a GET probing the lock at the moment the runner takes it: try again
+                        if "being run by another process" not in e.message or attempt == 99:
+                            raise
+                        threading.Event().wait(0.05)
         except Exception as e:  # noqa: BLE001 - the runner thread must survive; the state says where it stopped
             self.log(f"batch {batch_id}: {type(e).__name__}: {e}")
         finally:

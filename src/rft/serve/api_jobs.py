@@ -9,12 +9,16 @@ Routes (`make_jobs_router(scheduler)`, mounted by `rft.serve.local.create_local_
   `GET .../{id}`, `POST .../{id}/cancel|pause|resume`, `GET .../{id}/events` (`fine_tuning.job.event`, newest
   first, paginated), `GET .../{id}/checkpoints` (`fine_tuning.job.checkpoint` with metrics; its
   `fine_tuned_model_checkpoint` is `ckpt:<id>`, a model reference chat completions accept).
+A succeeded job's `fine_tuned_model` is OpenAI's name `ft:<base>[:<suffix>]:<job id>` (`rft.models.fine_tuned_name`),
+which chat completions, batches and `rft` commands accept (it resolves to the job's final checkpoint); that
+checkpoint's `ckpt:` reference is `rft.fine_tuned_model_checkpoint`.
 Statuses are OpenAI's (validating_files, queued, running, succeeded, failed, cancelled) plus rft's paused; an
-`interrupted` job (its process died) reads `failed` with error code `interrupted` (resume continues it).
+`interrupted` job (its process died) reads `failed` with error code `interrupted` (resume continues it), or
+`queued` once the server's scheduler has taken it over to resume it (after a server restart).
 Every job in the registry is listed, whether the CLI or the API started it. Ids are matched exactly (never as a
 prefix); an unknown or malformed id is a 404. Errors are OpenAI's shape.
-Simplified: `fine_tuned_model` is the final checkpoint's `ckpt:` reference; the `ft:<base>:<suffix>:<id>` name
-is in `rft.fine_tuned_model_name`.
+Simplified: a job that succeeded without a final checkpoint (`rft.checkpoint.save_final: false`) has no
+`fine_tuned_model`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from rft.errors import RftError
+from rft.models import fine_tuned_name
 from rft.openai_chat import ChatRequestError, parse_json_body
 from rft.serve.guard import error_response, query_limit, read_json_bytes
 
@@ -60,12 +65,20 @@ def _row(job_id: Any) -> dict:
     return row
 
 
-def job_object(row: dict) -> dict:
-    """OpenAI's `fine_tuning.job` for a registry job row."""
+def _resume_pending(row: dict) -> bool:
+    from rft.serve.scheduler import read_marker
+
+    m = read_marker(row.get("run_dir") or "") if row.get("run_dir") else None
+    return bool(m and m.get("pending") == "resume")
+
+
+def job_object(row: dict, *, started: bool = False) -> dict:
+    """OpenAI's `fine_tuning.job` for a registry job row; `started`: the scheduler has a process on it now."""
     spec = row.get("spec") or {}
     status, error = row["status"], row.get("error")
     if status == "interrupted":
-        status = "failed"
+        # the server's scheduler resumes an interrupted API job it took over: it waits for a slot, as a queued one
+        status = "queued" if started or _resume_pending(row) else "failed"
     if status not in ("failed", "cancelled"):
         error = None
     if error is not None:
@@ -75,19 +88,26 @@ def job_object(row: dict) -> dict:
     method = spec.get("method") or {}
     hp = dict(((method.get("reinforcement") or {}).get("hyperparameters")) or {})
     suffix = spec.get("suffix")
+    ckpt = None
+    if row["status"] == "succeeded":
+        cid = result.get("final_checkpoint_id")
+        fm = result.get("fine_tuned_model")
+        ckpt = f"ckpt:{cid}" if cid else (fm if isinstance(fm, str) and fm.startswith("ckpt:") else None)
     return {
         "id": row["id"], "object": "fine_tuning.job", "created_at": int(row["created_at"]), "error": error,
-        "fine_tuned_model": result.get("fine_tuned_model") if row["status"] == "succeeded" else None,
+        "fine_tuned_model": fine_tuned_name(row["model"], suffix or None, row["id"]) if ckpt else None,
         "finished_at": _int(row.get("finished_at")) if status in ("succeeded", "failed", "cancelled") else None,
         "hyperparameters": {k: hp.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")},
         "model": row["model"], "organization_id": "org-rft", "result_files": [], "seed": spec.get("seed", 0),
-        "status": status, "trained_tokens": None, "training_file": spec.get("training_file"),
+        "status": status,
+        "trained_tokens": result.get("trained_tokens") if row["status"] == "succeeded" else None, "training_file": spec.get("training_file"),
         "validation_file": spec.get("validation_file"), "method": method or None, "suffix": suffix,
-        "metadata": spec.get("metadata") or None, "estimated_finish": None, "integrations": [],
+        "metadata": spec.get("metadata") or None, "estimated_finish": None,
+        "integrations": spec.get("integrations") or [],
         "user_provided_suffix": suffix,
         "rft": {"step": row.get("step") or 0, "total_steps": row.get("total_steps"), "run_dir": row.get("run_dir"),
                 "registry_status": row["status"],
-                "fine_tuned_model_name": f"ft:{row['model']}{':' + suffix if suffix else ''}:{row['id']}",
+                "fine_tuned_model_checkpoint": ckpt,
                 "final_eval": result.get("final_eval"), "baseline_eval": result.get("baseline_eval"),
                 "final_verdict": result.get("final_verdict")},
     }
@@ -154,25 +174,32 @@ class JobsAPI:
             raise ChatRequestError(msg, param) from None
         row = record_queued_job(job)
         self.scheduler.wake()
-        return job_object(row)
+        return self._object(row)
+
+    def _object(self, row: dict, running: set | None = None) -> dict:
+        running = set(self.scheduler.running_ids()) if running is None else running
+        return job_object(row, started=row["id"] in running)
 
     def list(self, after: str | None, limit: int) -> dict:
         from rft.registry import Registry
 
         rows = Registry().list_jobs(limit=1_000_000)
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
-        return _page([job_object(r) for r in rows], after, limit, "a job")
+        running = set(self.scheduler.running_ids())
+        return _page([self._object(r, running) for r in rows], after, limit, "a job")
 
     def retrieve(self, job_id: Any) -> dict:
-        return job_object(_row(job_id))
+        return self._object(_row(job_id))
 
     def act(self, job_id: Any, action: str) -> dict:
         row = _row(job_id)
         try:
-            getattr(self.scheduler, action)(row["id"])
+            from rft.registry.access import authenticated_actor  # the request's user (None without users)
+
+            getattr(self.scheduler, action)(row["id"], actor=authenticated_actor())
         except RftError as e:
             raise ChatRequestError(f"cannot {action} job {row['id']}: {e.message}", None) from None
-        return job_object(_row(row["id"]))
+        return self._object(_row(row["id"]))
 
     def events(self, job_id: Any, after: str | None, limit: int) -> dict:
         from rft.registry import Registry

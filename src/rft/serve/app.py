@@ -1,7 +1,7 @@
 """The entry of `rft serve`: which app answers, and the server that runs it.
 
-`create_app(ref)` returns the local app (`rft.serve.local`: an rft engine on a worker thread) for a model
-reference, or the remote proxy (`rft.serve.remote`) for an http(s) URL of an OpenAI-compatible endpoint; both
+`create_app(ref)` returns the local app (`rft.serve.local`: rft engines on worker threads, a bounded pool of
+models loaded on demand, `ref` the default one; None: no default) for a model reference, or the remote proxy (`rft.serve.remote`) for an http(s) URL of an OpenAI-compatible endpoint; both
 share the front door (`rft.serve.guard`) and OpenAI's routes and error shapes. `serve(ref, host, port)` checks
 the settings (`check_serve_options`), builds the Host allowlist (`bind_hosts`), binds the port and runs uvicorn.
 This module imports both apps and neither imports it or the other.
@@ -48,19 +48,20 @@ def is_loopback(host: str) -> bool:
         return False  # any other host name may resolve off-machine
 
 
-def create_app(model_ref: str, *, token: str | None = None, served_name: str | None = None, loader=None,
-               refresh_s: float = 0.0, max_batch: int = 32, log=lambda s: None, remote_model: str | None = None,
+def create_app(model_ref: str | None, *, token: str | None = None, loader=None, refresh_s: float = 0.0,
+               max_batch: int = 32, max_models: int = 2, log=lambda s: None, remote_model: str | None = None,
                api_key_env: str = "OPENAI_API_KEY", transport=None, limits: ServeLimits = ServeLimits(),
-               clock: Callable[[], float] | None = None) -> FastAPI:
+               clock: Callable[[], float] | None = None, make_worker=None) -> FastAPI:
     """The ASGI app serving `model_ref`: `rft.serve.local.create_local_app` for a model reference (embedded name,
-    directory, `ckpt:<id>`, `alias:<name>`), `rft.serve.remote.create_remote_app` for an http(s) URL of an
-    OpenAI-compatible endpoint (`remote_model`, `api_key_env` and `transport` are the remote's; `served_name`,
-    `loader`, `refresh_s`, `max_batch` and `log` the local engine's). A bad reference raises RftError here."""
-    if is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
+    directory, `ckpt:<id>`, `alias:<name>`, `ft:...`, or None: models on demand only), with at most `max_models`
+    in memory; `rft.serve.remote.create_remote_app` for an http(s) URL of an OpenAI-compatible endpoint
+    (`remote_model`, `api_key_env` and `transport` are the remote's; `loader`, `make_worker`, `refresh_s`,
+    `max_batch` and `log` the local engines'). A bad reference raises RftError here."""
+    if model_ref is not None and is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
         return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport,
                                  limits=limits, clock=clock)
-    return create_local_app(model_ref, token=token, served_name=served_name, loader=loader, refresh_s=refresh_s,
-                            max_batch=max_batch, log=log, limits=limits, clock=clock)
+    return create_local_app(model_ref, token=token, loader=loader, refresh_s=refresh_s, max_batch=max_batch,
+                            max_models=max_models, log=log, limits=limits, clock=clock, make_worker=make_worker)
 
 
 def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
@@ -72,10 +73,17 @@ def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
     return tuple(extra) or None
 
 
-def check_serve_options(host: str, port: int, token: str | None, max_body_mb: float, rate_limit: int) -> None:
+MAX_MODELS_LIMIT = 64
+
+
+def check_serve_options(host: str, port: int, token: str | None, max_body_mb: float, rate_limit: int,
+                        max_models: int = 2) -> None:
     """Refuse bad `rft serve` settings before anything is loaded or bound (one-line RftErrors)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise RftError(f"--port must be between 1 and 65535, got {port}")
+    if isinstance(max_models, bool) or not isinstance(max_models, int) or not 1 <= max_models <= MAX_MODELS_LIMIT:
+        raise RftError(f"--max-models must be between 1 and {MAX_MODELS_LIMIT} (models kept in memory at once), "
+                       f"got {max_models}")
     if not (isinstance(max_body_mb, (int, float)) and math.isfinite(max_body_mb) and 0 < max_body_mb <= 1024):
         raise RftError(f"--max-body-mb must be more than 0 and at most 1024, got {max_body_mb}")
     if rate_limit < 0:
@@ -106,28 +114,35 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+def serve(model_ref: str | None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           log=print, remote_model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-          max_body_mb: float = DEFAULT_MAX_BODY_MB, allowed_hosts: Sequence[str] = (), rate_limit: int = 0) -> None:
+          max_body_mb: float = DEFAULT_MAX_BODY_MB, allowed_hosts: Sequence[str] = (), rate_limit: int = 0,
+          max_models: int = 2) -> None:
     """Run the server with uvicorn until interrupted. Off loopback a token of at least 32 characters is
-    required (RFT_API_TOKEN); every setting is checked before the model is loaded or the port bound."""
+    required (RFT_API_TOKEN); every setting is checked before the model is loaded or the port bound.
+    `model_ref` None: no default model, every request names its own (loaded on demand, `max_models` at once)."""
     import uvicorn
 
     token = token if token is not None else (os.environ.get("RFT_API_TOKEN") or None)
-    check_serve_options(host, port, token, max_body_mb, rate_limit)
+    check_serve_options(host, port, token, max_body_mb, rate_limit, max_models)
+    if remote_model is not None and not (model_ref is not None and is_remote(model_ref)):
+        raise RftError("--remote-model names a model of a remote endpoint: it needs an http(s) --model")
+    if model_ref is not None and is_remote(model_ref) and max_models != 2:
+        raise RftError("--max-models applies to local models; a remote endpoint (http(s) --model) serves one")
     limits = ServeLimits(max_body_bytes=int(max_body_mb * 1024 * 1024), allowed_hosts=bind_hosts(host, allowed_hosts),
                          rate_limit=rate_limit)
     app = create_app(model_ref, token=token, log=log, remote_model=remote_model, api_key_env=api_key_env,
-                     limits=limits)
+                     limits=limits, max_models=max_models)
     sock = _listen_socket(host, port)
     auth = "bearer token required" if token else "no token (loopback only)"
     hosts = "any Host" if limits.allowed_hosts is None else "Host " + ", ".join(limits.allowed_hosts)
     rate = f"; at most {rate_limit} requests/min per token" if rate_limit else ""
     front = f"{auth}; {hosts}; bodies up to {max_body_mb:g} MiB{rate}"
-    if getattr(app.state, "worker", None) is None:
+    if getattr(app.state, "pool", None) is None:
         log(f"serving '{remote_model}' from the remote endpoint {model_ref} on http://{host}:{port}/v1; {front}")
     else:
         w = app.state.worker
-        log(f"serving '{model_ref}' ({w.resolved.path}) on http://{host}:{port}/v1; {front}"
-            "; requests are micro-batched on one engine thread")
+        what = f"'{model_ref}' ({w.resolved.path}) and" if w is not None else "no default model;"
+        log(f"serving {what} any model a request names (at most {max_models} in memory) on "
+            f"http://{host}:{port}/v1; {front}; requests are micro-batched on one engine thread per model")
     uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

@@ -1,59 +1,76 @@
-"""The local mode of `rft serve`: OpenAI-compatible chat completions and model listing from an rft engine.
+"""The local mode of `rft serve`: OpenAI-compatible chat completions and model listing from rft engines.
 
 Routes:
 - `POST /v1/chat/completions`: the OpenAI body (validated by `rft.openai_chat.parse_chat_body`); JSON
   `chat.completion` with usage, or, with `"stream": true`, server-sent events `data: {chat.completion.chunk}`
   ending in `data: [DONE]` (`stream_options.include_usage` adds a final chunk with `choices: []` and usage).
-- `GET /v1/models`, `GET /v1/models/{id}`: the one served model, named as the reference given to the server.
-- `GET /health`: `{"status": "ok", "model": ...}`.
-- OpenAI's Files API (`rft.serve.api_files`), graders run/validate (`rft.serve.api_graders`) and Batch API
-  (`rft.serve.api_batches`: batches run on their own engine, loaded with this server's loader), and the dashboard.
+  `model` may name any model reference (embedded name, model directory, `ckpt:<id>`, `alias:<name>`,
+  `ft:<base>[:<suffix>]:<job id>`); it is loaded on demand into the server's bounded pool (`rft.serve.pool`,
+  `max_models`); left out, the server's default model (`--model`) answers. The answer's `model` is the name asked.
+- `GET /v1/models`: OpenAI's model objects for the default model, the embedded base models, the fine-tuned
+  models of succeeded jobs (`ft:` names) and the aliases (`alias:<name>`); `GET /v1/models/{id}`: one of those
+  (or a model loaded now).
+- `GET /health`: `{"status": "ok", "model": <default model or null>}`.
+- OpenAI's Files API (`rft.serve.api_files`), graders run/validate (`rft.serve.api_graders`), Batch API
+  (`rft.serve.api_batches`: batches run on the model their lines name, through the same pool), fine-tuning jobs
+  (`rft.serve.api_jobs`, run by `rft.serve.scheduler`), and the dashboard.
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with 400 (invalid request: bad JSON,
 NaN/Infinity, nesting deeper than 32, a bad parameter), 401 (missing or wrong token), 403 (a Host outside the
-allowlist, a cross-origin request), 404 (unknown model or route), 413 (body over the limit), 415 (not
-`application/json`), 429 (rate limit), 503 (the reference no longer resolves).
+allowlist, a cross-origin request), 404 (unknown model, `model_not_found`, or route), 413 (body over the limit),
+415 (not `application/json`), 429 (rate limit), 503 (the default reference no longer resolves, a model fails
+verification or loading, or every pool slot holds a model in use).
 
-The engine is owned by one worker thread (`rft.serve.worker`) that micro-batches requests and follows alias
-changes; the request/response logic is `rft.openai_chat`, shared with batch inference. The front door (Host
-allowlist, cross-origin refusal, body limit, token, rate limit) is `rft.serve.guard`, shared with the remote mode.
-Simplified: one model per server, named as the reference it was started with.
-How to run: `rft serve --model alias:production`, or in-process `rft.serve.create_app(ref)` (which picks this
-app for every reference that is not an http(s) URL) with any ASGI client.
+Each model's engine is owned by one worker thread (`rft.serve.worker`) that micro-batches requests; the pool
+follows alias changes per request; the request/response logic is `rft.openai_chat`, shared with batch inference.
+The front door (Host allowlist, cross-origin refusal, body limit, token, rate limit) is `rft.serve.guard`, shared
+with the remote mode.
+Simplified: the pool bounds the number of models, not their bytes; a full pool answers 503 rather than queueing.
+How to run: `rft serve --model alias:production --max-models 2`, or in-process `rft.serve.create_app(ref)` (which
+picks this app for every reference that is not an http(s) URL; `None`: no default model) with any ASGI client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rft.errors import RftError
 from rft.openai_chat import (ChatCall, ChatRequestError, check_call, chunk_body, new_id, parse_chat_body,
                              parse_json_body, usage_body)
 from rft.serve.dashboard import dashboard_router
 from rft.serve.guard import ServeLimits, error_response, harden, off_loop, read_json_bytes
-from rft.serve.worker import ModelWorker, StreamJob
+from rft.serve.pool import Lease, ModelNotFound, ModelPool, ModelUnavailable, WorkerEngine
+from rft.serve.worker import StreamJob
 
+def create_local_app(model_ref: str | None, *, token: str | None = None, loader=None, refresh_s: float = 0.0,
+                     max_batch: int = 32, max_models: int = 2, log=lambda s: None,
+                     limits: ServeLimits = ServeLimits(), clock: Callable[[], float] | None = None,
+                     make_worker: Callable | None = None) -> FastAPI:
+    """The ASGI app serving models from local engines; `model_ref` (embedded name, directory, `ckpt:<id>`,
+    `alias:<name>`, `ft:...`; None: none) is the default model, loaded now (a bad reference raises RftError here).
 
-def create_local_app(model_ref: str, *, token: str | None = None, served_name: str | None = None, loader=None,
-                     refresh_s: float = 0.0, max_batch: int = 32, log=lambda s: None,
-                     limits: ServeLimits = ServeLimits(), clock: Callable[[], float] | None = None) -> FastAPI:
-    """The ASGI app serving `model_ref` (embedded name, directory, `ckpt:<id>`, `alias:<name>`) from a local engine.
-
-    Loads the engine now (a bad reference raises RftError here). `loader(resolved) -> engine` replaces the
-    default LocalEngine loader (tests); `refresh_s` is how often the reference is re-resolved (0: before
-    every batch). `limits` sets the body limit, the Host allowlist (None here: `serve` sets it for loopback
-    binds) and the rate limit, whose `clock` tests inject. `app.state.worker` is the ModelWorker; the app
-    closes it on shutdown.
+    `max_models` bounds the models in memory (`rft.serve.pool.ModelPool`); `loader(resolved) -> engine` replaces
+    the default LocalEngine loader and `make_worker(resolved, name)` the worker factory (tests); `refresh_s` is
+    how long a reference's lookup is reused (0: every request). `limits` sets the body limit, the Host allowlist
+    (None here: `serve` sets it for loopback binds) and the rate limit, whose `clock` tests inject.
+    `app.state.pool` is the pool (closed on shutdown); `app.state.worker` the default model's worker as loaded
+    at start (None without a default).
     """
-    worker = ModelWorker(model_ref, served_name=served_name, loader=loader, refresh_s=refresh_s,
-                         max_batch=max_batch, log=log)
-    name = worker.served_name
+    pool = ModelPool(model_ref, max_models=max_models, loader=loader, max_batch=max_batch, refresh_s=refresh_s,
+                     log=log, make_worker=make_worker)
+    try:
+        default_worker = pool.preload()
+    except BaseException:
+        pool.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(app):
@@ -61,10 +78,11 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
         yield
         app.state.scheduler.close()
         app.state.batches.close()
-        worker.close()
+        pool.close()
 
     app = FastAPI(title="rft serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.worker = worker
+    app.state.pool = pool
+    app.state.worker = default_worker
     harden(app, token=token, limits=limits, clock=clock)
 
     @app.exception_handler(RequestValidationError)
@@ -73,64 +91,69 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
         return error_response(ChatRequestError(f"invalid request: {first.get('msg', exc)}", param, status_code=422))
 
-    def model_obj() -> dict:
-        return {"id": name, "object": "model", "created": worker.loaded_at, "owned_by": "rft"}
-
-    def unknown_model(model: str) -> ChatRequestError:
-        return ChatRequestError(f"The model '{model}' does not exist; this server serves '{name}'", "model",
-                                status_code=404, code="model_not_found")
+    started = int(time.time())
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name}
+        return {"status": "ok", "model": model_ref}
 
     @app.get("/v1/models")
-    async def list_models():
-        return {"object": "list", "data": [model_obj()]}
+    def list_models():
+        try:
+            return {"object": "list", "data": model_objects(pool, started)}
+        except ChatRequestError as e:
+            return error_response(e)
 
     @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str):
-        if model_id != name:
-            return error_response(unknown_model(model_id))
-        return model_obj()
-
-    def prepare(raw: bytes) -> ChatCall:
-        """Parse, validate and tokenise one request (on a threadpool thread: a long prompt takes seconds to
-        tokenise, which must stall neither the event loop nor the engine's worker thread). The worker checks
-        the call again before generating: the alias may have moved to another model in between. Sharing the
-        tokenizer with the worker thread is safe because no caller changes its padding or truncation settings
-        (the fast tokenizer's only mutable state)."""
-        call = parse_chat_body(parse_json_body(raw))
-        if call.model is not None and call.model != name:
-            raise unknown_model(call.model)
-        check_call(worker.engine, call)
-        return call
+    def get_model(model_id: str):
+        try:
+            for m in model_objects(pool, started):
+                if m["id"] == model_id:
+                    return m
+        except ChatRequestError as e:
+            return error_response(e)
+        return error_response(ChatRequestError(f"The model '{_short(model_id)}' does not exist", "model",
+                                               status_code=404, code="model_not_found"))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
             raw = await read_json_bytes(request)
-            call = await off_loop(len(raw), prepare, raw)
+            call = await off_loop(len(raw), lambda b: parse_chat_body(parse_json_body(b)), raw)
+            if call.model is None and pool.default_ref is None:
+                raise ChatRequestError("you must provide a model parameter: this server has no default model "
+                                       "(see GET /v1/models)", "model")
+            lease = await pool.lease_async(call.model)
         except ChatRequestError as e:
             return error_response(e)
-        if not call.stream:
-            res = await asyncio.wrap_future(worker.submit_chat(call))
-            if isinstance(res, ChatRequestError):
-                return error_response(res)
-            return JSONResponse(res)
-
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        job = worker.submit_stream(call, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        except RftError as e:
+            return error_response(pool_error(e))
         try:
-            kind, val = await events.get()  # wait until the worker accepted the call: errors keep their status
-        except BaseException:
-            job.cancel()
-            raise
-        if kind == "error":
-            return error_response(val)
-        return StreamingResponse(_sse(events, job, name), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            call = dataclasses.replace(call, model=lease.name)
+            # tokenised off the loop; the worker checks again before generating (sharing the tokenizer with the
+            # worker thread is safe: no caller changes its padding or truncation settings, its only mutable state)
+            await off_loop(len(raw), check_call, lease.worker.engine, call)
+            if not call.stream:
+                res = await asyncio.wrap_future(lease.worker.submit_chat(call))
+                return error_response(res) if isinstance(res, ChatRequestError) else JSONResponse(res)
+            loop = asyncio.get_running_loop()
+            events: asyncio.Queue = asyncio.Queue()
+            job = lease.worker.submit_stream(call, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+            try:
+                kind, val = await events.get()  # wait until the worker accepted the call: errors keep their status
+            except BaseException:
+                job.cancel()
+                raise
+            if kind == "error":
+                return error_response(val)
+            stream, lease = _sse(events, job, lease), None  # the stream releases the lease when it ends
+            return StreamingResponse(stream, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        except ChatRequestError as e:
+            return error_response(e)
+        finally:
+            if lease is not None:
+                lease.release()
 
     from rft.serve.api_batches import BatchService, make_batches_router
     from rft.serve.api_files import make_files_router
@@ -138,7 +161,7 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
 
     app.include_router(make_files_router(limits=limits))  # OpenAI's Files API: /v1/files
     app.include_router(make_graders_router())  # OpenAI's graders run/validate (no private hosts for endpoint graders)
-    batches = BatchService(model_ref, engine_for=_batch_engines(worker), log=log)
+    batches = BatchService(model_ref, lease_engine=_batch_engines(pool), log=log)
     app.state.batches = batches
     app.include_router(make_batches_router(batches))  # OpenAI's Batch API: /v1/batches, on files from /v1/files
     from rft.serve.api_jobs import make_jobs_router
@@ -150,30 +173,76 @@ def create_local_app(model_ref: str, *, token: str | None = None, served_name: s
     return app
 
 
-def _batch_engines(worker: ModelWorker):
-    """`engine_for(state)` of the batch runner: an engine of its own per model path, loaded with the server's
-    loader (the serving engine belongs to the worker thread), kept for the next batch on the same model."""
-    import threading
+def pool_error(e: RftError) -> ChatRequestError:
+    """A pool error in OpenAI's shape: 404 model_not_found, or 503 for a model that cannot be served now."""
+    if isinstance(e, ModelNotFound):
+        return ChatRequestError(e.message, "model", status_code=404, code="model_not_found")
+    if isinstance(e, ModelUnavailable):
+        return ChatRequestError(e.message, "model", status_code=503, type="server_error")
+    return ChatRequestError(e.message, "model")
 
+
+def model_objects(pool: ModelPool, started: int) -> list[dict]:
+    """OpenAI's model objects: the default model, the embedded base models, fine-tuned models, aliases."""
     from rft import models
 
-    cache: dict = {}
-    lock = threading.Lock()
+    out: dict[str, dict] = {}
 
-    def engine_for(state: dict):
+    def add(mid: str, created: int, owned_by: str, **rft) -> None:
+        out.setdefault(mid, {"id": mid, "object": "model", "created": int(created), "owned_by": owned_by,
+                             "rft": rft})
+
+    if pool.default_ref is not None:
+        add(pool.default_ref, started, "rft", kind="default")
+    for m in models.list_models():
+        add(m["id"], _mtime(m["path"]), "rft", kind="base", status=m["status"])
+    try:
+        from rft.registry import Registry
+
+        reg = Registry()
+        for m in models.list_fine_tuned(reg):
+            add(m["id"], m["created"], "user", kind="fine-tuned", job_id=m["job_id"], base=m["base"],
+                checkpoint=f"ckpt:{m['checkpoint_id']}")
+        for a in reg.list_aliases():
+            add(f"alias:{a['name']}", a["updated_at"], "user", kind="alias", checkpoint=f"ckpt:{a['checkpoint_id']}")
+    except RftError as e:
+        raise ChatRequestError(f"cannot read the registry: {e.message}", None, status_code=503) from None
+    for m in pool.loaded():
+        add(m["ref"], started, "rft", kind="loaded")
+    return list(out.values())
+
+
+def _mtime(path: str) -> int:
+    import os
+
+    try:
+        return int(os.stat(path).st_mtime)
+    except OSError:
+        return 0
+
+
+def _short(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
+def _batch_engines(pool: ModelPool):
+    """`lease_engine(state)` of the batch runner: a context in which the batch's model (its pinned path, or its
+    reference) is leased from the server's pool, as an engine whose generations run on that model's worker
+    thread, in turn with the chat requests. A full pool is waited out."""
+
+    @contextmanager
+    def lease_engine(state: dict):
         ref = state.get("model_path") or state["model"]
-        with lock:
-            if ref not in cache:
-                cache.clear()  # one batch engine at a time
-                cache[ref] = worker.loader(models.resolve(ref))
-            return cache[ref]
+        with pool.lease(ref, wait=True) as lease:
+            yield WorkerEngine(lease.worker)
 
-    return engine_for
+    return lease_engine
 
 
-async def _sse(events: asyncio.Queue, job: StreamJob, name: str):
-    """chat.completion.chunk events for one call, then the usage chunk (if asked for) and [DONE]."""
-    cid, created, with_usage = new_id(), int(time.time()), job.call.include_usage
+async def _sse(events: asyncio.Queue, job: StreamJob, lease: Lease):
+    """chat.completion.chunk events for one call, then the usage chunk (if asked for) and [DONE]; the lease on
+    the model ends with the stream."""
+    cid, created, with_usage, name = new_id(), int(time.time()), job.call.include_usage, lease.name
 
     def event(**kw) -> str:
         c = chunk_body(id=cid, created=created, model_name=name, **kw)
@@ -206,3 +275,4 @@ async def _sse(events: asyncio.Queue, job: StreamJob, name: str):
         yield "data: [DONE]\n\n"
     finally:
         job.cancel()  # a client that disconnected stops the generation
+        lease.release()

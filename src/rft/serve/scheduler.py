@@ -324,6 +324,7 @@ class JobScheduler:
         """Resume a paused, interrupted or failed job in a child process (`resume_job`)."""
         from rft.errors import RftError
 
+        self._reap()  # a child that just paused may have exited since the last tick
         reg = self.registry
         with self._lock:
             row = reg.get_job(job_id)

@@ -1,17 +1,18 @@
-"""The one thread that owns the engine: it follows the model reference and micro-batches requests.
+"""The one thread that owns an engine: it runs every generation on that engine and micro-batches requests.
 
-Every generation on a served model runs on this worker thread, so requests to one engine never overlap
+Every generation on a served model runs on its worker's thread, so requests to one engine never overlap
 (transformers models and the fast decoder's KV cache are not thread-safe). While a batch runs, new requests
 queue; when the worker comes back, it takes every queued non-streaming request (up to `max_batch`) at once
 and hands them to `run_chat_calls`, which puts calls with identical sampling parameters into one
 `engine.generate` batch. There is no waiting window: a lone request starts at once, and batches form only
-under load. Streaming requests run one at a time, in arrival order.
+under load. Streaming requests, and engine calls from the batch runner (`call(fn)`), run one at a time, in
+arrival order.
 
-Before each batch the worker re-resolves the model reference (`rft.models.resolve`; cheap) at most every
-`refresh_s` seconds; when the resolved directory changed (an alias was promoted or rolled back), it loads
-the new engine and drops the old one, so `alias:<name>` follows its target without a restart. If the
-reference stops resolving or the new target fails to load, requests get a 503 rather than answers from a
-model the reference no longer names.
+A worker serves one resolved model directory for its whole life; which directory a reference (an alias, say)
+names is the pool's business (`rft.serve.pool`), which starts a worker per directory and closes idle ones.
+Each answer carries the model name its request asked for (`ChatCall.model`), so one worker can serve every
+name of its directory (`ckpt:<id>`, the `ft:` name of the same job, an alias pointing there).
+How to use: `w = ModelWorker(ref, resolved=models.resolve(ref)); w.submit_chat(call).result(); w.close()`.
 """
 
 from __future__ import annotations
@@ -62,21 +63,30 @@ class StreamJob:
             self.cancelled.set()
 
 
+@dataclass
+class EngineJob:
+    """`fn(engine)` run on the worker thread (the batch runner's engine calls); its result or exception lands in
+    `future`."""
+
+    fn: Callable
+    future: Future = field(default_factory=Future)
+
+
 class ModelWorker:
-    def __init__(self, model_ref: str, *, served_name: str | None = None, loader=None, refresh_s: float = 0.0,
-                 max_batch: int = 32, log: Callable[[str], None] = lambda s: None):
+    """The thread that owns the engine of one resolved model. `resolved` (default: `models.resolve(model_ref)`)
+    is loaded now with `loader(resolved) -> engine`; a failure raises here. `served_name` answers requests that
+    name no model."""
+
+    def __init__(self, model_ref: str, *, resolved: models.ResolvedModel | None = None, served_name: str | None = None,
+                 loader=None, max_batch: int = 32, log: Callable[[str], None] = lambda s: None):
         self.ref = model_ref
         self.served_name = served_name or model_ref
         self.loader = loader or default_loader
-        self.refresh_s = refresh_s
         self.max_batch = max_batch
         self.log = log
-        # Load eagerly: a bad reference fails `rft serve` at start-up with the resolver's RftError.
-        self.resolved = models.resolve(model_ref)
+        self.resolved = resolved if resolved is not None else models.resolve(model_ref)
         self.engine = self.loader(self.resolved)
-        self.loads = 1
         self.loaded_at = int(time.time())
-        self._checked = time.monotonic()
         self._jobs: deque = deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -94,6 +104,12 @@ class ModelWorker:
         self._put(job)
         return job
 
+    def call(self, fn: Callable) -> Future:
+        """Run `fn(engine)` on the worker thread, in turn with the requests; the future holds its result."""
+        job = EngineJob(fn)
+        self._put(job)
+        return job.future
+
     def _put(self, job) -> None:
         with self._cv:
             if self._closed:
@@ -102,10 +118,21 @@ class ModelWorker:
             self._cv.notify()
 
     def close(self) -> None:
+        """Refuse new work, finish what is queued, stop the thread and drop the engine (its memory is freed when
+        nothing else holds it; an engine with a `close()` is closed)."""
         with self._cv:
             self._closed = True
             self._cv.notify()
         self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            return  # a generation still runs: its engine stays until it ends
+        engine, self.engine = self.engine, None
+        close = getattr(engine, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - closing must not fail the server
+                self.log(f"closing the engine of {self.resolved.path}: {type(e).__name__}: {e}")
 
     # -- the worker thread --------------------------------------------------------------------------------
     def _next(self) -> list | None:
@@ -116,13 +143,13 @@ class ModelWorker:
             if self._closed and not self._jobs:
                 return None
             first = self._jobs.popleft()
-            if isinstance(first, StreamJob):
+            if not isinstance(first, ChatJob):
                 return [first]
             batch, rest = [first], deque()
             while self._jobs and len(batch) < self.max_batch:
                 j = self._jobs.popleft()
                 (batch if isinstance(j, ChatJob) else rest).append(j)
-            self._jobs.extendleft(reversed(rest))  # streams skipped over keep their place at the front
+            self._jobs.extendleft(reversed(rest))  # streams and calls skipped over keep their place at the front
             return batch
 
     def _loop(self) -> None:
@@ -131,14 +158,10 @@ class ModelWorker:
             if work is None:
                 return
             try:
-                self._refresh()
-            except ChatRequestError as e:
-                for job in work:
-                    self._fail(job, e)
-                continue
-            try:
                 if isinstance(work[0], StreamJob):
                     self._run_stream(work[0])
+                elif isinstance(work[0], EngineJob):
+                    self._run_call(work[0])
                 else:
                     self._run_chats(work)
             except Exception as e:  # noqa: BLE001 - the worker thread must survive anything
@@ -149,36 +172,22 @@ class ModelWorker:
                     elif not job.future.done():
                         job.future.set_result(err)
 
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < self.refresh_s:
+    def _run_call(self, job: EngineJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
             return
-        self._checked = now
         try:
-            r = models.resolve(self.ref, verify=False)  # a registry lookup; files are re-hashed only on a change
-            if r.path != self.resolved.path:
-                r = models.resolve(self.ref)
-        except Exception as e:  # noqa: BLE001 - RftError or a registry failure: say so, don't serve a stale model
-            raise ChatRequestError(f"the model reference '{self.ref}' does not resolve any more: {e}", "model",
-                                   status_code=503, type="server_error") from None
-        if r.path == self.resolved.path:
-            return
-        self.log(f"'{self.ref}' now points at {r.path} (was {self.resolved.path}); loading it")
-        try:
-            engine = self.loader(r)
-        except Exception as e:  # noqa: BLE001
-            raise ChatRequestError(f"'{self.ref}' now points at a model that failed to load: {e}", "model",
-                                   status_code=503, type="server_error") from None
-        self.engine, self.resolved = engine, r
-        self.loads += 1
-        self.loaded_at = int(time.time())
-        self.log(f"serving {r.path}")
+            job.future.set_result(job.fn(self.engine))
+        except BaseException as e:  # noqa: BLE001 - the caller re-raises it from the future
+            job.future.set_exception(e)
 
     @staticmethod
     def _fail(job, e: ChatRequestError) -> None:
         if isinstance(job, ChatJob):
             if job.future.set_running_or_notify_cancel():
                 job.future.set_result(e)
+        elif isinstance(job, EngineJob):
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(e)
         else:
             job.send(("error", e))
 
@@ -191,6 +200,8 @@ class ModelWorker:
         except Exception as e:  # noqa: BLE001 - never leave a client hanging
             results = [ChatRequestError(f"generation failed: {type(e).__name__}: {e}", None, status_code=500)] * len(live)
         for j, r in zip(live, results):
+            if isinstance(r, dict) and j.call.model:
+                r["model"] = j.call.model  # the name this request asked for (a worker serves every name of its model)
             j.future.set_result(r)
 
     def _run_stream(self, job: StreamJob) -> None:
@@ -199,7 +210,7 @@ class ModelWorker:
             return
         try:
             if call.params.n > 1:  # the engine streams one sequence; n > 1 is generated whole, then sent
-                [res] = run_chat_calls(self.engine, [call], model_name=self.served_name)
+                [res] = run_chat_calls(self.engine, [call], model_name=call.model or self.served_name)
                 if isinstance(res, ChatRequestError):
                     job.send(("error", res))
                 else:
