@@ -47,7 +47,7 @@ def test_help_lists_commands_in_workflow_order():
     assert listed[:5] == ["train", "demo", "preflight", "eval", "compare"], listed
     assert listed.index("jobs") < listed.index("checkpoints") < listed.index("promote") < listed.index("rollback")
     assert listed[-2:] == ["batch", "serve"]
-    assert len(listed) == len(set(listed)) == 18 and listed != sorted(listed)
+    assert len(listed) == len(set(listed)) == 19 and listed != sorted(listed)
 
 
 @pytest.mark.parametrize("args", [[], ["jobs"], ["checkpoints"], ["batch"], ["grader"]], ids=" ".join)
@@ -74,7 +74,7 @@ def test_a_group_without_a_command_prints_its_help_and_exits_2(args):
     (["promote", "ckpt-1"], "Missing option '--alias'"),
     (["aliases", "list", "--bogus"], "--bogus"),
     (["batch", "trian"], "No such command"),
-    (["serve"], "Missing option '--model'"),
+    (["serve", "--max-models", "0"], "--max-models"),
     (["serve", "--model", "m", "--port", "eighty"], "'--port'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_usage_errors_are_one_line_and_exit_2(args, needle):

@@ -124,7 +124,7 @@ def test_aliases_and_audit(reg):
     assert all(r["id"] == r["seq"] and r["status"] == r["action"] for r in log)
     assert [r["action"] for r in views.audit_rows(reg, "alias:production")] == ["alias.promote"]
     cells = views.audit_table(log).rows[0]
-    assert cells[1:4] == ("ann", "checkpoint.approve", c1) and cells[4] == '{"approval_status": "none"}'
+    assert cells[1:4] == ("ann", "checkpoint.approve", c1) and cells[4] == '{"approval_status": "none", "approvers": []}'
 
 
 def test_events():

@@ -28,18 +28,17 @@ from typer.core import TyperGroup
 from rft.cli.serve_cmd import serve as serve_cmd
 from rft.cli.batch_cmd import batch_app
 from rft.cli.files_cmd import files_app
+from rft.cli.users_cmd import users_app
 from rft.cli import eval_cmds, registry_cmds
 from rft.cli.output import err, out, print_error, print_json, print_view, table
-from rft.cli.training import run_training
-from rft.data import check_data_ref
 from rft.data.jsonl import MAX_FILE_BYTES, MAX_LINE_BYTES
 from rft.errors import RftError
-from rft.userinput import check_output_dir, load_json_file, parse_json, read_user_text
+from rft.userinput import load_json_file, parse_json, read_user_text
 
 # The order of `rft --help`: the workflow from training to serving. Typer itself lists plain commands before
 # groups, which put `promote` first and `train` in the middle.
 COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "data", "files", "grader", "models", "jobs",
-                 "checkpoints", "promote", "rollback", "aliases", "lineage", "audit", "batch", "serve")
+                 "checkpoints", "promote", "rollback", "aliases", "lineage", "audit", "users", "batch", "serve")
 INTERNAL_ERROR_EXIT = 70  # sysexits EX_SOFTWARE: a bug in rft, not a user mistake (those exit 2)
 
 
@@ -51,12 +50,25 @@ class OrderedGroup(TyperGroup):
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(super().list_commands(ctx), key=lambda n: rank.get(n, len(rank)))
 
+    def resolve_command(self, ctx, args):
+        """Also note the full command path ("jobs pause") and its arguments for the role check in `_root`."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        path, sub = [cmd.name if cmd is not None else name], cmd
+        rest_args = list(rest)
+        while sub is not None and hasattr(sub, "get_command") and rest_args and not rest_args[0].startswith("-"):
+            sub = sub.get_command(ctx, rest_args[0])
+            if sub is None:
+                break
+            path.append(rest_args.pop(0))
+        ctx.meta["rft.command"] = (" ".join(path), rest_args)
+        return name, cmd, rest
+
 
 app = typer.Typer(cls=OrderedGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="rft: reinforcement fine-tuning for open models (OpenAI RFT job specs and graders).")
 models_app = typer.Typer(no_args_is_help=True, help="List and prepare model references.")
-data_app = typer.Typer(no_args_is_help=True, help="Validate datasets.")
+data_app = typer.Typer(no_args_is_help=True, help="Validate datasets; list the built-in ones.")
 grader_app = typer.Typer(no_args_is_help=True, help="Validate and run graders.")
 
 
@@ -76,9 +88,14 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
                                        help="Print the version and exit.")) -> None:
     """rft: reinforcement fine-tuning for open models (OpenAI RFT job specs and graders)."""
+    from rft.cli import permissions
+
+    path, args = ctx.meta.get("rft.command", (ctx.invoked_subcommand or "", []))
+    permissions.authorize(path, args)  # the one role check of every command (rft.cli.permissions)
 
 
 app.add_typer(models_app, name="models")
@@ -89,6 +106,7 @@ registry_cmds.register(app)
 eval_cmds.register(app)  # eval, compare
 app.add_typer(batch_app, name="batch")
 app.command("serve")(serve_cmd)
+app.add_typer(users_app, name="users")
 
 def find_example(name: str) -> Path:
     """examples/<name> from the working directory or the source checkout, else the packaged copy."""
@@ -106,21 +124,9 @@ def find_example(name: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- train
 def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_json: bool, quiet: bool) -> dict:
-    from rft.jobcheck import load_job
-    from rft.train.loop import run_job
+    from rft.cli.training import train_command  # rft.api.train: the job, data and run folder checked, then run
 
-    job = load_job(job_path, overrides)
-    # The data files exist and are files before the job is recorded: a typo'd path is one line and no registry
-    # row. (Their content is validated by the loader, line by line.)
-    for what, ref in (("training data", job.training_file), ("validation data", job.validation_file),
-                      ("guard dataset", job.rft.eval.guard_file)):
-        if ref:
-            check_data_ref(ref, what)
-    if output_dir is not None:
-        # before the job is recorded or anything is written: a run folder never mixes with or overwrites files
-        check_output_dir(output_dir, "run folder")
-    return run_training(lambda progress, log: run_job(job, output_dir=output_dir, progress=progress, log=log),
-                        as_json, quiet)
+    return train_command(job_path, overrides, output_dir, as_json, quiet)
 
 
 @app.command()
@@ -199,7 +205,7 @@ def models_pull(name: str = typer.Argument("smollm2-135m-instruct"), force: bool
 
 # ---------------------------------------------------------------------------------------------- data
 @data_app.command("validate")
-def data_validate(file: str = typer.Argument(..., help="JSONL file (OpenAI RFT format) or builtin:<name>."),
+def data_validate(file: str = typer.Argument(..., help="JSONL or Parquet file (OpenAI RFT format), hf:<name>[:<config>][@<split>] or builtin:<name>."),
                   as_json: bool = typer.Option(False, "--json")):
     """Check a dataset; report every problem with its line and field."""
     from rft.data import load_dataset, validate_file
@@ -219,6 +225,14 @@ def data_validate(file: str = typer.Argument(..., help="JSONL file (OpenAI RFT f
         print_json(res | {"status": "valid"})
     else:
         out.print(f"[green]ok[/green] {file}: {res['rows']} rows, sha256 {res['sha256']}")
+
+
+@data_app.command("list")
+def data_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")):
+    """The built-in datasets (builtin:arithmetic and every reasoning-gym task), one line each."""
+    from rft.cli.data_cmds import data_list as _data_list
+
+    _data_list(as_json)
 
 
 # -------------------------------------------------------------------------------------------- grader

@@ -1,4 +1,5 @@
-"""`rft jobs`, `rft checkpoints`, `rft promote`, `rft rollback`, `rft aliases`, `rft lineage`, `rft audit`.
+"""`rft jobs`, `rft checkpoints` (list, show, approve, export), `rft promote`, `rft rollback`, `rft aliases`,
+`rft lineage`, `rft audit`.
 
 Every list/show command takes --json and prints objects with at least `id` and `status`; the rows and tables come
 from `rft.views` (which an HTTP API calls too), this module only parses and prints.
@@ -20,7 +21,7 @@ from rft.cli.training import run_training
 from rft.errors import RftError
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs in the registry: list, inspect, pause, resume, cancel.")
-ckpt_app = typer.Typer(no_args_is_help=True, help="Checkpoints: list, show, approve.")
+ckpt_app = typer.Typer(no_args_is_help=True, help="Checkpoints: list, show, approve, export.")
 aliases_app = typer.Typer(no_args_is_help=True, help="Aliases such as production: names that point at approved checkpoints.")
 
 
@@ -111,10 +112,12 @@ def jobs_resume(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Continue a paused or interrupted job from its last complete checkpoint."""
-    from rft import views
-    from rft.train.loop import resume_job
+    from rft.registry import Registry
 
-    run_training(lambda progress, log: resume_job(views.job_ref(job), config_path=config, overrides=overrides or [],
+    Registry().check_owner(job, "resume")  # trainers resume only their own jobs
+    from rft import api
+
+    run_training(lambda progress, log: api.resume(job, overrides or [], config=config,
                                                   allow_config_change=allow_config_change, progress=progress, log=log),
                  as_json, quiet)
 
@@ -147,9 +150,11 @@ def ckpt_show(ckpt: str, as_json: bool = typer.Option(False, "--json")):
 
 @ckpt_app.command("approve")
 def ckpt_approve(
+    ctx: typer.Context,
     ckpt: str,
-    by: str = typer.Option(..., "--by", help="Who approves (recorded)."),
-    note: str = typer.Option(..., "--note", help="Why (recorded)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who approves (recorded); only in a registry without users "
+                                     "(with users it is the user of RFT_TOKEN)."),
+    note: Optional[str] = typer.Option(None, "--note", help="Why (recorded; required)."),
     override: Optional[str] = typer.Option(None, "--override", help="Approve although the gates did not pass; the reason is recorded."),
     as_json: bool = typer.Option(False, "--json"),
 ):
@@ -157,22 +162,57 @@ def ckpt_approve(
     from rft import views
     from rft.registry import Registry
 
+    from rft.cli import permissions
+
+    if by is None and permissions.single_user():
+        raise typer.BadParameter("Missing option '--by': say who approves (recorded); with users configured it "
+                                 "is the user whose token is in RFT_TOKEN", ctx=ctx, param_hint="'--by'")
+    if note is None:  # checked after --by, as click would (both were required options before users existed)
+        raise typer.BadParameter("Missing option '--note': say why (recorded)", ctx=ctx, param_hint="'--note'")
+    by = permissions.actor(by)
     a = Registry().approve(views.checkpoint_ref(ckpt), by=by, note=note, override=override)
     if as_json:
         return print_json(a)
     out.print(f"approved {a['checkpoint_id']} ({a['id']}) by {by}" + (f" [override: {override}]" if override else ""))
 
 
+@ckpt_app.command("export")
+def ckpt_export(
+    ckpt: str = typer.Argument(..., help="Checkpoint: ckpt:<id>, a ckpt-... id, alias:<name> or a checkpoint directory."),
+    out_dir: str = typer.Argument(..., help="Folder to write (must not hold files, unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that holds files: files of the same "
+                               "names are replaced, old weight files removed, nothing else deleted."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+):
+    """Write a checkpoint as a plain transformers directory: merged safetensors weights, config, generation
+    config, tokenizer, and a README.md model card with its lineage and evaluation numbers."""
+    from rft import api
+
+    res = api.export(ckpt, out_dir, force=force)
+    if as_json:
+        return print_json(res)
+    out.print(f"exported {res['checkpoint'] or res['source']} to {res['path']} ({len(res['files'])} files"
+              + ("" if res["lineage"] else "; not in the registry: the model card has no lineage") + ")",
+              highlight=False, soft_wrap=True)
+    out.print(f"load it with: AutoModelForCausalLM.from_pretrained({json.dumps(res['path'])})", highlight=False,
+              soft_wrap=True)
+
+
 # ------------------------------------------------------------------------------ promote / rollback
 def promote(ckpt: str = typer.Argument(..., help="Checkpoint id (ckpt-... or ckpt:ckpt-...)."),
             alias: str = typer.Option(..., "--alias", help="Alias to point at it, e.g. production."),
-            by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: the current user)."),
+            by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: the current user; only in a "
+                                             "registry without users)."),
+            override: Optional[str] = typer.Option(None, "--override", help="Promote although the alias's policy "
+                                                   "refuses (admins; the reason and the broken rules are recorded)."),
             as_json: bool = typer.Option(False, "--json")):
-    """Point an alias at an approved checkpoint (servers following alias:NAME switch to it)."""
+    """Point an alias at an approved checkpoint its policy allows (servers following alias:NAME switch to it)."""
     from rft import views
-    from rft.registry import Registry, default_actor
+    from rft.cli import permissions
+    from rft.registry import Registry
 
-    a = Registry().promote(views.checkpoint_ref(ckpt), views.alias_ref(alias), by=by or default_actor())
+    a = Registry().promote(views.checkpoint_ref(ckpt), views.alias_ref(alias), by=permissions.actor(by),
+                           override=override)
     if as_json:
         return print_json(views.alias_row(a))
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']}")
@@ -182,9 +222,10 @@ def rollback(alias: str = typer.Option(..., "--alias", help="Alias to move back 
              by: Optional[str] = typer.Option(None, "--by"), as_json: bool = typer.Option(False, "--json")):
     """Move an alias back to the checkpoint it pointed at before (nothing is deleted)."""
     from rft import views
-    from rft.registry import Registry, default_actor
+    from rft.cli import permissions
+    from rft.registry import Registry
 
-    a = Registry().rollback(views.alias_ref(alias), by=by or default_actor())
+    a = Registry().rollback(views.alias_ref(alias), by=permissions.actor(by))
     if as_json:
         return print_json(views.alias_row(a))
     out.print(f"alias:{a['name']} -> {a['checkpoint_id']} (rolled back)")
@@ -200,6 +241,44 @@ def aliases_list(as_json: bool = typer.Option(False, "--json")):
     if as_json:
         return print_json(rows)
     print_view(views.aliases_table(rows))
+
+
+@aliases_app.command("policy")
+def aliases_policy(
+    name: str = typer.Argument(..., help="The alias, e.g. production (it need not exist yet)."),
+    require_gates: bool = typer.Option(False, "--require-gates", help="The checkpoint's quality gates must have passed."),
+    min_approvals: int = typer.Option(0, "--min-approvals", help="Approvals from distinct approvers needed."),
+    separation_of_duties: bool = typer.Option(False, "--separation-of-duties",
+                                              help="The job's creator cannot approve its checkpoints."),
+    min_eval_items: Optional[int] = typer.Option(None, "--min-eval-items", help="Least items the checkpoint was evaluated on."),
+    max_grader_disagreement: Optional[float] = typer.Option(
+        None, "--max-grader-disagreement", help="Stored; promotions are refused until review (issue 18) can measure it."),
+    show: bool = typer.Option(False, "--show", help="Show the policy in force (and its versions with --json)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Set an alias's promotion policy (a new version each time; audited), or --show it."""
+    from rft.registry import Registry
+    from rft.registry.access import policy_text
+
+    reg = Registry()
+    if show:
+        cur = reg.policy(name)
+        if as_json:
+            return print_json({"alias": name.removeprefix("alias:"), "policy": cur,
+                               "versions": reg.policy_history(name)})
+        if cur is None:
+            out.print(f"alias:{name.removeprefix('alias:')} has no promotion policy")
+        else:
+            out.print(f"alias:{cur['name']} policy v{cur['version']} (by {cur['created_by']}): "
+                      f"{policy_text(cur['policy'])}", highlight=False, soft_wrap=True)
+        return
+    row = reg.set_policy(name, {"require_gates": require_gates, "min_approvals": min_approvals,
+                                "separation_of_duties": separation_of_duties, "min_eval_items": min_eval_items,
+                                "max_grader_disagreement": max_grader_disagreement})
+    if as_json:
+        return print_json(row)
+    out.print(f"alias:{row['name']} policy v{row['version']}: {policy_text(row['policy'])}", highlight=False,
+              soft_wrap=True)
 
 
 def lineage_cmd(ref: str = typer.Argument(..., help="ckpt:<id> or alias:<name>"),

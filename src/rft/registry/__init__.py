@@ -5,6 +5,11 @@ verdicts, approvals, aliases, uploaded files (their rows; the bytes are in `rft.
 short transaction. Transitions that a person makes (approve, promote, rollback, cancel, pause, resume,
 config changes on resume) write an audit row: who, when, before, after and the verdict relied on.
 
+Users, roles, tokens and promotion policies are `rft.registry.access` (mixed into `Registry`): the acting user
+(`default_actor()`: the authenticated user, else RFT_ACTOR or the OS user) is recorded as the creator of new
+jobs, files and batches and in audit rows; team members see only their team's rows; trainers pause and cancel
+only their own jobs; `promote` enforces the alias's policy (admins may override with a recorded reason).
+
 Job statuses: validating_files -> queued -> running -> succeeded | failed | cancelled, plus paused and
 interrupted (the process died without recording an outcome, e.g. SIGKILL; found by checking its pid).
 
@@ -16,7 +21,6 @@ How to run: `python -c "from rft.registry import Registry; print(Registry().list
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import secrets
@@ -28,6 +32,10 @@ import sqlalchemy as sa
 
 from rft.errors import RftError, did_you_mean
 from rft.registry import db
+from rft.registry.access import (PermissionDenied, PolicyRefused, Principal, UsersMixin, authenticated_actor,
+                                 check_policy,
+                                 current_principal, default_actor, owner_fields, policy_text, require_owner,
+                                 visible, visible_team)
 from rft.registry.db import (alias_history, aliases, approvals, audit, batches, checkpoints, datasets, eval_reports,
                              events, files, gate_verdicts, graders, jobs, metrics)
 
@@ -42,13 +50,6 @@ def _now() -> float:
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def default_actor() -> str:
-    try:
-        return os.environ.get("RFT_ACTOR") or getpass.getuser()
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 def _proc_start(pid: int) -> str | None:
@@ -93,7 +94,7 @@ def _row(r) -> dict:
     return dict(r._mapping) if r is not None else None
 
 
-class Registry:
+class Registry(UsersMixin):
     def __init__(self, url: str | None = None):
         self.engine = db.get_engine(url)
 
@@ -102,10 +103,13 @@ class Registry:
                    **fields) -> dict:
         now = _now()
         values = dict(id=job_id, status=status, created_at=now, updated_at=now, model=model, spec=spec,
-                      run_dir=str(run_dir), step=0, **_owner())
+                      run_dir=str(run_dir), step=0, **_owner(), **owner_fields())
         values.update(fields)
         with self.engine.begin() as c:
             c.execute(jobs.insert().values(**values))
+            if authenticated_actor():  # with users, who started which job is part of the audit trail
+                self._audit(c, values["created_by"], "job.create", job_id, None,
+                            {"status": status, "model": model, "team": values.get("team")})
         return self.get_job(job_id)
 
     def claim_job(self, job_id: str, **fields) -> None:
@@ -147,18 +151,20 @@ class Registry:
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
-    def _resolve(self, column, given: str, kind: str, hint: str) -> str:
+    def _resolve(self, column, given: str, kind: str, hint: str, where=None) -> str:
         """The id (or alias name) equal to `given`, else the only one that starts with it. Compared as plain
-        strings (substr), never with SQL LIKE: a user's '%' or '_' matches only itself."""
+        strings (substr), never with SQL LIKE: a user's '%' or '_' matches only itself. `where`: a condition
+        the row must also meet (team visibility), so other rows neither match nor show in messages."""
         given = str(given).strip()
         if not given:
             raise RftError(f"no {kind} given (an empty {kind} id)", hint=hint)
+        cond = where if where is not None else sa.true()
         with self.engine.connect() as c:
-            if c.execute(sa.select(column).where(column == given)).first() is not None:
+            if c.execute(sa.select(column).where((column == given) & cond)).first() is not None:
                 return given
-            cands = c.execute(sa.select(column).where(sa.func.substr(column, 1, len(given)) == given)
+            cands = c.execute(sa.select(column).where((sa.func.substr(column, 1, len(given)) == given) & cond)
                               .order_by(column).limit(11)).scalars().all()
-            recent = [] if cands else c.execute(sa.select(column).limit(2000)).scalars().all()
+            recent = [] if cands else c.execute(sa.select(column).where(cond).limit(2000)).scalars().all()
         if len(cands) == 1:
             return cands[0]
         if cands:
@@ -168,8 +174,14 @@ class Registry:
         close = did_you_mean(given, recent)
         raise RftError(f"no {kind} '{given}' in the registry ({self._where()}){close}", hint=hint)
 
+    @staticmethod
+    def _team_cond(table):
+        team = visible_team()
+        return None if team is None else (table.c.team == team)
+
     def get_job(self, job_id: str) -> dict:
-        jid = self._resolve(jobs.c.id, job_id, "job", "see `rft jobs list`")
+        """The job (exact id or unique prefix); one of another team is "no job" to a team member."""
+        jid = self._resolve(jobs.c.id, job_id, "job", "see `rft jobs list`", self._team_cond(jobs))
         with self.engine.connect() as c:
             r = _row(c.execute(sa.select(jobs).where(jobs.c.id == jid)).first())
         if r is None:  # removed between the two reads
@@ -180,6 +192,8 @@ class Registry:
         q = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
         if status:
             q = q.where(jobs.c.status == status)
+        if self._team_cond(jobs) is not None:
+            q = q.where(self._team_cond(jobs))
         with self.engine.connect() as c:
             rows = [_row(r) for r in c.execute(q)]
         return [self._reconcile(r) for r in rows]
@@ -187,6 +201,7 @@ class Registry:
     def request(self, job_id: str, action: str, actor: str | None = None) -> dict:
         """Ask a running job to pause or cancel at its next step boundary; cancel a stopped job at once."""
         job = self.get_job(job_id)
+        require_owner(job, action)
         st = job["status"]
         if action == "pause":
             if st not in ACTIVE:
@@ -204,6 +219,12 @@ class Registry:
         self.update_job(job["id"], requested=action)
         self.audit(actor or default_actor(), f"job.{action}.request", job["id"], {"status": st}, {"requested": action})
         return self.get_job(job["id"])
+
+    def check_owner(self, job_id: str, action: str) -> dict:
+        """The job, if the acting user may `action` it (trainers: only their own), else PermissionDenied."""
+        job = self.get_job(job_id)
+        require_owner(job, action)
+        return job
 
     # ---------------------------------------------------------------------------------------- events
     def add_event(self, job_id: str, level: str, type: str, message: str, data=None) -> int:
@@ -264,7 +285,8 @@ class Registry:
                             "see `rft checkpoints list JOB`")
         with self.engine.connect() as c:
             r = _row(c.execute(sa.select(checkpoints).where(checkpoints.c.id == cid)).first())
-        if r is None:
+            team = c.execute(sa.select(jobs.c.team).where(jobs.c.id == r["job_id"])).scalar() if r else None
+        if r is None or not visible({"team": team}):
             raise RftError(f"no checkpoint '{ckpt_id}' in the registry", hint="see `rft checkpoints list JOB`")
         return r
 
@@ -334,7 +356,12 @@ class Registry:
             return _row(c.execute(sa.select(gate_verdicts).where(gate_verdicts.c.id == verdict_id)).first())
 
     # -------------------------------------------------------------- approvals, promotion, rollback
-    def approve(self, ckpt_id: str, *, by: str, note: str | None = None, override: str | None = None) -> dict:
+    def approve(self, ckpt_id: str, *, by: str | None = None, note: str | None = None,
+                override: str | None = None) -> dict:
+        """Record `by`'s approval of a checkpoint (refused unless its gates passed, or with `override`). Several
+        approvers may approve the same checkpoint (promotion policies count distinct approvers); the same one
+        twice is refused, and so is the job's creator where any alias's policy requires separation of duties."""
+        by = by or default_actor()
         ck = self.get_checkpoint(ckpt_id)
         v = self.verdict(ck["verdict_id"])
         if ck["status"] != "active":
@@ -346,31 +373,65 @@ class Registry:
                     if not x.get("passed"))
             raise RftError(f"checkpoint {ck['id']} {why}; approval refused",
                            hint="re-run with --override REASON to approve anyway (the reason is recorded)")
-        if ck["approval_status"] == "approved":
-            raise RftError(f"checkpoint {ck['id']} is already approved")
+        earlier = self.approvals(ck["id"])
+        if any(a["by"] == by for a in earlier) or (ck["approval_status"] == "approved" and not earlier):
+            raise RftError(f"checkpoint {ck['id']} is already approved" + (f" by {by}" if earlier else ""))
+        with self.engine.connect() as c:
+            creator = c.execute(sa.select(jobs.c.created_by).where(jobs.c.id == ck["job_id"])).scalar()
+        sod = self.separation_required()
+        if sod and creator and creator == by:
+            raise PolicyRefused(f"separation of duties: {by} created job {ck['job_id']} and cannot approve its "
+                                f"checkpoint {ck['id']} (required by the policy of alias "
+                                f"{', '.join('alias:' + a for a in sod)})", hint="another approver must approve it")
         aid = _id("approval")
         with self.engine.begin() as c:
             c.execute(approvals.insert().values(id=aid, created_at=_now(), checkpoint_id=ck["id"], by=by, note=note,
                                                 override_reason=override, verdict_id=ck["verdict_id"]))
             c.execute(checkpoints.update().where(checkpoints.c.id == ck["id"]).values(approval_status="approved"))
-            self._audit(c, by, "checkpoint.approve", ck["id"], {"approval_status": ck["approval_status"]},
-                        {"approval_status": "approved", "approval_id": aid}, ck["verdict_id"],
+            self._audit(c, by, "checkpoint.approve", ck["id"], {"approval_status": ck["approval_status"],
+                                                                 "approvers": sorted(a["by"] for a in earlier)},
+                        {"approval_status": "approved", "approval_id": aid,
+                         "approvers": sorted({a["by"] for a in earlier} | {by})}, ck["verdict_id"],
                         {"note": note, "override_reason": override, "gates_passed": bool(v and v["passed"])})
         return {"id": aid, "checkpoint_id": ck["id"], "status": "approved", "by": by, "note": note,
-                "override_reason": override, "verdict_id": ck["verdict_id"]}
+                "override_reason": override, "verdict_id": ck["verdict_id"],
+                "approvers": sorted({a["by"] for a in earlier} | {by})}
 
     def approvals(self, ckpt_id: str) -> list[dict]:
         with self.engine.connect() as c:
             return [_row(r) for r in c.execute(sa.select(approvals).where(approvals.c.checkpoint_id == ckpt_id))]
 
-    def promote(self, ckpt_id: str, alias: str, *, by: str) -> dict:
+    def promote(self, ckpt_id: str, alias: str, *, by: str | None = None, override: str | None = None) -> dict:
+        """Point `alias` at an approved checkpoint, if the alias's promotion policy allows it (PolicyRefused
+        naming each broken rule otherwise). `override` (a reason; admins only) promotes despite the policy
+        and is recorded with the rules it broke. The CLI, the HTTP API and the dashboard all promote here."""
+        by = by or default_actor()
         ck = self.get_checkpoint(ckpt_id)
         if ck["approval_status"] != "approved":
             raise RftError(f"checkpoint {ck['id']} is not approved; only approved checkpoints can be promoted",
-                           hint=f"rft checkpoints approve {ck['id']} --by NAME --note TEXT")
+                           hint=f"rft checkpoints approve {ck['id']} --note TEXT")
         if ck["status"] != "active":
             raise RftError(f"checkpoint {ck['id']} is {ck['status']}; it cannot be promoted")
         _check_alias_name(alias)
+        override = (override or "").strip() or None
+        pol = self.policy(alias)
+        broken: list[str] = []
+        if pol is not None:
+            job = self.get_job(ck["job_id"])
+            broken = check_policy(pol["policy"], checkpoint=ck, job=job, verdict=self.verdict(ck["verdict_id"]),
+                                  approvals=self.approvals(ck["id"]), reports=self.eval_reports(checkpoint_id=ck["id"]))
+        if override:
+            p = current_principal()
+            if p is not None and not p.can("admin"):
+                raise PermissionDenied(f"only an admin may override a promotion policy (user '{p.name}' is "
+                                       f"{p.role})")
+            if not broken:
+                override = None  # nothing to override: not recorded as one
+        if broken and not override:
+            raise PolicyRefused(f"promotion of {ck['id']} to alias '{alias}' refused by its policy (version "
+                                f"{pol['version']}): " + "; ".join(broken),
+                                hint="satisfy the rule(s), or an admin may promote with --override REASON "
+                                     "(recorded); see `rft aliases policy " + alias + " --show`")
         with self.engine.begin() as c:
             cur = _row(c.execute(sa.select(aliases).where(aliases.c.name == alias)).first())
             if cur and cur["checkpoint_id"] == ck["id"]:
@@ -383,12 +444,18 @@ class Registry:
             else:
                 c.execute(aliases.insert().values(name=alias, checkpoint_id=ck["id"], updated_at=_now(), version=1))
             c.execute(alias_history.insert().values(name=alias, checkpoint_id=ck["id"], created_at=_now(), state="live"))
+            detail = None
+            if pol is not None:
+                detail = {"policy_version": pol["version"], "policy": policy_text(pol["policy"])}
+                if override:
+                    detail |= {"override_reason": override, "broken_rules": broken}
             self._audit(c, by, "alias.promote", f"alias:{alias}", {"checkpoint_id": cur["checkpoint_id"] if cur else None},
-                        {"checkpoint_id": ck["id"]}, ck["verdict_id"], None)
+                        {"checkpoint_id": ck["id"]}, ck["verdict_id"], detail)
         return self.alias(alias)
 
-    def rollback(self, alias: str, *, by: str) -> dict:
+    def rollback(self, alias: str, *, by: str | None = None) -> dict:
         """Move the alias back to the target it had before its current one. Nothing is deleted."""
+        by = by or default_actor()
         alias = self._alias_name(alias)
         with self.engine.begin() as c:
             cur = _row(c.execute(sa.select(aliases).where(aliases.c.name == alias)).first())
@@ -439,11 +506,20 @@ class Registry:
         with self.engine.begin() as c:
             n = c.execute(batches.update().where(batches.c.id == st["id"]).values(**row)).rowcount
             if n == 0:
-                c.execute(batches.insert().values(id=st["id"], **row))
+                c.execute(batches.insert().values(id=st["id"], **row, **owner_fields()))
 
     def batches(self) -> list[dict]:
+        """The batches the acting user may see (their team's, or all), newest first."""
+        q = sa.select(batches).order_by(batches.c.created_at.desc())
+        if self._team_cond(batches) is not None:
+            q = q.where(self._team_cond(batches))
         with self.engine.connect() as c:
-            return [_row(r) for r in c.execute(sa.select(batches).order_by(batches.c.created_at.desc()))]
+            return [_row(r) for r in c.execute(q)]
+
+    def batch_row(self, batch_id: str) -> dict | None:
+        """The registry's row of one batch (exact id), or None."""
+        with self.engine.connect() as c:
+            return _row(c.execute(sa.select(batches).where(batches.c.id == str(batch_id))).first())
 
     # --------------------------------------------------------------------------------------- files
     def record_file(self, file_id: str, *, created_at: float, bytes: int, filename: str, purpose: str, sha256: str,
@@ -451,15 +527,17 @@ class Registry:
         """Record an uploaded file (`rft.files.FileStore.create` calls this before moving it into place)."""
         with self.engine.begin() as c:
             c.execute(files.insert().values(id=file_id, created_at=created_at, bytes=bytes, filename=filename,
-                                            purpose=purpose, sha256=sha256, path=str(path)))
+                                            purpose=purpose, sha256=sha256, path=str(path), **owner_fields()))
             self._audit(c, actor or default_actor(), "file.upload", file_id, None,
                         {"filename": filename, "purpose": purpose, "bytes": bytes, "sha256": sha256})
         return self.get_file(file_id)
 
     def get_file(self, file_id: str) -> dict | None:
-        """The file's row, or None. Ids are compared exactly (never by prefix: a file id is a capability)."""
+        """The file's row, or None (also for another team's file). Ids are compared exactly (never by prefix:
+        a file id is a capability)."""
         with self.engine.connect() as c:
-            return _row(c.execute(sa.select(files).where(files.c.id == str(file_id))).first())
+            r = _row(c.execute(sa.select(files).where(files.c.id == str(file_id))).first())
+        return r if visible(r) else None
 
     def list_files(self, *, purpose: str | None = None, after: str | None = None, limit: int = 10_000,
                    order: str = "desc") -> tuple[list[dict], bool]:
@@ -471,6 +549,8 @@ class Registry:
         q = sa.select(files)
         if purpose:
             q = q.where(files.c.purpose == purpose)
+        if self._team_cond(files) is not None:
+            q = q.where(self._team_cond(files))
         with self.engine.connect() as c:
             if after:
                 cur = c.execute(sa.select(files.c.created_at, files.c.id).where(files.c.id == after)).first()
@@ -490,7 +570,7 @@ class Registry:
         """Remove the file's row (the caller removes its bytes); the removed row, or None if there was none."""
         with self.engine.begin() as c:
             row = _row(c.execute(sa.select(files).where(files.c.id == str(file_id))).first())
-            if row is None:
+            if row is None or not visible(row):
                 return None
             c.execute(files.delete().where(files.c.id == row["id"]))
             self._audit(c, actor or default_actor(), "file.delete", row["id"],

@@ -60,6 +60,8 @@ jobs = Table(
     Column("requested", String(16)),  # "pause" | "cancel": asked by another process, honoured at a step boundary
     Column("error", JSON),
     Column("result", JSON),
+    Column("created_by", String(255)),  # 0005: the user who created the job (trainers act only on their own)
+    Column("team", String(64)),  # 0005: the creator's team (team members see only their team's jobs)
 )
 
 events = Table(
@@ -197,6 +199,8 @@ batches = Table(  # 0003: batch inference jobs (the batch folder stays the durab
     Column("usage", JSON),
     Column("cost", JSON),
     Column("state", JSON, nullable=False),
+    Column("created_by", String(255)),  # 0005
+    Column("team", String(64)),  # 0005
 )
 
 files = Table(  # 0004: uploaded files (OpenAI's Files API); the bytes live in rft.files' store under $RFT_HOME/files
@@ -208,8 +212,38 @@ files = Table(  # 0004: uploaded files (OpenAI's Files API); the bytes live in r
     Column("purpose", String(32), nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("path", Text, nullable=False),  # the file's folder in the store
+    Column("created_by", String(255)),  # 0005
+    Column("team", String(64)),  # 0005
     Index("ix_files_created", "created_at", "id"),
 )
+
+users = Table(  # 0005: who may do what (rft.registry.access); no rows = the single-user mode
+    "users", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | trainer | approver | admin
+    Column("team", String(64)),
+    Column("token_sha256", String(64), nullable=False, unique=True),  # sha256 hex of the random token
+    Column("token_hint", String(16), nullable=False),  # the token's first characters, to tell tokens apart
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("rotated_at", Float),
+    Column("revoked_at", Float),
+    Column("revoked_by", String(255)),
+)
+
+alias_policies = Table(  # 0005: promotion policies, one row per version (the newest is in force)
+    "alias_policies", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("policy", JSON, nullable=False),
+)
+
+# Columns added to existing tables after 0001, by the revision that added them: a database older than that
+# revision lacks them and is still an rft registry (`_check_schema` skips them for it).
+ADDED_COLUMNS = {("jobs", "created_by"): 5, ("jobs", "team"): 5, ("batches", "created_by"): 5,
+                 ("batches", "team"): 5, ("files", "created_by"): 5, ("files", "team"): 5}
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The bookkeeping of a registry from before alembic: versions 1..N applied by rft's own migration list.
@@ -374,32 +408,39 @@ def _check_schema(conn, name: str) -> tuple[int, bool]:
     if not tables & set(_BOOKKEEPING):
         shown = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
         raise _refuse_foreign(name, f"it holds other tables ({shown}) and no alembic_version (or schema_version) table")
-    # A table of ours with other columns is someone else's (or was changed by hand). A future migration that
-    # adds a column to an existing table has to skip that column here for databases older than it.
-    expected = {t.name: [c.name for c in t.columns] for t in metadata.sorted_tables}
-    expected.update({t: sorted(cols) for t, cols in _BOOKKEEPING.items()})
-    for table, cols in expected.items():
-        if table not in tables:
-            continue
-        have = {c["name"] for c in insp.get_columns(table)}
-        missing = [c for c in cols if c not in have]
-        if missing:
-            raise _refuse_foreign(name, f"its table '{table}' lacks the column(s) {', '.join(missing[:5])}"
-                                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}")
+    version: int | None = None  # None: newer than this rft (refused below, after the column check)
+    legacy = False
+    cur = None
     if "alembic_version" in tables:
         revs = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
         if len(revs) > 1:
             raise _refuse_foreign(name, f"it records {len(revs)} schema revisions at once ({', '.join(map(str, revs[:5]))})")
         rev = revs[0] if revs else None
         if rev is None:
-            return 0, False
-        if rev in _revisions():
-            return _revisions().index(rev) + 1, False
-        cur = int(rev) if str(rev).isdigit() else repr(rev)  # a revision of a newer rft
+            version = 0
+        elif rev in _revisions():
+            version = _revisions().index(rev) + 1
+        else:
+            cur = int(rev) if str(rev).isdigit() else repr(rev)  # a revision of a newer rft
     else:
         cur = conn.execute(sa.select(sa.func.max(_legacy_schema_version.c.version))).scalar() or 0
         if cur <= SCHEMA_VERSION:
-            return cur, True
+            version, legacy = cur, True
+    # A table of ours with other columns is someone else's (or was changed by hand). A future migration that
+    # adds a column to an existing table lists it in ADDED_COLUMNS, so databases older than it still pass.
+    expected = {t.name: [c.name for c in t.columns] for t in metadata.sorted_tables}
+    expected.update({t: sorted(cols) for t, cols in _BOOKKEEPING.items()})
+    for table, cols in expected.items():
+        if table not in tables:
+            continue
+        have = {c["name"] for c in insp.get_columns(table)}
+        missing = [c for c in cols if c not in have
+                   and not (version is not None and ADDED_COLUMNS.get((table, c), 0) > version)]
+        if missing:
+            raise _refuse_foreign(name, f"its table '{table}' lacks the column(s) {', '.join(missing[:5])}"
+                                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}")
+    if version is not None:
+        return version, legacy
     raise RftError(f"the registry at {name} has schema version {cur}, newer than this rft knows "
                    f"({SCHEMA_VERSION}); it was written by a newer rft",
                    hint="upgrade rft, or point RFT_DATABASE_URL at another database; "

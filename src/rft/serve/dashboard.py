@@ -8,7 +8,10 @@ baseline (improved / regressed items side by side) and the actions; `/lineage?re
 `/batches`, `/batches/{id}` (counts, cost, dead letters); `/models` (base models, fine-tuned models, aliases
 with roll back); `/audit`. Actions (POST, each with the CSRF token): approve, promote, roll back, which call
 the same registry functions as `rft checkpoints approve` / `rft promote` / `rft rollback`, so `rft audit` shows
-them exactly as it shows the CLI's. `/login` and `/logout` manage the session (see `rft.serve.guard.Sessions`).
+them exactly as it shows the CLI's. `/login` and `/logout` manage the session (see `rft.serve.guard.Sessions`). With users in the registry
+(`rft users add`), `/login` takes a user's token, the session acts as that user (`rft.serve.guard.Access`
+checks each route's role), actions are recorded as that user (the forms' "by" field is ignored), other teams'
+jobs and batches are not shown, and a refusal by a role or a promotion policy is a 403 page naming the rule.
 
 Security: autoescaping templates (every value is text); ids from a URL are checked for shape
 (`rft.views.job_ref`, `checkpoint_ref`, `alias_ref`, `rft.batch.store.batch_folder`) before the registry or a
@@ -36,6 +39,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from rft import views
 from rft.errors import RftError
+from rft.registry.access import PermissionDenied, authenticated_actor, visible
 from rft.serve.guard import LOGIN_PATH, SESSION_COOKIE, Sessions, session_cookie
 
 HERE = Path(__file__).parent
@@ -149,7 +153,8 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         sessions = sessions_of(request)
         sid = sessions.current(request.scope)
         html = env.get_template(name).render(
-            csrf=sessions.csrf_token(sid), logged_in=sid != Sessions.ANONYMOUS, login_required=sessions.required,
+            csrf=sessions.csrf_token(sid), logged_in=sid != Sessions.ANONYMOUS,
+            login_required=sessions.required or authenticated_actor() is not None,
             path=request.url.path, **ctx)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
@@ -184,9 +189,15 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
             where = await run_in_threadpool(do, fields)
         except _Page as e:
             return render(request, "message.html", status=e.status, title="refused", message=e.message)
+        except PermissionDenied as e:  # a role, ownership or promotion-policy rule: the message names it
+            return render(request, "message.html", status=403, title="refused", message=str(e))
         except RftError as e:
             return render(request, "message.html", status=400, title="refused", message=str(e))
         return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
+
+    def actor(fields: dict) -> str:
+        """Who the action is recorded as: the signed-in user; without users, the form's name."""
+        return authenticated_actor() or required(fields, "by", "your name")
 
     def required(fields: dict, name: str, what: str) -> str:
         v = (fields.get(name) or "").strip()
@@ -217,9 +228,16 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         except _Page as e:
             return render(request, "message.html", status=e.status, title="refused", message=e.message)
         nxt = _safe_next(fields.get("next"))
-        if not sessions.required:
+        from starlette.concurrency import run_in_threadpool
+
+        reg = registry()
+        if await run_in_threadpool(reg.has_users):  # a user's token: the session acts as that user
+            p = await run_in_threadpool(reg.authenticate, fields.get("token") or "")
+            sid = sessions.login_user(p.name) if p is not None else None
+        elif not sessions.required:
             return RedirectResponse(nxt, status_code=303)
-        sid = sessions.login(fields.get("token") or "")
+        else:
+            sid = sessions.login(fields.get("token") or "")
         if sid is None:
             return render(request, "login.html", status=401, title="log in", next=nxt,
                           error="that is not this server's token")
@@ -322,7 +340,7 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         def do(f):
             reg = registry()
             override = (f.get("override") or "").strip() or None
-            a = reg.approve(views.checkpoint_ref(ckpt_id), by=required(f, "by", "your name"),
+            a = reg.approve(views.checkpoint_ref(ckpt_id), by=actor(f),
                             note=required(f, "note", "a note"), override=override)
             return f"/checkpoints/{quote(a['checkpoint_id'])}"
         return await action(request, do)
@@ -332,7 +350,7 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         def do(f):
             reg = registry()
             a = reg.promote(views.checkpoint_ref(ckpt_id), views.alias_ref(required(f, "alias", "the alias")),
-                            by=required(f, "by", "your name"))
+                            by=actor(f), override=(f.get("override") or "").strip() or None)
             return f"/checkpoints/{quote(a['checkpoint_id'])}"
         return await action(request, do)
 
@@ -340,7 +358,7 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
     async def rollback(request: Request, alias: str):
         def do(f):
             reg = registry()
-            reg.rollback(views.alias_ref(alias), by=required(f, "by", "your name"))
+            reg.rollback(views.alias_ref(alias), by=actor(f))
             return "/models"
         return await action(request, do)
 
@@ -366,7 +384,7 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         def build():
             from rft.batch.jobs import list_batches
 
-            return {"title": "batches", "batches": list_batches()[:200]}
+            return {"title": "batches", "batches": [b for b in list_batches() if _batch_visible(registry(), b["id"])][:200]}
         return page(request, "batches.html", build)
 
     @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -375,6 +393,8 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
             from rft.batch.jobs import show_batch
 
             b = show_batch(batch_id)  # checks the id's shape before it names a folder
+            if not _batch_visible(registry(), b["id"]):
+                raise _Page(404, f"no batch '{b['id']}'")
             dead = []
             ef = b.get("error_file")
             if ef and Path(ef).is_file():
@@ -405,6 +425,13 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
         return page(request, "audit.html", build)
 
     return router
+
+
+def _batch_visible(reg, batch_id: str) -> bool:
+    """Whether the acting user may see a batch: its registry row's team (a batch the registry has no row for
+    was run before teams or outside the registry: visible only to users without a team)."""
+    row = reg.batch_row(batch_id) if hasattr(reg, "batch_row") else None
+    return visible(row if row is not None else {"team": None})
 
 
 def _comparison(reg, c: dict) -> dict | None:

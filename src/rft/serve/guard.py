@@ -20,6 +20,15 @@ remote app alike:
   from the session id with a per-process secret (HMAC-SHA256); the dashboard's routes refuse a POST without it
   (403), on top of the cross-origin refusal. Without a server token the "session" is the anonymous one and
   the CSRF token is per process: a page on another site can neither read it nor get past the Origin check.
+- `Access`: who the caller is and whether their role may use the route. A registry without users (the
+  single-user mode) keeps the behaviour above: `BearerAuth` with the server token, or no check at all without
+  one. Once the registry has users (`rft users add`), every request needs a user's token (`Authorization:
+  Bearer <token>`, or a dashboard session opened with it at `/login`; the server token is no longer a user),
+  even on loopback; `ROUTE_ROLES` maps each (method, route path) to the least role (`rft.registry.access.ROLES`;
+  "public" for the login page and static files), a route missing from it is refused (403), and trainers
+  may cancel, pause or resume only their own jobs. The user is then the acting user of the request
+  (`rft.registry.access.acting_as`): the registry records it on new jobs, files and batches and in the audit
+  log, and hides other teams' rows. Refusals are 403 `permission_denied` in OpenAI's shape.
 - `RateLimit` (optional): a token bucket of N requests per minute per bearer token, or per client address
   when the server has no token; 429 with `Retry-After`. `/health` is not counted (probes poll it).
 It also answers HTTP errors raised before a route runs (an unknown path: 404 `not_found`; a wrong method: 405)
@@ -57,6 +66,57 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rft.openai_chat import ChatRequestError
+
+PUBLIC = "public"  # no user needed (the login page, the dashboard's static files)
+# The least role for every route of the local and remote apps, by (method, route path as declared).
+# tests/serve/test_permissions_http.py walks the routes of fully built apps and fails on any route missing here.
+ROUTE_ROLES: dict[tuple[str, str], str] = {
+    ("GET", "/health"): "viewer",
+    ("GET", "/v1/models"): "viewer",
+    ("GET", "/v1/models/{model_id:path}"): "viewer",
+    ("POST", "/v1/chat/completions"): "viewer",
+    ("POST", "/v1/files"): "trainer",
+    ("GET", "/v1/files"): "viewer",
+    ("GET", "/v1/files/{file_id}"): "viewer",
+    ("GET", "/v1/files/{file_id}/content"): "viewer",
+    ("DELETE", "/v1/files/{file_id}"): "trainer",
+    ("POST", "/v1/fine_tuning/alpha/graders/run"): "trainer",
+    ("POST", "/v1/fine_tuning/alpha/graders/validate"): "trainer",
+    ("POST", "/v1/batches"): "trainer",
+    ("GET", "/v1/batches"): "viewer",
+    ("GET", "/v1/batches/{batch_id}"): "viewer",
+    ("POST", "/v1/batches/{batch_id}/cancel"): "trainer",
+    ("POST", "/v1/fine_tuning/jobs"): "trainer",
+    ("GET", "/v1/fine_tuning/jobs"): "viewer",
+    ("GET", "/v1/fine_tuning/jobs/{job_id}"): "viewer",
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): "trainer",
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"): "trainer",
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"): "trainer",
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): "viewer",
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): "viewer",
+    # the dashboard
+    ("GET", "/static/{name:path}"): PUBLIC,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/"): "viewer",
+    ("GET", "/jobs/{job_id}"): "viewer",
+    ("GET", "/jobs/{job_id}/curves.json"): "viewer",
+    ("GET", "/jobs/{job_id}/samples"): "viewer",
+    ("GET", "/checkpoints/{ckpt_id}"): "viewer",
+    ("POST", "/checkpoints/{ckpt_id}/approve"): "approver",
+    ("POST", "/checkpoints/{ckpt_id}/promote"): "admin",
+    ("POST", "/aliases/{alias}/rollback"): "admin",
+    ("GET", "/lineage"): "viewer",
+    ("GET", "/batches"): "viewer",
+    ("GET", "/batches/{batch_id}"): "viewer",
+    ("GET", "/models"): "viewer",
+    ("GET", "/audit"): "viewer",
+}
+# Routes on one job whose {job_id} a trainer must have created.
+OWN_JOB_ROUTES = frozenset({("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"),
+                            ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"),
+                            ("POST", "/v1/fine_tuning/jobs/{job_id}/resume")})
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -245,6 +305,7 @@ class Sessions:
         self.clock = clock or time.monotonic
         self._secret = secrets.token_bytes(32)
         self._ids: dict[str, float] = {}  # session id -> when it expires
+        self._users: dict[str, str] = {}  # session id -> the user it was opened for (registries with users)
 
     @property
     def required(self) -> bool:
@@ -258,10 +319,23 @@ class Sessions:
         """A new session id when `given` is the server's token, else None."""
         if not self.token_ok(given):
             return None
+        return self._new()
+
+    def login_user(self, name: str) -> str:
+        """A new session for a user whose token the caller checked (the user is re-read on every request)."""
+        sid = self._new()
+        self._users[sid] = name
+        return sid
+
+    def user_of(self, sid: str | None) -> str | None:
+        return self._users.get(sid) if sid and self.valid(sid) else None
+
+    def _new(self) -> str:
         now = self.clock()
         self._ids = {k: t for k, t in self._ids.items() if t > now}
         while len(self._ids) >= MAX_SESSIONS:
             self._ids.pop(next(iter(self._ids)))
+        self._users = {k: u for k, u in self._users.items() if k in self._ids}
         sid = secrets.token_urlsafe(32)
         self._ids[sid] = now + self.ttl_s
         return sid
@@ -280,6 +354,7 @@ class Sessions:
     def logout(self, sid: str | None) -> None:
         if sid:
             self._ids.pop(sid, None)
+            self._users.pop(sid, None)
 
     def current(self, scope) -> str:
         """The request's valid session id, or ANONYMOUS (no cookie, an unknown or expired one)."""
@@ -337,6 +412,124 @@ class BearerAuth:
         e = ChatRequestError(f"{msg}: send 'Authorization: Bearer <RFT_API_TOKEN>'", None, status_code=401,
                              code="invalid_api_key")
         await _refuse(scope, receive, send, e, headers={"WWW-Authenticate": "Bearer"})
+
+
+def iter_routes(routes):
+    """The leaf routes of an app, through the routers FastAPI includes lazily (`_IncludedRouter` in FastAPI
+    0.165: its `effective_candidates()`; older versions list the leaves directly)."""
+    for r in routes:
+        cands = getattr(r, "effective_candidates", None)
+        if callable(cands):
+            yield from iter_routes(cands())
+        else:
+            yield r
+
+
+def match_route(scope) -> tuple[str, dict] | None:
+    """(the route path as declared, its path parameters) of the app's route that fully matches the request
+    (method included), or None (an unknown path or a wrong method: the app answers 404 / 405)."""
+    from starlette.routing import Match
+
+    for route in iter_routes(getattr(scope.get("app"), "routes", ())):
+        m, child = route.matches(scope)
+        if m == Match.FULL:
+            return getattr(route, "path", ""), dict(child.get("path_params") or {})
+    return None
+
+
+def _registry():
+    from rft.registry import Registry
+
+    return Registry()
+
+
+class Access:
+    """ASGI middleware: identify the caller and check their role (see the module docstring). `registry()`
+    opens the registry (default: `rft.registry.Registry()`, the one the routes use)."""
+
+    def __init__(self, app, *, token: str | None, sessions: Sessions, registry: Callable | None = None):
+        self.app = app
+        self.sessions = sessions
+        self.single = BearerAuth(app, token=token, sessions=sessions) if token else app
+        self.registry = registry or _registry
+        self.seen_users = False  # once a registry had users, one that cannot be read is not "single-user"
+
+    def users_mode(self) -> bool:
+        from rft.errors import RftError
+
+        try:
+            has = self.registry().has_users()
+        except RftError:
+            has = self.seen_users  # fail closed once users were seen
+        self.seen_users = self.seen_users or has
+        return has
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        users = await run_in_threadpool(self.users_mode)
+        if not users:
+            return await self.single(scope, receive, send)
+        from rft.registry.access import RANK, acting_as
+
+        method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
+        method = "GET" if method == "HEAD" else method
+        hit = match_route(scope)
+        role = ROUTE_ROLES.get((method, hit[0])) if hit else None
+        if hit and role == PUBLIC:
+            return await self.app(scope, receive, send)
+        principal, value = await run_in_threadpool(self._principal, scope)
+        if principal is None:
+            path = scope.get("path", "")
+            if (scope["type"] == "http" and not is_api_path(path) and not value and method == "GET"
+                    and "text/html" in (_header(scope, b"accept") or "")):
+                return await Response(status_code=303, headers={"Location": LOGIN_PATH, "Cache-Control": "no-store"})(
+                    scope, receive, send)
+            msg = "missing bearer token" if not value else "invalid bearer token (unknown, rotated or revoked)"
+            return await _refuse(scope, receive, send, ChatRequestError(
+                f"{msg}: this server has users; send 'Authorization: Bearer <your rft token>'", None,
+                status_code=401, code="invalid_api_key"), headers={"WWW-Authenticate": "Bearer"})
+        if hit is not None:
+            if role is None:
+                return await _refuse(scope, receive, send, _denied(
+                    f"{method} {hit[0]} has no role in rft.serve.guard.ROUTE_ROLES; refused"))
+            if RANK[principal.role] < RANK[role]:
+                return await _refuse(scope, receive, send, _denied(
+                    f"user '{principal.name}' ({principal.role}) may not {method} {hit[0]}: it needs the {role} role"))
+            if (method, hit[0]) in OWN_JOB_ROUTES and not principal.can("approver"):
+                why = await run_in_threadpool(self._not_owner, principal, hit[1].get("job_id"))
+                if why:
+                    return await _refuse(scope, receive, send, _denied(why))
+        with acting_as(principal):
+            return await self.app(scope, receive, send)
+
+    def _principal(self, scope):
+        """(the user of the request or None, the Authorization header's value)."""
+        value = _header(scope, b"authorization") or ""
+        scheme, _, given = value.partition(" ")
+        reg = self.registry()
+        if value:
+            return (reg.authenticate(given.strip()) if scheme.lower() == "bearer" else None), value
+        name = self.sessions.user_of(session_cookie(scope)) if scope["type"] == "http" else None
+        return (reg.principal(name) if name else None), value
+
+    def _not_owner(self, principal, job_id) -> str | None:
+        from rft.errors import RftError
+        from rft.registry.access import acting_as
+
+        try:
+            with acting_as(principal):
+                job = self.registry().get_job(str(job_id))
+        except RftError:
+            return None  # unknown or another team's: the route answers 404
+        if job["id"] != job_id or job.get("created_by") == principal.name:
+            return None
+        return (f"user '{principal.name}' ({principal.role}) may cancel, pause or resume only their own jobs; "
+                f"job {job['id']} was created by {job.get('created_by') or 'someone else'}")
+
+
+def _denied(message: str) -> ChatRequestError:
+    return ChatRequestError(message, None, status_code=403, code="permission_denied")
 
 
 class RateLimit:
@@ -399,8 +592,7 @@ def harden(app, *, token: str | None, limits: ServeLimits, clock: Callable[[], f
 
     if limits.rate_limit:
         app.add_middleware(RateLimit, per_minute=limits.rate_limit, clock=clock or time.monotonic)
-    if token:
-        app.add_middleware(BearerAuth, token=token, sessions=sessions)
+    app.add_middleware(Access, token=token, sessions=sessions)  # BearerAuth in the single-user mode
     app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, allowed_hosts=limits.allowed_hosts,
                        max_upload_bytes=limits.max_upload_bytes)
 
