@@ -1,8 +1,10 @@
 """Running a training call from the command line: `rft train`, `rft demo` and `rft jobs resume` share it.
 
-What: `run_training(fn, as_json, quiet)` calls `fn(progress, log)` (`rft.train.loop.run_job` or `resume_job`
-with their arguments bound) under a rich progress bar, then prints the job (`--json`) or its summary table
-(`rft.views.training_summary`). A paused or cancelled job prints how it stopped and exits with its code: 75
+What: `train_command(job, overrides, output_dir, as_json, quiet)` is `rft train` and `rft demo`: it runs
+`rft.api.train` (which loads and checks the job, its data references and the run folder before the job is
+recorded) through `run_training`. `run_training(fn, as_json, quiet)` calls `fn(progress, log)` (`rft.api.train`
+or `rft.api.resume` with their arguments bound) under a rich progress bar, then prints the job (`--json`) or its
+summary table (`rft.views.training_summary`). A paused or cancelled job prints how it stopped and exits with its code: 75
 (paused: state saved, resumable) or 3 (cancelled).
 Simplified: the progress bar shows reward, validation accuracy and step time, nothing else; `--quiet` turns bar
 and log lines off. Its own module so that `rft.cli.main` and `rft.cli.registry_cmds` both import it and not
@@ -19,11 +21,19 @@ from rich.markup import escape as rich_escape
 from rft.cli.output import err, out, print_json, view_table
 
 
+def train_command(job_path, overrides: list[str], output_dir: str | None, as_json: bool, quiet: bool) -> dict:
+    """`rft train JOB [key=value ...]`: the job through `rft.api.train`, shown as `run_training` shows it."""
+    from rft import api
+
+    return run_training(lambda progress, log: api.train(job_path, overrides, output_dir=output_dir, progress=progress,
+                                                        log=log), as_json, quiet)
+
+
 def run_training(fn, as_json: bool, quiet: bool) -> dict:
     """Run a training call with a progress bar; a paused or cancelled job prints how to continue and exits with
     code 75 (paused: state saved, resumable) or 3 (cancelled)."""
     from rft import views
-    from rft.train.loop import JobStopped
+    from rft.api import JobStopped
 
     console = err if as_json else out
     log = (lambda s: None) if quiet else (lambda s: console.print(f"[dim]{rich_escape(s)}[/dim]"))

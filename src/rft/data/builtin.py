@@ -39,18 +39,40 @@ Generator = Callable[[BuiltinRequest], "tuple[list[dict[str, Any]], int, int]"]
 BUILTINS: Registry = Registry("built-in dataset")
 # name -> function listing the tasks of a family (`reasoning_gym` -> its task names); absent for plain datasets.
 TASK_LISTERS: dict[str, Callable[[], list[str]]] = {}
+# name -> function(task or None) -> a one-line description (`rft data list`); absent: the generator's docstring.
+DESCRIBERS: dict[str, Callable[[str | None], str]] = {}
 
 
-def register_builtin(name: str, *, tasks: Callable[[], list[str]] | None = None):
-    """Register a generator as `builtin:<name>`; `tasks` makes it a family addressed as `builtin:<name>/<task>`."""
+def register_builtin(name: str, *, tasks: Callable[[], list[str]] | None = None,
+                     describe: Callable[[str | None], str] | None = None):
+    """Register a generator as `builtin:<name>`; `tasks` makes it a family addressed as `builtin:<name>/<task>`;
+    `describe(task)` gives the one-line description `rft data list` shows (default: the docstring's first line)."""
 
     def deco(fn: Generator) -> Generator:
         BUILTINS.register(name)(fn)
         if tasks is not None:
             TASK_LISTERS[name] = tasks
+        if describe is not None:
+            DESCRIBERS[name] = describe
         return fn
 
     return deco
+
+
+def _first_line(doc: str | None) -> str:
+    return next((ln.strip() for ln in (doc or "").strip().splitlines() if ln.strip()), "")
+
+
+def builtin_catalog() -> list[dict[str, str]]:
+    """Every built-in dataset as `{"ref", "name", "family", "description"}`, in `list_builtins` order; the
+    description is one line."""
+    out = []
+    for name in sorted(BUILTINS):
+        describe = DESCRIBERS.get(name) or (lambda task, _fn=BUILTINS[name]: _first_line(_fn.__doc__))
+        for task in TASK_LISTERS[name]() if name in TASK_LISTERS else [None]:
+            ref = f"{PREFIX}{name}" + (f"/{task}" if task else "")
+            out.append({"ref": ref, "name": task or name, "family": name, "description": describe(task)})
+    return out
 
 
 def list_builtins() -> list[str]:
@@ -180,7 +202,12 @@ def arithmetic_row(a: int, op: str, b: int, template: int) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], "answer": str(result), "a": a, "b": b, "op": op}
 
 
-@register_builtin("arithmetic")
+def _describe_arithmetic(task: str | None) -> str:
+    return ("single-digit + and * questions answered with just the number; 100 training and 100 validation "
+            "(a, op, b) triples that never overlap")
+
+
+@register_builtin("arithmetic", describe=_describe_arithmetic)
 def arithmetic(req: BuiltinRequest) -> tuple[list[dict[str, Any]], int, int]:
     """Validation: all 200 distinct questions in a seeded order (first n of it; with replacement past 200).
     Train: n (default 2000) draws with replacement from the 200 training questions."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,32 @@ def _check_messages(msgs: Any, where: str, add) -> bool:
     return True
 
 
+def _check_tools(tools: Any, add) -> None:
+    """OpenAI function tools: [{"type": "function", "function": {"name", "description"?, "parameters"?}}] (the same
+    rules as rft.engine.tools.tool_problems, which chat requests use)."""
+    if not isinstance(tools, list):
+        add(f"'tools' must be an array of tool definitions, got {_type_name(tools)}", "tools")
+        return
+    for i, t in enumerate(tools):
+        w = f"tools[{i}]"
+        fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+        if not isinstance(fn, dict):
+            add('must be {"type": "function", "function": {"name": ..., "parameters": {...}}}', w)
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", name):
+            add("must be 1-64 letters, digits, '_' or '-'", f"{w}.function.name")
+        if "parameters" in fn and not isinstance(fn["parameters"], dict):
+            add("must be a JSON Schema object", f"{w}.function.parameters")
+
+
 def check_row(row: Any, add) -> None:
     """Check one parsed line; call `add(message, field)` for each problem. Shared with builtin row tests."""
     if not isinstance(row, dict):
         add(f"each line must be a JSON object with a 'messages' field, got {_type_name(row)}", None)
         return
-    if "tools" in row and not isinstance(row["tools"], list):
-        add(f"'tools' must be an array of tool definitions, got {_type_name(row['tools'])}", "tools")
+    if "tools" in row:
+        _check_tools(row["tools"], add)
     if "messages" not in row:
         add("missing required field 'messages' (a list of {role, content} objects ending with a user message)", "messages")
         return

@@ -141,7 +141,25 @@ def reasoning_gym_rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-@register_builtin("reasoning_gym", tasks=reasoning_gym_task_names)
+def describe_task(task: str | None) -> str:
+    """One line for `rft data list`: the task class's docstring (else its config's), and its reasoning-gym
+    category (the package the task lives in, e.g. arithmetic, games, logic)."""
+    from reasoning_gym.factory import DATASETS
+
+    if task is None or task not in DATASETS:
+        return "any reasoning-gym task, generated with its default difficulty"
+    dataset_cls, config_cls = DATASETS[task]
+    lines = [ln.strip() for doc in (dataset_cls.__doc__, config_cls.__doc__) for ln in (doc or "").splitlines()]
+    first = next((ln for ln in lines if ln), "")
+    parts = dataset_cls.__module__.split(".")
+    category = parts[1] if len(parts) > 2 else "reasoning-gym"
+    text = first.rstrip(".") if first else f"the reasoning-gym task {task}"
+    if len(text) > 100:  # a few docstrings run on for a paragraph: one line is the promise
+        text = text[:100].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return f"{text} (reasoning-gym {category})"
+
+
+@register_builtin("reasoning_gym", tasks=reasoning_gym_task_names, describe=describe_task)
 def reasoning_gym_builtin(req: BuiltinRequest) -> tuple[list[dict[str, Any]], int, int]:
     """Default n is 1000 (train) / 200 (validation); the seed reasoning-gym gets is seed + the split's offset."""
     default_n, default_seed = DEFAULTS[req.split]
