@@ -15,11 +15,23 @@ One path serves the HTTP server (`rft serve`) and batch inference:
   are a 400. `parse_chat_body` itself never raises anything but `ChatRequestError`, whatever Python value it
   is handed (tests/serve/test_fuzz_chat_request.py drives it with generated bodies).
 
+Structured outputs and tools:
+- `response_format` `json_schema` / `json_object` constrain decoding (rft.engine.constrain, llguidance): the
+  content is JSON that matches the schema unless `max_tokens` cut it (finish_reason "length"). A schema the
+  decoder cannot enforce is a 400 naming `response_format.json_schema.schema`.
+- `tools` (function tools) reach the chat template (or rft's documented fallback block, rft.engine.tools);
+  `<tool_call>` blocks in the output come back as `message.tool_calls` in OpenAI's shape, with
+  `finish_reason: "tool_calls"` and the rest of the text (or null) as `content`. `tool_choice`: "auto" (default),
+  "none" (tools are not shown to the model), "required" or `{"type": "function", "function": {"name"}}` (decoding
+  is constrained to one call of an allowed tool, arguments matching its `parameters` schema).
+
 Simplifications, stated honestly:
-- Text only. Tools/function calling, logprobs, response_format json_object/json_schema, audio, logit_bias and
+- Single turn: `tool` / `function` role messages and assistant `tool_calls` in the input are refused; streaming
+  with `tools` is refused (send stream: false); `tool_choice` other than auto/none cannot be combined with a
+  JSON response_format. Logprobs, audio, logit_bias, legacy `functions` / `function_call` and
   presence/frequency penalties are refused with a 400 naming the parameter; harmless fields (`user`,
-  `metadata`, `store`, `service_tier`, `parallel_tool_calls`, `reasoning_effort`, `tool_choice: "none"`) are
-  accepted and ignored. Unknown fields are refused, as OpenAI does.
+  `metadata`, `store`, `service_tier`, `parallel_tool_calls`, `reasoning_effort`) are accepted and ignored.
+  Unknown fields are refused, as OpenAI does.
 - `developer` messages are passed to the chat template as `system` (open models' templates know no developer
   role); text content parts are joined into one string.
 - Without `max_tokens` / `max_completion_tokens`, completions stop after `DEFAULT_MAX_TOKENS` tokens (OpenAI's
@@ -38,6 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rft.engine import SamplingParams
+from rft.engine import constrain
+from rft.engine.tools import parse_tool_calls, tool_names, tool_problems
 from rft.errors import RftError
 from rft.types import Completion
 
@@ -88,6 +102,8 @@ class ChatCall:
     model: str | None = None
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a final chunk carries the usage
+    tools: list | None = None  # function tools shown to the model (None with tool_choice "none")
+    response_format: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -234,25 +250,18 @@ def _refuse_unsupported(body: dict) -> None:
     if unknown:
         name = _short(unknown[0])
         raise _bad(name, f"Unrecognized request argument supplied: {name}")
-    if body.get("tools"):
-        raise _bad("tools", "'tools': tool calling is not supported by this server")
+    for _, msg in tool_problems(body.get("tools"))[:1]:
+        raise _bad("tools", msg)  # the message names the exact field
     if body.get("functions"):
-        raise _bad("functions", "'functions': function calling is not supported by this server")
-    tc = body.get("tool_choice")
-    if tc not in (None, "none", "auto"):
-        raise _bad("tool_choice", "'tool_choice': tool calling is not supported by this server")
+        raise _bad("functions", "'functions' (deprecated) is not supported; use 'tools'")
     if body.get("function_call") not in (None, "none", "auto"):
         raise _bad("function_call", "'function_call': function calling is not supported by this server")
     if body.get("logprobs"):
         raise _bad("logprobs", "'logprobs' is not supported by this server")
     if body.get("top_logprobs"):
         raise _bad("top_logprobs", "'top_logprobs' is not supported by this server")
-    rf = body.get("response_format")
-    if rf is not None:
-        if not isinstance(rf, dict) or rf.get("type") != "text":
-            kind = rf.get("type") if isinstance(rf, dict) else rf
-            raise _bad("response_format",
-                       f"'response_format' {_show(kind)} is not supported; only {{\"type\": \"text\"}}")
+    for field, msg in constrain.response_format_problems(body.get("response_format"))[:1]:
+        raise _bad(field, msg)
     for key in ("presence_penalty", "frequency_penalty"):
         if body.get(key) not in (None, 0, 0.0):
             raise _bad(key, f"'{key}' is not supported by this server (only 0)")
@@ -326,10 +335,61 @@ def parse_chat_body(body: dict) -> ChatCall:
         prediction = _text(pred["content"], "prediction.content")
         if n > 1:
             raise _bad("n", "predicted outputs do not support n > 1")
+    tools, constraint, rf = _tools_and_format(body, stream)
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p,
-                            max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stop, seed=seed)
+                            max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stop, seed=seed, constraint=constraint)
     return ChatCall(messages=messages, params=params, prediction=prediction, model=model, stream=stream,
-                    include_usage=include_usage)
+                    include_usage=include_usage, tools=tools, response_format=rf)
+
+
+def _tools_and_format(body: dict, stream: bool):
+    """(tools shown to the model or None, the decoding constraint or None, the JSON response_format or None)."""
+    tools = body.get("tools") or None
+    tc = body.get("tool_choice")
+    if tc is not None and not (tc in ("none", "auto", "required") or isinstance(tc, dict)):
+        raise _bad("tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                                  "{\"type\": \"function\", \"function\": {\"name\": ...}}")
+    if tc not in (None, "none", "auto") and not tools:
+        raise _bad("tool_choice", "'tool_choice' needs 'tools'")
+    if tc == "none":
+        tools = None
+    if tools and stream:
+        raise _bad("stream", "streaming with 'tools' is not supported by this server; send stream: false")
+    rf = body.get("response_format")
+    try:
+        constraint = constrain.from_response_format(rf)
+    except RftError as e:
+        raise _bad("response_format", _short(str(e), 600)) from None
+    if tools and tc not in (None, "auto"):
+        if constraint is not None:
+            raise _bad("tool_choice", "a forced tool call cannot be combined with a JSON response_format")
+        names = tool_names(tools)
+        if isinstance(tc, dict):
+            fn = tc.get("function") if tc.get("type") == "function" else None
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if name not in names:
+                raise _bad("tool_choice", f"'tool_choice' must name one of the tools ({', '.join(names)})")
+            names = [name]
+        try:
+            constraint = tool_call_constraint([t for t in tools if t["function"]["name"] in names])
+        except RftError as e:
+            raise _bad("tools", _short(str(e), 600)) from None
+    return tools, constraint, (rf if constraint is not None and constraint.kind != "tool_call" else None)
+
+
+def tool_call_constraint(tools: list) -> constrain.Constraint:
+    """Decoding constrained to one `<tool_call>` block calling one of `tools` with arguments that match its
+    `parameters` schema (rft.engine.tools' call format)."""
+    options = []
+    for t in tools:
+        fn = t["function"]
+        params = fn.get("parameters") or {"type": "object"}
+        options.append({"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                        "required": ["name", "arguments"], "additionalProperties": False})
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    schema = {**schema, "x-guidance": constrain.JSON_LAYOUT}
+    lark = 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + json.dumps(schema)
+    return constrain.from_lark(lark, "tool_call", "tools")
 
 
 # ---------------------------------------------------------------------------------------- responses
@@ -354,19 +414,27 @@ def usage_body(completions: list[Completion]) -> dict:
     }
 
 
+def choice_body(i: int, c: Completion, *, tools: bool = False) -> dict:
+    """One choice. With `tools`, tool calls in the text become `message.tool_calls` (finish_reason "tool_calls")."""
+    message: dict[str, Any] = {"role": "assistant", "content": c.text}
+    finish = c.finish_reason
+    if tools:
+        content, calls = parse_tool_calls(c.text)
+        if calls:
+            message = {"role": "assistant", "content": content, "tool_calls": calls}
+            finish = "tool_calls"
+    return {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+
+
 def completion_body(completions: list[Completion], *, model_name: str, id: str | None = None,
-                    created: int | None = None) -> dict:
-    """A `chat.completion` response body for the n completions of one call."""
+                    created: int | None = None, tools: bool = False) -> dict:
+    """A `chat.completion` response body for the n completions of one call (`tools`: parse tool calls)."""
     return {
         "id": id or new_id(),
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model_name,
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": c.text},
-             "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(completions)
-        ],
+        "choices": [choice_body(i, c, tools=tools) for i, c in enumerate(completions)],
         "usage": usage_body(completions),
         "system_fingerprint": None,
     }
@@ -399,7 +467,7 @@ def check_call(engine, call: ChatCall) -> None:
     from rft.engine.local import render_prompt
 
     try:
-        n_prompt = len(render_prompt(tok, call.messages))
+        n_prompt = len(render_prompt(tok, call.messages, call.tools))
     except Exception as e:  # jinja TemplateError and friends: the template's own message says what's wrong
         raise ChatRequestError(f"the model's chat template rejected these messages: {e}", "messages") from None
     limit = context_limit(engine)
@@ -426,7 +494,7 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
     call by call, so an error lands on the call that caused it.
     """
     results: list[dict | ChatRequestError | None] = [None] * len(calls)
-    groups: dict[SamplingParams, list[int]] = {}
+    groups: dict[tuple[SamplingParams, str], list[int]] = {}  # (params, the tools as JSON text)
     predicted: list[int] = []
     for i, call in enumerate(calls):
         try:
@@ -437,12 +505,19 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
         if call.prediction is not None:
             predicted.append(i)
         else:
-            groups.setdefault(call.params, []).append(i)
+            key = json.dumps(call.tools, sort_keys=True) if call.tools else ""
+            groups.setdefault((call.params, key), []).append(i)
 
     created = int(time.time())
-    for params, idx in groups.items():
+    def generate(idx: list[int], params: SamplingParams):
+        tools = calls[idx[0]].tools
+        if tools:  # only then: engines without tool support keep working for plain calls
+            return engine.generate([calls[i].messages for i in idx], params, tools=[tools] * len(idx))
+        return engine.generate([calls[i].messages for i in idx], params)
+
+    for (params, _), idx in groups.items():
         try:
-            outs = engine.generate([calls[i].messages for i in idx], params)
+            outs = generate(idx, params)
         except Exception as e:
             if len(idx) == 1:
                 results[idx[0]] = _as_error(e)
@@ -450,12 +525,12 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
             outs = []
             for i in idx:  # isolate the failing call
                 try:
-                    outs.append(engine.generate([calls[i].messages], params)[0])
+                    outs.append(generate([i], params)[0])
                 except Exception as e1:  # noqa: BLE001
                     outs.append(_as_error(e1))
         for i, comps in zip(idx, outs):
             results[i] = comps if isinstance(comps, ChatRequestError) else \
-                completion_body(list(comps), model_name=model_name, created=created)
+                completion_body(list(comps), model_name=model_name, created=created, tools=bool(calls[i].tools))
 
     for i in predicted:
         gp = getattr(engine, "generate_predicted", None)

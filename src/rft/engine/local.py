@@ -15,6 +15,11 @@ Single requests also have `generate_predicted` / `generate_ids_predicted` (predi
 draft verified several tokens per forward, same output as without it) and `stream` (text deltas as tokens
 are produced); both run the one-sequence loop in `engine/predicted.py`.
 
+Constrained decoding: with `params.constraint` (OpenAI's response_format, engine/constrain.py) every sequence
+gets its own grammar matcher and each draw is masked to the tokens its grammar allows; predicted outputs then
+decode without drafts. Without a constraint no mask is computed. Tools: `generate(..., tools=[...])` renders
+each prompt with its tools (engine/tools.py).
+
 Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
 preallocated KV cache; in bf16 on CPU its forward runs on the C kernels of `cpu_kernels`); other architectures
 fall back to the transformers forward with a DynamicCache (`decoder.HFDecoder`). Both implement
@@ -31,15 +36,20 @@ from typing import Iterator, Sequence
 
 import torch
 
-from rft.engine import fast_llama, predicted
+from rft.engine import constrain, fast_llama, predicted
 from rft.engine.decoder import Decoder, HFDecoder
 from rft.engine.protocol import GenerationStats, SamplingParams
 from rft.engine.sampling import eos_ids, make_generator, sample_next, stop_text
+from rft.engine.tools import render_with_tools
 from rft.types import Completion
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    """Chat-template token ids for a prompt ending in a user turn, with the assistant header appended."""
+def render_prompt(tokenizer, messages: list[dict], tools: list | None = None) -> list[int]:
+    """Chat-template token ids for a prompt ending in a user turn, with the assistant header appended.
+    `tools` (OpenAI function tools) go to the template, or into the documented fallback system block when the
+    template ignores them (engine/tools.py)."""
+    if tools:
+        return render_with_tools(tokenizer, messages, tools)
     out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if isinstance(out, dict) or hasattr(out, "input_ids"):
         out = out["input_ids"]
@@ -73,8 +83,11 @@ class LocalEngine:
         self.decoder.sync()
 
     # -- generation --------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[list[dict]], params: SamplingParams) -> list[list[Completion]]:
-        ids = [render_prompt(self.tokenizer, m) for m in prompts]
+    def generate(self, prompts: Sequence[list[dict]], params: SamplingParams, *,
+                 tools: Sequence[list | None] | None = None) -> list[list[Completion]]:
+        """`tools`: per prompt, the OpenAI function tools it offers (or None); see engine/tools.py."""
+        tl = list(tools) if tools is not None else [None] * len(prompts)
+        ids = [render_prompt(self.tokenizer, m, t) for m, t in zip(prompts, tl)]
         return self.generate_ids(ids, params)
 
     def generate_ids(self, prompt_ids: Sequence[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -183,14 +196,20 @@ class LocalEngine:
         finish = ["length"] * B
         texts: list[str | None] = [None] * B
         stop = tuple(params.stop)
+        # A constraint: one matcher (parser state) per sequence; unconstrained calls skip all of this.
+        guide = constrain.guide_for(self) if params.constraint is not None else None
+        matchers = guide.matchers(params.constraint, B) if guide is not None else None
         for step in range(params.max_new_tokens):
-            tok, lp = sample_next(logits, params, gen)  # [b], [b]
+            allowed = guide.allowed([matchers[s] for s in active], logits.shape[-1], logits.device) if guide else None  # [b, V]
+            tok, lp = sample_next(logits, params, gen, allowed)  # [b], [b]
             n_live = 0
             for s, t, l in zip(active, tok.tolist(), lp.tolist()):
                 if done[s]:
                     continue
                 toks[s].append(t)
                 lps[s].append(l)
+                if matchers is not None:
+                    guide.advance(matchers[s], t)
                 if t in self.eos:
                     finish[s], done[s] = "stop", True
                 elif stop and (cut := stop_text(self.tokenizer, toks[s], stop)) is not None:

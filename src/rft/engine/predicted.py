@@ -33,7 +33,8 @@ counts every one of its tokens as accepted. `rejected_prediction_tokens` are dra
 verification and not kept (including any verified but cut off by a stop string). Prediction tokens that were
 never drafted (e.g. past the end of the output) count as neither.
 
-Simplifications: one request at a time (no batching of predicted requests), n = 1.
+Simplifications: one request at a time (no batching of predicted requests), n = 1; a request with a constraint
+(response_format) decodes without drafts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Iterator
 
 import torch
 
+from rft.engine import constrain
 from rft.engine.protocol import SamplingParams
 from rft.engine.sampling import make_generator, sample_next, sampling_probs, stop_text
 from rft.types import Completion
@@ -117,14 +119,15 @@ class DraftCursor:
         return best
 
 
-def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, gen: torch.Generator | None
-                 ) -> tuple[list[int], list[float], int]:
+def accept_draft(rows: torch.Tensor, draft: list[int], params: SamplingParams, gen: torch.Generator | None,
+                 allowed: torch.Tensor | None = None) -> tuple[list[int], list[float], int]:
     """rows [k+1, V] fp32 (row i: the model's logits for the token after draft[:i]), draft of k tokens ->
     (emitted tokens, their logprobs, number of draft tokens accepted). Emits the accepted draft prefix and
-    one token of the model's own (the correction at the first rejection, or a bonus token after all k)."""
+    one token of the model's own (the correction at the first rejection, or a bonus token after all k).
+    `allowed` [1, V]: a constraint's mask, only for k = 0 (constrained requests do not draft)."""
     k = len(draft)
     if k == 0:
-        tok, lp = sample_next(rows, params, gen)  # exactly a plain decode step
+        tok, lp = sample_next(rows, params, gen, allowed)  # exactly a plain decode step
         return [int(tok[0])], [float(lp[0])], 0
     d = torch.tensor(draft, dtype=torch.long, device=rows.device)  # [k]
     ar = torch.arange(k + 1, device=rows.device)
@@ -170,7 +173,11 @@ def run(engine, prompt_ids: list[int], params: SamplingParams, prediction_ids: l
     # Drafts need a verify step whose results equal single-token decoding bit for bit (FastDecoder). On the
     # transformers fallback a multi-token forward rounds differently, which can flip greedy near-ties, so there
     # the prediction is only tracked (for the counts) and decoding is plain.
-    drafting = dec.exact_verify
+    # A constraint (engine/constrain.py) masks every draw with the sequence's grammar state: no drafts then (a
+    # draft would need the mask at every drafted position); the prediction is still tracked for the counts.
+    guide = constrain.guide_for(engine) if params.constraint is not None else None
+    matcher = guide.matchers(params.constraint, 1)[0] if guide is not None else None
+    drafting = dec.exact_verify and guide is None
     stop = tuple(params.stop)
     max_new = params.max_new_tokens
     input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=dev)  # [1, L]
@@ -186,7 +193,11 @@ def run(engine, prompt_ids: list[int], params: SamplingParams, prediction_ids: l
     if draft:
         rows = torch.cat([rows, dec.verify(torch.tensor([draft], dtype=torch.long, device=dev), state)[0]])  # [k+1, V]
     while not done:
-        new, new_lps, n_acc = accept_draft(rows, draft, params, gen)
+        allowed = guide.allowed([matcher], rows.shape[-1], rows.device) if guide is not None else None  # [1, V]
+        new, new_lps, n_acc = accept_draft(rows, draft, params, gen, allowed)
+        if matcher is not None:
+            for t in new:
+                guide.advance(matcher, t)
         if draft:
             dec.rewind(state, len(draft) - n_acc)  # the cache ends with the draft: keep its accepted part
         kept = 0

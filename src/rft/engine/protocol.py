@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from rft.engine.constrain import Constraint
 from rft.types import Completion
 
 
@@ -22,6 +23,9 @@ class SamplingParams:
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Grammar-constrained decoding (engine/constrain.py), e.g. from OpenAI's response_format; None: free text
+    # (and no mask is computed at all).
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@
 - `eos_ids` / `stop_text`: the stop rules (end-of-sequence ids; stop strings cut the text before the first hit).
 
 Used by plain batched decoding (engine/local.py) and by predicted outputs (engine/predicted.py), so both draw
-with the same code. Simplified: no repetition / frequency penalties, no min-p.
+with the same code. A constraint (engine/constrain.py) arrives as an `allowed` mask: draws are restricted to it,
+reported log-probs are not (see constrain.py for why). Simplified: no repetition / frequency penalties, no min-p.
 Run its tests: `.venv/bin/python -m pytest -q tests/test_engine.py tests/test_engine_predicted.py`.
 """
 
@@ -26,13 +27,15 @@ def make_generator(params: SamplingParams, device) -> torch.Generator | None:
     return gen
 
 
-def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+def sampling_probs(logits: torch.Tensor, params: SamplingParams,
+                   allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """temperature > 0: logits [B, V] (fp32) -> (logp [B, V] under the temperature-scaled distribution before
-    truncation, probs [B, V] the distribution tokens are drawn from: after top-k / top-p, not yet renormalised
-    when no truncation applies (sums to 1 up to rounding), renormalised softmax otherwise)."""
+    truncation, probs [B, V] the distribution tokens are drawn from: after the constraint mask `allowed`
+    ([B, V] bool, or None), top-k and top-p; not yet renormalised when no truncation applies (sums to 1 up to
+    rounding), renormalised softmax otherwise)."""
     scaled = logits / params.temperature  # [B, V]
     logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
-    filt = scaled
+    filt = scaled if allowed is None else scaled.masked_fill(~allowed, float("-inf"))  # [B, V]
     if params.top_k and params.top_k > 0 and params.top_k < filt.shape[-1]:
         kth = torch.topk(filt, params.top_k, dim=-1).values[:, -1:]  # [B, 1]
         filt = filt.masked_fill(filt < kth, float("-inf"))
@@ -47,13 +50,16 @@ def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.
     return logp, probs
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
-    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution."""
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None,
+                allowed: torch.Tensor | None = None):
+    """logits [B, V] (fp32) -> (token [B], logprob [B]) under the temperature-scaled distribution.
+    `allowed` ([B, V] bool, from a constraint): tokens are drawn among these only; the logprob stays the
+    unmasked one (the mask is a truncation, like top-k)."""
     if params.temperature <= 0:
         logp = torch.log_softmax(logits, dim=-1)  # [B, V]
-        tok = logits.argmax(dim=-1)  # [B]
+        tok = (logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))).argmax(dim=-1)  # [B]
         return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-    logp, probs = sampling_probs(logits, params)  # [B, V], [B, V]
+    logp, probs = sampling_probs(logits, params, allowed)  # [B, V], [B, V]
     # Inverse-CDF draw: one uniform per row and a binary search in the cumulative distribution. On CPU at
     # vocabulary sizes this is ~30x faster than torch.multinomial (which draws its randoms serially).
     cdf = probs.cumsum(dim=-1)  # [B, V]

@@ -12,6 +12,10 @@ What
 - `run_eval(model, data, grader, ...) -> dict`: what `rft eval` calls: resolve the model, evaluate, write
   `report.json` and `report.md` to `output_dir` (default `$RFT_HOME/evals/<eval_id>/`), call `on_report`.
 
+Structured outputs and tools: `response_format` (the job's `method.reinforcement.response_format`) constrains
+decoding the way training does and flags unparsable outputs as sample_parse_error; rows' `tools` reach the
+prompt and their calls `sample.output_tools`.
+
 Simplified: the pass/fail outcome of an item is `score >= pass_threshold` (the grader's own `pass_threshold`
 when it has one, else 1.0); unscored items are neither and are left out of accuracy and pass rate (they are
 counted in the error rates instead). A dataset field used for slicing must be a scalar (string, number,
@@ -102,7 +106,12 @@ def evaluate(
     max_items: int | None = None,
     grader_workers: int | None = None,
     pass_threshold: float = 1.0,
+    response_format: dict | None = None,
 ) -> EvalReport:
+    """`response_format`: the job's OpenAI response_format; a JSON one constrains decoding (greedy and sampled)
+    and an unparsable output is a sample_parse_error. Rows with `tools` get them in the prompt and their tool
+    calls in `sample.output_tools`."""
+    from rft.engine.constrain import from_response_format
     from rft.extraction import sample_from_text
     from rft.graders import grade_many
 
@@ -112,9 +121,15 @@ def evaluate(
     threshold = grader.pass_threshold if getattr(grader, "pass_threshold", None) is not None else pass_threshold
     rows = list(dataset.rows[:max_items] if max_items else dataset.rows)
     prompts = [r["messages"] for r in rows]
-    greedy = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens))
+    constraint = from_response_format(response_format)
+    tools = [r.get("tools") or None for r in rows]
+    # tools= only when some row has tools: engines without tool support keep working for everything else
+    gen_kw = {"tools": tools} if any(tools) else {}
+    greedy = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                                     constraint=constraint), **gen_kw)
     texts = [g[0] for g in greedy]
-    samples_ns = [sample_from_text(c.text, extraction, finish_reason=c.finish_reason) for c in texts]
+    samples_ns = [sample_from_text(c.text, extraction, finish_reason=c.finish_reason, response_format=response_format,
+                                   tools=r.get("tools")) for c, r in zip(texts, rows)]
     grades = grade_many(grader, samples_ns, rows, max_workers=grader_workers)
     scored = [g.score for g in grades if g.score is not None]
     acc = mean_ci(scored)
@@ -127,12 +142,14 @@ def evaluate(
     pak: dict[int, float] = {}
     if samples and samples > 0:
         sampled = engine.generate(
-            prompts, SamplingParams(n=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+            prompts, SamplingParams(n=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                                    constraint=constraint), **gen_kw
         )
         flat_s, flat_r = [], []
         for r, comps in zip(rows, sampled):
             for c in comps:
-                flat_s.append(sample_from_text(c.text, extraction, finish_reason=c.finish_reason))
+                flat_s.append(sample_from_text(c.text, extraction, finish_reason=c.finish_reason,
+                                               response_format=response_format, tools=r.get("tools")))
                 flat_r.append(r)
         sgr = grade_many(grader, flat_s, flat_r, max_workers=grader_workers)
         correct = []
@@ -317,6 +334,7 @@ def run_eval(
     write: bool = True,
     on_report: Callable[[dict], Any] | None = None,
     allow_private_hosts: Iterable[str] = (),
+    response_format: dict | None = None,
 ) -> dict:
     """Evaluate `model` on `data` with `grader` and return the report dict (see `report_dict`).
 
@@ -349,7 +367,7 @@ def run_eval(
         threshold = g.pass_threshold if g.pass_threshold is not None else 1.0
         rep = evaluate(engine, ds, g, model_name=model, max_new_tokens=max_new_tokens, samples=n,
                        temperature=temperature, extraction=ExtractionConfig(pattern=extract), seed=seed,
-                       max_items=limit, pass_threshold=threshold)
+                       max_items=limit, pass_threshold=threshold, response_format=response_format)
     finally:
         g.close()
     eval_id = eval_id or new_eval_id()
@@ -357,7 +375,7 @@ def run_eval(
         "id": eval_id, "created_at": int(time.time()),
         "grader": {"type": spec.get("type"), "name": g.name, "sha256": g.sha256, "source": source},
         "settings": {"n": n, "max_new_tokens": max_new_tokens, "limit": limit, "extract": extract, "split": split,
-                     "seed": seed, "temperature": temperature},
+                     "seed": seed, "temperature": temperature, "response_format": response_format},
     })
     if write:
         write_report(report, Path(output_dir) if output_dir else evals_dir() / eval_id)

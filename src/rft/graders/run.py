@@ -58,19 +58,12 @@ def validate_reinforcement_grader(spec: Any, where: str = "grader", *, context=N
 
 
 def _sample_for(model_sample: str, response_format: dict | None) -> tuple[dict, str | None]:
-    """The sample namespace, and a sample_parse_error message when a JSON response_format is not met."""
+    """The sample namespace, and a sample_parse_error message when a JSON response_format is not met (the same
+    rule training and evaluation apply: `templating.make_sample`)."""
     from rft.graders.templating import make_sample
 
-    sample = make_sample(model_sample)
-    rtype = (response_format or {}).get("type")
-    if rtype in ("json_schema", "json_object"):
-        try:
-            parsed = json.loads(model_sample)
-        except (ValueError, RecursionError) as e:  # RecursionError: "[[[[..." nested past the parser's limit
-            return sample, f"the sample is not valid JSON but response_format is {rtype}: {str(e)[:200] or type(e).__name__}"
-        if sample.get("output_json") is None:
-            sample["output_json"] = parsed
-    return sample, None
+    sample = make_sample(model_sample, response_format=response_format)
+    return sample, sample.get("parse_error")
 
 
 def _usage(grader) -> dict[str, dict[str, int]]:

@@ -5,7 +5,10 @@ Only the `item` and `sample` namespaces exist. A path that does not resolve rais
 `RftError`), which graders report as `invalid_variable_error` (unscored), never as an empty string. Values that
 are not strings are rendered as JSON (compact), matching how a dict or list would be pasted into a prompt.
 Scanning is linear in the template's length (no backtracking regex), and a model output nested too deeply to
-parse as JSON simply has no `output_json`. Fuzzed in tests/graders/test_fuzz_graders.py.
+parse as JSON simply has no `output_json`. `make_sample(text, response_format=..., output_tools=...)` builds the
+`sample` namespace: with a JSON response_format an output that does not parse marks the sample (`parse_error`)
+and any `{{sample.*}}` then fails as `sample_parse_error`; `output_tools` holds the parsed tool calls in OpenAI's
+shape (rft.engine.tools). Fuzzed in tests/graders/test_fuzz_graders.py.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def lookup(path: str, sample: dict, item: dict) -> Any:
     m = _PATH.match(path)
     if not m:
         raise TemplateError(f"bad template variable '{path}'")
+    if m.group(1) == "sample" and sample.get("parse_error"):
+        # the job asked for JSON (response_format) and the output is not: every sample variable is unusable
+        raise SampleParseError(f"'{path}' is not available: {sample['parse_error']}")
     cur: Any = item if m.group(1) == "item" else sample
     walked = m.group(1)
     for step in _STEP.finditer(m.group(2)):
@@ -95,9 +101,21 @@ def make_sample(
     output_tools: list | None = None,
     extracted: str | None = None,
     finish_reason: str | None = None,
+    response_format: dict | None = None,
 ) -> dict:
     """The `sample` namespace graders see. `output_json` is filled when the text parses as JSON (or given).
-    `extracted` is rft's answer extraction (job `rft.extraction`), exposed as `{{sample.extracted}}`."""
+    `extracted` is rft's answer extraction (job `rft.extraction`), exposed as `{{sample.extracted}}`.
+    With a JSON `response_format` (`json_schema` / `json_object`) the whole text must parse: if it does not,
+    `sample["parse_error"]` says why and every `{{sample.*}}` variable then raises `SampleParseError`
+    (OpenAI: sample_parse_error, unscored)."""
+    parse_error = None
+    if output_json is None and (response_format or {}).get("type") in ("json_schema", "json_object"):
+        try:
+            output_json = json.loads(output_text)
+        except (ValueError, RecursionError) as e:  # RecursionError: "[[[[..." nested past the parser's limit
+            parse_error = (f"the output is not valid JSON but response_format is {response_format['type']}: "
+                           f"{str(e)[:200] or type(e).__name__}")
+        parse_json = False
     if output_json is None and parse_json:
         s = output_text.strip()
         if s[:1] in "{[":
@@ -111,6 +129,8 @@ def make_sample(
         "output_tools": output_tools or [],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": output_text}}],
     }
+    if parse_error is not None:
+        sample["parse_error"] = parse_error
     if extracted is not None:
         sample["extracted"] = extracted
     if finish_reason is not None:
