@@ -131,3 +131,16 @@ def test_config_is_strict_and_disabled_monitor_is_silent():
     assert mon.observe_step(1, _step(kl=5.0)) == [] and mon.observe_eval(1, 0.1) == []
     assert set(ALARM_KINDS) >= {"reward_hacking", "kl_limit"}
     assert Alarm("kl_limit", 3, "m", {"kl": 1.0}, "pause").as_dict()["action"] == "pause"
+
+
+def test_no_signal_alarm_fires_early_with_the_advice_and_the_default_watcher_sees_only_it():
+    from rft.train.monitor import RewardMonitor as RM
+
+    mon = RM(MonitorConfig())  # default: 3 steps in a row
+    hits = [s for s in range(1, 6) if mon.observe_step(s, _step(zero_std=1.0))]
+    assert hits == [3]
+    msg = mon.alarms[0].message
+    assert "warm start" in msg and "dynamic sampling" in msg and "answer extraction" in msg and "partial-credit" in msg
+    # the loop's watcher for jobs without rft.monitor: the no-signal alarm only
+    only = RM(MonitorConfig(zero_variance_steps=1, kl_max=1.0), kinds=("reward_variance_vanished",))
+    assert _kinds(only.observe_step(1, _step(zero_std=1.0, kl=1e9))) == ["reward_variance_vanished"]

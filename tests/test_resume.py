@@ -278,3 +278,24 @@ def test_event_ids_stay_unique_across_a_resume(tmp_path, tiny_model_dir):
     loop.resume_job(asked["id"], log=lambda s: None)
     ids = [json.loads(x)["id"] for x in (run / "events.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) and any("Resumed from" in x for x in (run / "events.jsonl").read_text().splitlines())
+
+
+def test_dynamic_sampling_kill9_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
+    """Dynamic sampling draws extra prompts from the data cursor; a resume after SIGKILL continues after them."""
+    from rft.config import load_job
+
+    algo = {"algorithm": {"beta": 0.05, "num_iterations": 2, "dynamic_sampling": True, "max_extra_draws": 3}}
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref = loop.run_job(load_job(_write_job(ref_dir, tiny_model_dir, **algo)), output_dir=str(ref_dir / "run"),
+                       log=lambda s: None)
+    assert ref["status"] == "succeeded"
+    ms = _metrics(ref_dir / "run")
+    assert sum(m["dynamic_sampling/extra_prompts"] for m in ms) > 0  # the test exercises extra draws
+    job = _write_job(tmp_path, tiny_model_dir, **algo)
+    run = tmp_path / "run"
+    p = _train_subprocess(job, run, {"RFT_FAULT": "after_step:3"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    job_id = json.loads((run / "job.json").read_text())["id"]
+    assert loop.resume_job(job_id, log=lambda s: None)["status"] == "succeeded"
+    _assert_same_run(ref_dir / "run", run)

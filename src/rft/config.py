@@ -67,7 +67,23 @@ class Hyperparameters(_Strict):
 class Reinforcement(_Strict):
     grader: dict[str, Any]
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None  # OpenAI's; constrains sampling (rft.engine.constrain)
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format_shape(cls, v):
+        # The shape only (config is a leaf); the schema is compiled by rft.engine.constrain when the job starts.
+        if v is None:
+            return v
+        t = v.get("type")
+        if t not in ("text", "json_object", "json_schema"):
+            raise ValueError(f"type must be one of text, json_object, json_schema, got {str(t)[:60]!r}")
+        if t == "json_schema":
+            js = v.get("json_schema")
+            if not isinstance(js, dict) or not isinstance(js.get("name"), str) or not js.get("name") \
+                    or not isinstance(js.get("schema", {}), dict):
+                raise ValueError("json_schema must be an object with 'name' (a string) and 'schema' (a JSON Schema object)")
+        return v
 
 
 class Method(_Strict):
@@ -82,6 +98,10 @@ class AlgorithmConfig(_Strict):
     epsilon_high: float | None = Field(None, gt=0, le=1)  # None: same as epsilon (DAPO suggests 0.28); >= epsilon
     beta: float = Field(0.0, ge=0, le=100)  # KL weight to the frozen reference; 0 skips the reference pass entirely
     num_iterations: int = Field(1, ge=1, le=64)  # optimizer passes per rollout batch (>1 reuses rollout log-probs)
+    # DAPO dynamic sampling: draw more prompts until the step has its number of groups whose rewards differ.
+    # auto: on when the learnability check at the start of `rft train` finds that nearly all groups would not differ.
+    dynamic_sampling: Union[bool, Auto] = "auto"
+    max_extra_draws: int = Field(8, ge=0, le=MAX_PROMPTS_PER_STEP)  # extra prompts one step may draw, at most
 
 
 class SamplingConfig(_Strict):
@@ -251,7 +271,7 @@ class MonitorConfig(_Strict):
     # mean completion length against its early value (None disables the check)
     length_growth_ratio: float | None = Field(3.0, gt=1.0, le=1e6)
     # reward variance vanishing (None disables the check)
-    zero_variance_steps: int | None = Field(10, ge=1, le=100_000)
+    zero_variance_steps: int | None = Field(3, ge=1, le=100_000)
     zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
     min_group_std: float = Field(1e-6, ge=0.0, le=1e6)
 
@@ -262,6 +282,75 @@ class MonitorConfig(_Strict):
             if k not in ALARM_KINDS:
                 raise ValueError(f"unknown alarm kind '{k}'{did_you_mean(k, ALARM_KINDS)}; valid: {', '.join(ALARM_KINDS)}")
         return v
+
+
+class WarmStartConfig(_Strict):
+    """A supervised warm start on reference outputs before RL (`rft.train.warm_start`): token cross-entropy on the
+    rendered chat (prompt masked). auto: on when the learnability check finds nearly every group all-zero and the
+    reference output is known (`reference_output`, rft.train.reference_output, or an exact-match string_check on
+    {{sample.output_text}})."""
+
+    enabled: Union[bool, Auto] = "auto"
+    reference_output: str | None = None  # a template over the row, e.g. "{{item.answer}}"
+    steps: int = Field(24, ge=1, le=100_000)
+    batch_size: int = Field(8, ge=1, le=4096)  # rows per step
+    lr: float = Field(5e-5, gt=0, le=1)
+
+
+class LearnabilityConfig(_Strict):
+    """The check at the start of `rft train` (`rft.train.learnability`): the base model's pass rate on a sample of
+    training prompts at the training temperature, and the remedies when nearly all groups would not differ."""
+
+    enabled: bool = True
+    prompts: int = Field(16, ge=1, le=4096)  # training prompts sampled (G completions each)
+    min_signal_frac: float = Field(0.25, ge=0, le=1)  # below this share of groups whose rewards differ: too sparse
+    remedies: bool = True  # apply the safe remedies automatically (false: only report)
+    max_group: int = Field(32, ge=2, le=MAX_GROUP)  # the larger-groups remedy grows completions per prompt up to this
+
+
+# Experiment trackers (`rft.train.trackers`): the name in rft.report_to -> (module imported, pip package to install).
+# The layer above checks that the module is installed (`rft.jobcheck.tracker_problems`).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow-skinny"),
+                    "wandb": ("wandb", "wandb"), "trackio": ("trackio", "trackio")}
+TrackerName = Literal["tensorboard", "mlflow", "wandb", "trackio"]
+_Name = Annotated[str, Field(min_length=1, max_length=128)]
+_PathStr = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class TensorBoardSettings(_Strict):
+    dir: _PathStr | None = None  # event files; None: <run dir>/tensorboard
+
+
+class MlflowSettings(_Strict):
+    # None: a SQLite store in <run dir>/mlflow/mlflow.db with artifacts beside it; any MLflow URI otherwise
+    # (sqlite:///path, a plain folder or file:/// for MLflow's file store, http://host:5000)
+    tracking_uri: _PathStr | None = None
+    experiment: _Name = "rft"
+    run_name: _Name | None = None  # None: the job id
+
+
+class WandbSettings(_Strict):
+    """Always offline (files in the run folder; `wandb sync DIR` uploads them later). OpenAI's
+    `integrations: [{type: wandb, wandb: {project, name, entity, tags}}]` fills these."""
+
+    project: _Name = "rft"
+    name: _Name | None = None  # None: the job id
+    entity: _Name | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=64)
+    dir: _PathStr | None = None  # None: the run dir (runs land in <dir>/wandb/offline-run-*)
+
+
+class TrackioSettings(_Strict):
+    project: _Name = "rft"
+    name: _Name | None = None  # None: the job id
+    dir: _PathStr | None = None  # trackio's TRACKIO_DIR; None: <run dir>/trackio
+
+
+class TrackersConfig(_Strict):
+    tensorboard: TensorBoardSettings = Field(default_factory=TensorBoardSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+    trackio: TrackioSettings = Field(default_factory=TrackioSettings)
 
 
 class RftSection(_Strict):
@@ -277,6 +366,19 @@ class RftSection(_Strict):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     monitor: MonitorConfig | None = None  # reward-integrity monitor (None: off)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    learnability: LearnabilityConfig = Field(default_factory=LearnabilityConfig)
+    # experiment trackers that get the metrics, config, evaluations and lineage (rft.train.trackers)
+    report_to: list[TrackerName] = Field(default_factory=list, max_length=len(TRACKER_PACKAGES))
+    trackers: TrackersConfig = Field(default_factory=TrackersConfig)
+
+    @field_validator("report_to")
+    @classmethod
+    def _unique_trackers(cls, v: list[str]) -> list[str]:
+        twice = sorted({x for x in v if v.count(x) > 1})
+        if twice:
+            raise ValueError(f"listed more than once: {', '.join(twice)}")
+        return v
 
 
 class JobSpec(_Strict):

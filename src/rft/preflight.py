@@ -4,7 +4,9 @@ training prompts, grade it, and time real training steps.
 Reports: per-prompt pass-rate histogram, the share of groups with zero reward variance at the job's group size
 (those give no gradient), grader error rates and latency, tokens and seconds per step (sampling, grading,
 training measured on real steps), and a forecast of the whole run's time. If the job names
-`rft.train.reference_output`, every row's reference must pass the grader first.
+`rft.train.reference_output`, every row's reference must pass the grader first. The pass-rate measurement and
+its verdict (`learnability`: too sparse or not, the remedies `rft train` would apply, the others) come from
+`rft.train.learnability`, the check `rft train` runs first.
 
 The model, optimizer, reference and engine come from `rft.train.setup.setup_training`, exactly as a training
 run builds them. Preflight owns them and throws them away: it samples and times an evaluation on the base
@@ -17,15 +19,12 @@ from __future__ import annotations
 
 import time
 
-from rft import graders
 from rft.config import JobSpec
-from rft.engine import SamplingParams
 from rft.eval import evaluate
-from rft.extraction import sample_from_text
 from rft.train.cursor import DataCursor
+from rft.train.learnability import measure, verdict
 from rft.train.setup import load_inputs, set_seed, setup_training
 from rft.train.step import step_metrics, train_step
-from rft.types import ERROR_KINDS
 
 
 def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log=print) -> dict:
@@ -37,33 +36,20 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
         values, train_ds, val_ds, grader = parts.values, parts.inputs.train_ds, parts.inputs.val_ds, parts.grader
         G = values.completions_per_prompt
 
-        # 1. learnability: k = G completions for a subset of prompts, graded with the job's grader
+        # 1. learnability: k = G completions for a subset of prompts, graded with the job's grader (the same
+        # measurement and verdict as the check at the start of `rft train`)
         cursor = DataCursor(len(train_ds), job.seed + 1)
         rows = [train_ds.rows[i] for i in cursor.take(min(prompts, len(train_ds)))]
         s = job.rft.sampling
-        t0 = time.perf_counter()
-        groups = parts.engine.generate([r["messages"] for r in rows], SamplingParams(
-            n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens,
-            stop=tuple(s.stop), seed=job.seed))
-        t_sample = time.perf_counter() - t0
-        flat = [c for g in groups for c in g]
-        flat_rows = [r for r in rows for _ in range(G)]
-        t0 = time.perf_counter()
-        grades = graders.grade_many(grader, [sample_from_text(c.text, job.rft.extraction) for c in flat], flat_rows)
-        t_grade = time.perf_counter() - t0
-        pass_rates, zero_var = [], 0
-        for i in range(len(rows)):
-            g = [x.score for x in grades[i * G : (i + 1) * G] if x.score is not None]
-            rate = sum(1 for v in g if v >= 1.0) / len(g) if g else float("nan")
-            pass_rates.append(rate)
-            if len(g) < 2 or max(g) - min(g) < 1e-6:
-                zero_var += 1
+        meas = measure(parts, rows, seed=job.seed)
+        pass_rates, zero_var = meas.pass_rates, meas.zero_variance
+        learn = verdict(meas, job)
         bins = [0] * 5  # [0], (0, .25], (.25, .5], (.5, .75], (.75, 1]
         for r in pass_rates:
             if r != r:
                 continue
             bins[0 if r == 0 else min(4, 1 + int((r - 1e-9) * 4))] += 1
-        errors = {k: sum(1 for g in grades if g.error == k) / len(grades) for k in ERROR_KINDS}
+        errors = meas.error_rates
 
         # 2. evaluation time: a greedy evaluation on a slice of the validation set, scaled to the full set
         eval_forecast = 0.0
@@ -73,7 +59,8 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
             t0 = time.perf_counter()
             evaluate(parts.engine, val_ds, grader, model_name=job.model,
                      max_new_tokens=job.rft.eval.max_new_tokens or s.max_new_tokens,
-                     extraction=job.rft.extraction, max_items=probe)
+                     extraction=job.rft.extraction, max_items=probe,
+                     response_format=job.method.reinforcement.response_format)
             per_eval = (time.perf_counter() - t0) * n_items / probe
             n_evals = (values.total_steps - 1) // values.eval_interval + int(job.rft.eval.baseline) + int(job.rft.eval.final)
             eval_forecast = per_eval * n_evals
@@ -101,11 +88,12 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
             "pass_rate_histogram": {"0": bins[0], "(0,0.25]": bins[1], "(0.25,0.5]": bins[2], "(0.5,0.75]": bins[3], "(0.75,1]": bins[4]},
             "zero_variance_group_frac": zero_var / max(1, len(rows)),
             "grader_error_rates": {k: v for k, v in errors.items() if v > 0},
-            "unscored_frac": sum(1 for g in grades if g.score is None) / len(grades),
-            "grader_latency_ms_mean": 1000 * sum(g.latency_s for g in grades) / len(grades),
-            "grading_seconds": t_grade,
-            "sampling_seconds": t_sample,
-            "completion_tokens_mean": sum(len(c.token_ids) for c in flat) / len(flat),
+            "unscored_frac": meas.unscored_frac,
+            "grader_latency_ms_mean": meas.grader_latency_ms_mean,
+            "grading_seconds": meas.grading_seconds,
+            "sampling_seconds": meas.sampling_seconds,
+            "completion_tokens_mean": meas.completion_tokens_mean,
+            "learnability": {k: v for k, v in learn.as_dict().items() if k != "numbers"},
             "step": {"prompts": values.prompts_per_step, "completions": values.prompts_per_step * G,
                      "tokens": int(m["tokens_per_second"] * m["time/step"]),
                      "measured_seconds": [x["time/step"] for x in step_metrics_rows],

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from rft import models
-from rft.config import JobSpec, Resolved, config_sha256, dump_yaml, resolved_dict
+from rft.config import JobSpec, MonitorConfig, Resolved, config_sha256, dump_yaml, resolved_dict
 from rft.data import Dataset
 from rft.errors import Problem, RftError
 from rft.eval import evaluate
@@ -40,10 +40,12 @@ from rft.eval.report import plot_curves, write_markdown
 from rft.registry.lineage import code_version
 from rft.train.checkpoint import save_model_checkpoint
 from rft.train.cursor import DataCursor
+from rft.train.learnability import apply_remedies
 from rft.train.runlog import RunLog
 from rft.train.setup import TrainInputs, TrainParts, load_inputs, set_seed, setup_training
 from rft.train.state import LoopState, fault, find_latest_state, load_state, save_state
 from rft.train.step import StepStats, sample_rows, step_metrics, train_step
+from rft.train.trackers import Trackers, tracking
 from rft.types import ERROR_KINDS, EvalReport
 
 
@@ -54,6 +56,7 @@ def run_eval(engine, ds: Dataset, grader, job: JobSpec, values: Resolved, *, ste
         max_new_tokens=ec.max_new_tokens or job.rft.sampling.max_new_tokens,
         samples=values.eval_samples, temperature=ec.temperature, extraction=job.rft.extraction,
         seed=job.seed + 7919 * (step + 1), step=step, max_items=ec.max_items,
+        response_format=job.method.reinforcement.response_format,
     )
 
 
@@ -176,8 +179,17 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
     job_obj: dict = {"id": run.job_id}
     try:
         run.event("Validating training and validation files")
+        check = _saved_learnability(run) if resume is not None else None
+        if check is not None:  # a resumed job keeps the remedies its first start applied
+            job = apply_remedies(job, check.get("overrides") or {})
         inputs = load_inputs(job)
-        ctx = _record_inputs(job, run, reg, inputs, created_at=int(t_job), progress=progress, log=log, signals=signals)
+        parts = None
+        if resume is None and job.rft.learnability.enabled:
+            parts = setup_training(job, inputs)
+            job, inputs, parts, check = _learnability(job, run, inputs, parts, log)
+        _check_warm_start(job)
+        ctx = _record_inputs(job, run, reg, inputs, created_at=int(t_job), progress=progress, log=log, signals=signals,
+                             learnability=check)
         job_obj = ctx.job_obj
         state_dir = None
         if resume is not None:
@@ -193,7 +205,9 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
         run.event("Files validated", data={"train_rows": len(inputs.train_ds),
                                            "validation_rows": len(inputs.val_ds) if inputs.val_ds else 0,
                                            "config_sha256": fp["config_sha256"], **values.as_dict()})
-        result = _train(ctx, state_dir)
+        with tracking(job, run, ctx.resolved, log=log) as trackers:  # metrics, evals, lineage to rft.report_to
+            ctx.trackers, job_obj["trackers"] = trackers, trackers.paths()
+            result = _train(ctx, state_dir, parts)
         reg.update_job(run.job_id, status="succeeded", finished_at=time.time(), result=_result_summary(result))
         return result
     except JobStopped as e:
@@ -240,14 +254,17 @@ class _Ctx:
     progress: Callable | None
     log: Callable
     signals: _Signals
+    trackers: Trackers = field(default_factory=Trackers)  # rft.report_to (rft.train.trackers)
 
 
 def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, created_at: int, progress, log,
-                   signals) -> _Ctx:
+                   signals, learnability: dict | None = None) -> _Ctx:
     """Write resolved_config.yaml, record the data and grader in the registry, fingerprint the run and start its
-    job object."""
+    job object. `learnability`: what the learnability check found and applied (recorded in the resolved config)."""
     train_ds, val_ds, guard_ds, grader = inputs.train_ds, inputs.val_ds, inputs.guard_ds, inputs.grader
     resolved = resolved_dict(job, inputs.values)
+    if learnability is not None:
+        resolved["learnability"] = {k: learnability.get(k) for k in ("kind", "applied", "advice", "overrides")}
     cfg_sha = config_sha256(resolved)
     run.write_text("resolved_config.yaml", f"# sha256 of canonical JSON: {cfg_sha}\n" + dump_yaml(resolved))
     base_sha = model_sha256(inputs.model_ref)
@@ -273,6 +290,7 @@ def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, creat
         "grader_type": job.grader.get("type"), "code_version": code_version(),
         "compute_dtype": str(inputs.compute_dtype).replace("torch.", ""), "error": None, "fine_tuned_model": None,
         "finished_at": None, "trained_tokens": 0, "result_files": [], "estimated_finish": None,
+        "learnability": learnability,
     }
     return _Ctx(job=job, run=run, reg=reg, inputs=inputs, resolved=resolved, fingerprint=fingerprint, job_obj=job_obj,
                 monitor=_make_monitor(job), progress=progress, log=log, signals=signals)
@@ -280,7 +298,7 @@ def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, creat
 
 def _result_summary(r: dict) -> dict:
     keys = ("fine_tuned_model", "baseline_eval", "final_eval", "train_seconds", "trained_steps", "final_checkpoint_id",
-            "final_comparison", "final_verdict")
+            "final_comparison", "final_verdict", "learnability", "warm_start", "trained_tokens")
     return {k: r.get(k) for k in keys}
 
 
@@ -334,30 +352,37 @@ def _report_dict(rep: EvalReport, grader=None) -> dict:
     return report_dict(rep, pass_threshold=thr if thr is not None else 1.0)
 
 
-def _train(ctx: _Ctx, state_dir: Path | None) -> dict:
-    """Setup and resume, baseline, the loop, final evaluation, report: each its own function below."""
-    parts, st, cursor = _start(ctx, state_dir)
+def _train(ctx: _Ctx, state_dir: Path | None, parts: TrainParts | None = None) -> dict:
+    """Setup and resume, baseline, warm start, the loop, final evaluation, report: each its own function below.
+    `parts`: already built (by the learnability check) for a fresh run."""
+    parts, st, cursor = _start(ctx, state_dir, parts)
     if st.step == 0 and parts.inputs.val_ds is not None and ctx.job.rft.eval.baseline and st.baseline is None:
         _baseline(ctx, parts, st)
+    if st.step == 0 and ctx.job.rft.warm_start.enabled is True:
+        _warm_start(ctx, parts, st)
     _run_steps(ctx, parts, st, cursor)
     final, final_guard = _final_eval(ctx, parts, st)
     ckpt = None
     if ctx.job.rft.checkpoint.save_final:
         ckpt = _checkpoint(ctx, parts.model, parts.tokenizer, parts.values.total_steps, final, final_guard, st,
                            is_final=True)
-    return _report(ctx, st, final, final_guard, ckpt)
+    result = _report(ctx, st, final, final_guard, ckpt)
+    ctx.trackers.log_final(result)
+    return result
 
 
-def _start(ctx: _Ctx, state_dir: Path | None) -> tuple[TrainParts, LoopState, DataCursor]:
-    """Build the training parts; on a resume, restore the weights and optimizer (before the engine copies them),
-    the data cursor, the monitor and the loop state. Then mark the job running."""
+def _start(ctx: _Ctx, state_dir: Path | None, parts: TrainParts | None = None) -> tuple[TrainParts, LoopState, DataCursor]:
+    """Build the training parts (unless given: a fresh run's, built for the learnability check); on a resume,
+    restore the weights and optimizer (before the engine copies them), the data cursor, the monitor and the loop
+    state. Then mark the job running."""
     job, run, reg = ctx.job, ctx.run, ctx.reg
     saved: dict = {}
 
     def restore(model, optimizer) -> None:
         saved.update(load_state(state_dir, model=model, opt=optimizer, verified=True))  # find_latest_state verified it
 
-    parts = setup_training(job, ctx.inputs, restore=restore if state_dir is not None else None)
+    if parts is None or state_dir is not None:
+        parts = setup_training(job, ctx.inputs, restore=restore if state_dir is not None else None)
     cursor = DataCursor(len(ctx.inputs.train_ds), job.seed)
     st = LoopState()
     if state_dir is not None:
@@ -400,6 +425,7 @@ def _baseline(ctx: _Ctx, parts: TrainParts, st: LoopState) -> None:
     rep = run_eval(parts.engine, inp.val_ds, inp.grader, job, inp.values, step=0, model_name=job.model)
     st.baseline = _report_dict(rep, inp.grader)
     run.write_json("eval_baseline.json", st.baseline)
+    ctx.trackers.log_eval(0, "baseline", st.baseline)
     reg.add_eval_report("baseline", st.baseline, job_id=run.job_id, model_ref=job.model,
                         data_sha256=inp.val_ds.sha256, grader_sha256=inp.grader.sha256,
                         path=run.dir / "eval_baseline.json")
@@ -424,7 +450,8 @@ def _run_steps(ctx: _Ctx, parts: TrainParts, st: LoopState, cursor: DataCursor) 
     state_every = job.rft.checkpoint.state_interval or values.eval_interval
     for step in range(st.step + 1, total + 1):
         rows = [parts.inputs.train_ds.rows[i] for i in cursor.take(values.prompts_per_step)]
-        res = train_step(step, rows, parts)
+        # dynamic sampling draws its extra prompts from the same cursor, so a resume continues after them
+        res = train_step(step, rows, parts, draw=lambda k: [parts.inputs.train_ds.rows[i] for i in cursor.take(k)])
         m = _log_step(ctx, parts, st, res, epoch=cursor.epoch)
         pause_reasons = _alarms(ctx, ctx.monitor.observe_step(step, m) if ctx.monitor is not None else [])
         is_last = step == total
@@ -464,6 +491,7 @@ def _log_step(ctx: _Ctx, parts: TrainParts, st: LoopState, res: StepStats, *, ep
     st.step = step
     run.metrics(m)
     reg.add_metrics(run.job_id, step, m)
+    ctx.trackers.log_metrics(step, m)
     if job.rft.train.log_samples:
         run.samples(step, sample_rows(res))
     run.event(f"Step {step}/{total}: reward {m['reward']:.3f}", type="metrics",
@@ -502,6 +530,7 @@ def _interval_eval(ctx: _Ctx, parts: TrainParts, st: LoopState, step: int, m: di
     name = f"{job.model}@step{step}"
     rep = run_eval(parts.engine, inp.val_ds, inp.grader, job, inp.values, step=step, model_name=name)
     st.evals.append(rep.summary())
+    ctx.trackers.log_eval(step, "interval", rep.summary())
     run.event(f"Step {step}: validation accuracy {rep.accuracy.mean:.3f}", type="metrics",
               data={"step": step, "valid_eval": rep.summary(), "full_valid_mean_reward": rep.accuracy.mean})
     if ctx.progress:
@@ -529,6 +558,7 @@ def _final_eval(ctx: _Ctx, parts: TrainParts, st: LoopState) -> tuple[dict | Non
         final = _report_dict(rep, inp.grader)
         st.evals.append(rep.summary())
         run.write_json("eval_final.json", final)
+        ctx.trackers.log_eval(total, "final", final)
         run.event(f"Final accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": total, "final_eval": rep.summary()})
     final_guard = None
     if inp.guard_ds is not None and job.rft.eval.final:
@@ -560,7 +590,7 @@ def _report(ctx: _Ctx, st: LoopState, final: dict | None, final_guard: dict | No
         "baseline_eval": summ(baseline), "final_eval": summ(final), "guard_baseline_eval": summ(st.guard_baseline),
         "guard_final_eval": summ(final_guard),
         "evals": st.evals, "train_seconds": st.t_train, "trained_steps": ctx.inputs.values.total_steps,
-        "last_step_metrics": st.last, "skipped_steps": st.skipped_steps,
+        "last_step_metrics": st.last, "skipped_steps": st.skipped_steps, "warm_start": st.warm_start,
         "improved_items": improved, "regressed_items": regressed,
         "final_comparison": {k: v for k, v in comparison.items() if k not in ("improved", "regressed")} if comparison else None,
         "final_checkpoint_id": ckpt["id"] if ckpt else None, "final_verdict": ckpt.get("verdict") if ckpt else None,
@@ -601,11 +631,75 @@ def _compare(baseline: dict, candidate: dict) -> dict:
 
 
 def _make_monitor(job: JobSpec):
-    if job.rft.monitor is None:
-        return None
+    """The job's reward-integrity monitor; without `rft.monitor`, one that only watches for a vanished learning
+    signal (every run says so early rather than training blind)."""
     from rft.train.monitor import RewardMonitor
 
+    if job.rft.monitor is None:
+        return RewardMonitor(MonitorConfig(), kinds=("reward_variance_vanished",))
     return RewardMonitor(job.rft.monitor)
+
+
+# ------------------------------------------------------------------------- learnability, warm start
+def _saved_learnability(run: RunLog) -> dict | None:
+    import json as _json
+
+    p = run.dir / "learnability.json"
+    return _json.loads(p.read_text()) if p.exists() else None
+
+
+def _learnability(job: JobSpec, run: RunLog, inputs: TrainInputs, parts: TrainParts, log):
+    """The learnability check on the base model: an event and a log line with the numbers; the remedies applied
+    to the job (and to the inputs and parts built for it); RftError when no remedy can give a signal."""
+    import dataclasses
+
+    from rft.config import resolve
+    from rft.train.learnability import check, stop_error
+
+    run.event("Checking learnability", data={"prompts": job.rft.learnability.prompts})
+    v, m = check(parts, job)
+    rec = v.as_dict() | {"measured": {"pass_rates": m.pass_rates, "group": m.group,
+                                      "sampling_seconds": m.sampling_seconds, "grading_seconds": m.grading_seconds}}
+    run.write_json("learnability.json", rec)
+    level = "info" if v.kind == "learnable" else ("error" if v.stop else "warn")
+    run.event(f"Learnability check: {v.message}", level=level, data=rec)
+    log(f"learnability: {v.message}")
+    if v.stop:
+        raise stop_error(v)
+    if v.overrides:
+        job = apply_remedies(job, v.overrides)
+        inputs = dataclasses.replace(inputs, values=resolve(job, len(inputs.train_ds)))
+        parts = dataclasses.replace(parts, job=job, inputs=inputs)
+    return job, inputs, parts, rec
+
+
+def _check_warm_start(job: JobSpec) -> None:
+    from rft.train.learnability import reference_template
+
+    if job.rft.warm_start.enabled is True and reference_template(job) is None:
+        raise RftError("rft.warm_start.enabled is true but no reference output is known",
+                       hint='set rft.warm_start.reference_output to a template over the row, e.g. "{{item.answer}}"')
+
+
+def _warm_start(ctx: _Ctx, parts: TrainParts, st: LoopState) -> None:
+    """Supervised steps on the reference outputs before RL, each loss an event; recorded in the loop state (so a
+    resumed job still reports it), the report and the checkpoints' metadata."""
+    from rft.train.learnability import reference_template
+    from rft.train.warm_start import warm_start
+
+    job, run = ctx.job, ctx.run
+    tmpl = reference_template(job)
+    run.event(f"Warm start: {job.rft.warm_start.steps} supervised steps on {tmpl!r}",
+              data={"steps": job.rft.warm_start.steps, "lr": job.rft.warm_start.lr, "reference_output": tmpl})
+
+    def on_step(k: int, loss: float) -> None:
+        run.event(f"Warm start step {k}/{job.rft.warm_start.steps}: loss {loss:.4f}", type="metrics",
+                  data={"warm_start_step": k, "warm_start_loss": loss})
+
+    st.warm_start = warm_start(parts, list(parts.inputs.train_ds.rows), tmpl, seed=job.seed, log=ctx.log,
+                               on_step=on_step)
+    run.event(f"Warm start done: loss {st.warm_start['loss_first']:.3f} -> {st.warm_start['loss_last_mean']:.3f}",
+              data={k: v for k, v in st.warm_start.items() if k != "losses"})
 
 
 def _alarms(ctx: _Ctx, alarms: list) -> list[str]:
@@ -632,7 +726,9 @@ def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: di
     meta = {"job_id": run.job_id, "step": step, "base_model": job.model, "eval": {k: v for k, v in report.items() if k != "items"} if report else None,
             "config_sha256": ctx.fingerprint["config_sha256"], "training_file_sha256": ctx.fingerprint["training_file_sha256"],
             "grader_sha256": ctx.fingerprint["grader_sha256"], "base_model_sha256": ctx.fingerprint["base_model_sha256"],
-            "code_version": ctx.job_obj.get("code_version")}
+            "code_version": ctx.job_obj.get("code_version"),
+            "warm_start": {k: v for k, v in st.warm_start.items() if k != "losses"} if st.warm_start else None,
+            "learnability": (ctx.resolved.get("learnability") or None)}
     save_model_checkpoint(model, tok, path, meta, dtype=job.rft.checkpoint.dtype)
     val = None
     if report is not None:

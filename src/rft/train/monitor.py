@@ -16,9 +16,11 @@ logs to metrics.jsonl) and every evaluation (`observe_eval(step, val_score, guar
 - `kl_limit`: a step's KL to the reference is above `kl_max`.
 - `length_explosion`: the mean completion length of the last `window` steps is above `length_growth_ratio`
   x its early value.
-- `reward_variance_vanished`: for `zero_variance_steps` consecutive steps, (nearly) every group had the
-  same reward for all its completions (`frac_reward_zero_std >= zero_std_frac`, or the mean within-group
+- `reward_variance_vanished`: for `zero_variance_steps` (default 3) consecutive steps, (nearly) every group had
+  the same reward for all its completions (`frac_reward_zero_std >= zero_std_frac`, or the mean within-group
   std `reward_std_within_group` below `min_group_std` when the loop logs it), so GRPO has nothing to learn.
+  Its message names the remedies (`rft.train.learnability.ADVICE`). With dynamic sampling,
+  `frac_reward_zero_std` counts every group the step drew, so the alarm still sees a sparse signal.
 
 An alarm fires when its condition starts to hold and again only after the condition has cleared, so a
 persistent problem is one alarm, not one per step. Its `action` is `cfg.actions[kind]` if set, else
@@ -41,6 +43,7 @@ from typing import Any
 
 from rft.config import ALARM_KINDS, MonitorConfig  # noqa: F401 - re-exported: the monitor's settings
 from rft.config import AlarmAction as Action
+from rft.train.learnability import ADVICE
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,12 @@ def _mean(xs: list[float]) -> float:
 
 
 class RewardMonitor:
-    def __init__(self, cfg: MonitorConfig | None = None):
+    """`kinds`: only these alarms are raised (None: all). The loop runs one with only `reward_variance_vanished`
+    when the job has no `rft.monitor` section, so a run without a learning signal always says so early."""
+
+    def __init__(self, cfg: MonitorConfig | None = None, kinds: tuple[str, ...] | None = None):
         self.cfg = cfg or MonitorConfig()
+        self.kinds = None if kinds is None else set(kinds)
         self.rewards: list[tuple[int, float]] = []  # (step, mean training reward)
         self.entropy: list[float] = []
         self.lengths: list[float] = []
@@ -81,7 +88,7 @@ class RewardMonitor:
     # ------------------------------------------------------------------------------------- plumbing
     def _fire(self, key: str, kind: str, holds: bool, step: int, message: str, numbers: dict) -> list[Alarm]:
         """Latch: an alarm when `holds` turns true; nothing while it stays true; re-armed when it clears."""
-        if not holds:
+        if not holds or (self.kinds is not None and kind not in self.kinds):
             self.active.discard(key)
             return []
         if key in self.active:
@@ -159,8 +166,9 @@ class RewardMonitor:
                 out += self._fire("reward_variance_vanished", "reward_variance_vanished",
                                   self.zero_var_run >= c.zero_variance_steps, step,
                                   f"step {step}: for {self.zero_var_run} consecutive steps the rewards within groups "
-                                  "did not vary (nothing left to learn: the tasks are all solved, all failed, or the "
-                                  "grader gives one score to everything)",
+                                  f"did not vary ({frac if frac is not None else float('nan'):.0%} of the groups drawn "
+                                  "in the last step; nothing to learn: the tasks are all solved, all failed, or the "
+                                  f"grader gives one score to everything); {ADVICE}",
                                   {"consecutive_steps": self.zero_var_run, "frac_reward_zero_std": frac,
                                    "reward_std_within_group": gstd, "threshold_steps": c.zero_variance_steps})
         return out

@@ -56,6 +56,7 @@ class LoopState:
     guard_baseline: dict | None = None
     skipped_steps: int = 0  # steps whose update was refused as non-finite (N1), in all
     nonfinite_streak: int = 0  # ... in a row, up to the last step
+    warm_start: dict | None = None  # the supervised warm start's record (rft.train.warm_start), when one ran
 
     def as_dict(self) -> dict:
         return asdict(self)

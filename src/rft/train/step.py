@@ -9,6 +9,12 @@ gradients of its micro-batches (at least `rft.optimizer.grad_accumulation` of th
 at most `rft.train.micro_batch_size` sequences) into one optimizer step. The losses are normalised over the whole
 step (`algo.LossNorm`), so k micro-batches give the single-batch update up to float rounding.
 
+Dynamic sampling (DAPO; `rft.algorithm.dynamic_sampling: true`, or applied by the learnability check): when fewer
+than N of the step's groups have rewards that differ, `draw(k)` (the loop's data cursor) gives more prompts, in
+rounds of at most N, until N groups differ or `rft.algorithm.max_extra_draws` extra prompts were drawn (a cap
+hit); the step trains on the first N differing groups (its own N rows when none differed). Logged:
+`dynamic_sampling/{draws,extra_prompts,cap_hit,groups}`; `frac_reward_zero_std` counts every group drawn.
+
 Non-finite steps (catalogue N1): a NaN/Inf loss or gradient norm refuses the update (no optimizer.step(), the
 gradients are dropped) and the remaining iterations of the step are not run; `StepStats.update.nonfinite` says why.
 
@@ -21,16 +27,30 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from rft import algo, graders
 from rft.engine import SamplingParams
+from rft.engine.constrain import from_response_format
 from rft.engine.local import render_prompt
 from rft.extraction import sample_from_text
 from rft.train.policy import TrainBatch, build_batch, completion_logprobs
 from rft.train.setup import TrainParts
 from rft.types import ERROR_KINDS, Completion, GradeResult
+
+
+@dataclass(frozen=True)
+class DrawStats:
+    """What dynamic sampling drew in a step (without it: one draw of the step's own prompts)."""
+
+    draws: int = 1  # rollout rounds
+    prompts: int = 0  # prompts drawn in all
+    extra_prompts: int = 0  # beyond the step's own
+    zero_std_groups: int = 0  # drawn groups whose scored rewards did not differ
+    cap_hit: bool = False  # the step ended with fewer differing groups than prompts per step
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,35 +91,89 @@ class StepStats:
     t_grading: float
     t_training: float
     t_step: float
+    sampling: DrawStats = DrawStats()
 
     @property
     def nonfinite(self) -> str | None:
         return self.update.nonfinite
 
 
-def train_step(step: int, rows: list[dict], parts: TrainParts) -> StepStats:
-    """One GRPO step on `rows` (the step number seeds the sampling and sets the learning rate)."""
+@dataclass(frozen=True)
+class Rollout:
+    rows: list[dict]  # [n]
+    prompt_ids: list[list[int]]  # [n]
+    completions: list[Completion]  # [n*G]
+    grades: list[GradeResult]  # [n*G]
+    rewards: torch.Tensor  # [n, G], NaN where unscored
+    differ: list[bool]  # [n] the group's scored rewards differ (it has something to learn)
+    t_sampling: float
+    t_grading: float
+
+
+def rollout(parts: TrainParts, rows: list[dict], seed: int) -> Rollout:
+    """Sample G completions for each row (its tools in the prompt, the job's response_format constraining the
+    decoding) and grade them: the one rollout path of training and of the learnability check."""
+    job, s, G = parts.job, parts.job.rft.sampling, parts.values.completions_per_prompt
+    t0 = time.perf_counter()
+    prompt_ids = [render_prompt(parts.tokenizer, r["messages"], r.get("tools")) for r in rows]
+    sp = SamplingParams(n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens,
+                        stop=tuple(s.stop), seed=seed, constraint=from_response_format(job.method.reinforcement.response_format))
+    groups = parts.engine.generate_ids(prompt_ids, sp)  # [N][G] Completion
+    flat = [c for g in groups for c in g]  # [N*G]
+    t_sampling = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    flat_rows = [r for r in rows for _ in range(G)]
+    samples = [sample_from_text(c.text, job.rft.extraction, finish_reason=c.finish_reason,
+                                response_format=job.method.reinforcement.response_format, tools=r.get("tools"))
+               for c, r in zip(flat, flat_rows)]
+    grades = graders.grade_many(parts.grader, samples, flat_rows)
+    t_grading = time.perf_counter() - t0
+    rewards = torch.tensor([g.score if g.score is not None else float("nan") for g in grades]).view(len(rows), G)  # [N, G]
+    differ = []
+    for row in rewards:
+        sc = row[~torch.isnan(row)]
+        differ.append(bool(sc.numel() >= 2 and float(sc.max() - sc.min()) > 1e-6))
+    return Rollout(rows, prompt_ids, flat, grades, rewards, differ, t_sampling, t_grading)
+
+
+def train_step(step: int, rows: list[dict], parts: TrainParts, draw: Callable[[int], list[dict]] | None = None) -> StepStats:
+    """One GRPO step on `rows` (the step number seeds the sampling and sets the learning rate). With
+    `rft.algorithm.dynamic_sampling: true`, `draw(k)` gives k more training rows (the loop's data cursor): the step
+    draws until it has len(rows) groups whose rewards differ or `max_extra_draws` extra prompts, and trains on
+    the differing groups (on its own rows when none differed)."""
     job, model = parts.job, parts.model
     a, s = job.rft.algorithm, job.rft.sampling
     G = parts.values.completions_per_prompt
     t_step = time.perf_counter()
 
-    # 1. rollout ---------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    prompt_ids = [render_prompt(parts.tokenizer, r["messages"]) for r in rows]
-    sp = SamplingParams(n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens,
-                        stop=tuple(s.stop), seed=job.seed * 100_003 + step)
-    groups = parts.engine.generate_ids(prompt_ids, sp)  # [N][G] Completion
-    flat = [c for g in groups for c in g]  # [N*G]
-    t_sampling = time.perf_counter() - t0
-
-    # 2. grade -----------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    flat_rows = [r for r in rows for _ in range(G)]
-    samples = [sample_from_text(c.text, job.rft.extraction, finish_reason=c.finish_reason) for c in flat]
-    grades = graders.grade_many(parts.grader, samples, flat_rows)
-    t_grading = time.perf_counter() - t0
-    rewards = torch.tensor([g.score if g.score is not None else float("nan") for g in grades]).view(len(rows), G)  # [N, G]
+    # 1-2. rollout and grade (dynamic sampling: more prompts until N groups' rewards differ) -----------
+    N = len(rows)
+    seed = job.seed * 100_003 + step
+    r0 = rollout(parts, rows, seed)
+    drawn, t_sampling, t_grading = [r0], r0.t_sampling, r0.t_grading
+    dyn = a.dynamic_sampling is True and draw is not None
+    extra = 0
+    if dyn:
+        while sum(int(x) for d in drawn for x in d.differ) < N and extra < a.max_extra_draws:
+            k = min(N, a.max_extra_draws - extra)
+            extra += k
+            rk = rollout(parts, draw(k), seed + 1_000_003 * len(drawn))
+            drawn.append(rk)
+            t_sampling += rk.t_sampling
+            t_grading += rk.t_grading
+    n_drawn = sum(len(d.rows) for d in drawn)
+    zero_std_drawn = sum(int(not x) for d in drawn for x in d.differ)
+    picked = [(d, i) for d in drawn for i, x in enumerate(d.differ) if x][:N] if dyn else []
+    if not picked:  # no dynamic sampling, or nothing differed: the step's own N prompts
+        picked = [(r0, i) for i in range(N)]
+    n_differ = n_drawn - zero_std_drawn
+    sampling = DrawStats(draws=len(drawn), prompts=n_drawn, extra_prompts=extra, zero_std_groups=zero_std_drawn,
+                         cap_hit=bool(dyn and n_differ < N), enabled=dyn)
+    rows = [d.rows[i] for d, i in picked]
+    prompt_ids = [d.prompt_ids[i] for d, i in picked]
+    flat = [c for d, i in picked for c in d.completions[i * G:(i + 1) * G]]  # [N*G]
+    grades = [g for d, i in picked for g in d.grades[i * G:(i + 1) * G]]  # [N*G]
+    rewards = torch.stack([d.rewards[i] for d, i in picked])  # [N, G]
 
     # 3. advantages --------------------------------------------------------------------------------
     adv = algo.compute_advantages(a.advantage, rewards)  # [N, G]
@@ -174,7 +248,7 @@ def train_step(step: int, rows: list[dict], parts: TrainParts) -> StepStats:
                          t_backward=tt["backward"], t_optimizer=tt["optimizer"], t_sync=tt["sync"])
     return StepStats(step=step, group=G, rows=rows, prompt_ids=prompt_ids, completions=flat, grades=grades, rewards=rewards,
                      advantages=adv, update=update, t_sampling=t_sampling, t_grading=t_grading, t_training=t_training,
-                     t_step=t_total)
+                     t_step=t_total, sampling=sampling)
 
 
 def micro_batch_loss(parts: TrainParts, sub: TrainBatch, norm: algo.LossNorm, *, first_pass: bool):
@@ -221,7 +295,13 @@ def step_metrics(st: StepStats, grader_name: str) -> dict:
         "reward_std": float(scored.std()) if scored.numel() > 1 else 0.0,
         f"rewards/{grader_name}/mean": float(scored.mean()) if scored.numel() else float("nan"),
         f"rewards/{grader_name}/latency_mean": sum(g.latency_s for g in grades) / len(grades),
-        "frac_reward_zero_std": st.advantages.zero_std_groups / len(st.rows),
+        # over every group the step drew (with dynamic sampling, the dropped ones too): the no-signal measure
+        "frac_reward_zero_std": (st.sampling.zero_std_groups / st.sampling.prompts) if st.sampling.enabled
+        else st.advantages.zero_std_groups / len(st.rows),
+        "dynamic_sampling/draws": st.sampling.draws,
+        "dynamic_sampling/extra_prompts": st.sampling.extra_prompts,
+        "dynamic_sampling/cap_hit": st.sampling.cap_hit,
+        "dynamic_sampling/groups": len(st.rows),
         "reward_std_within_group": _within_group_std(st.rewards),
         "unscored_frac": st.advantages.unscored / len(grades),
         "kl": u.kl,
