@@ -74,7 +74,7 @@ def test_a_group_without_a_command_prints_its_help_and_exits_2(args):
     (["promote", "ckpt-1"], "Missing option '--alias'"),
     (["aliases", "list", "--bogus"], "--bogus"),
     (["batch", "trian"], "No such command"),
-    (["serve", "--max-models", "0"], "--max-models"),
+    (["serve", "--max-models", "two"], "'--max-models'"),
     (["serve", "--model", "m", "--port", "eighty"], "'--port'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_usage_errors_are_one_line_and_exit_2(args, needle):

@@ -53,8 +53,9 @@ def test_hanging_python_grader_costs_one_timeout(tiny_model_dir, tmp_path, monke
     job["method"]["reinforcement"]["hyperparameters"]["batch_size"] = len(data)  # every row in one step
     job["validation_file"] = None
     job_path.write_text(json.dumps(job))
+    # the learnability check is off: it would grade (and time out on) its own sample before the step under test
     spec = load_job(job_path, _overrides(tiny_model_dir, "rft.sandbox.timeout_s=2", "rft.train.max_unscored_frac=1.0",
-                                         "validation_file=null"))
+                                         "validation_file=null", "rft.learnability.enabled=false"))
     outcomes = []  # the status of every sandboxed call, in order
     real_run = SandboxPool.run
 

@@ -20,9 +20,26 @@ from tests.clitools import assert_user_error, run_rft
 URL = "http://127.0.0.1:9/v1"  # nothing listens there: every case must stop before a request is sent
 
 
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under root with its bytes (None for folders)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+def _snapshot(root: Path) -> dict[str, bytes | str | None]:
+    """Every path under root with its bytes (None for folders); the SQLite registry as its logical content (a
+    command that only reads it, as the CLI's permission check does, may still fold its write-ahead log into the
+    file and remove the -wal/-shm files: the bytes change, the data does not)."""
+    import sqlite3
+
+    out: dict[str, bytes | str | None] = {}
+    for p in sorted(root.rglob("*")):
+        name = str(p.relative_to(root))
+        if name in ("rft.db-wal", "rft.db-shm"):
+            continue
+        if name == "rft.db":
+            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+            try:
+                out[name] = "\n".join(con.iterdump())
+            finally:
+                con.close()
+            continue
+        out[name] = None if p.is_dir() else p.read_bytes()
+    return out
 
 
 def _home() -> Path:

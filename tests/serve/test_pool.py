@@ -9,6 +9,7 @@ import gc
 import threading
 import weakref
 
+
 import pytest
 
 from rft import models
@@ -16,6 +17,25 @@ from rft.errors import RftError
 from rft.models import ResolvedModel
 from rft.openai_chat import parse_chat_body
 from rft.serve.pool import ModelNotFound, ModelPool, ModelUnavailable, PoolFull, WorkerEngine
+
+
+def run_in_fresh_thread(coro_fn) -> None:
+    """asyncio.run(coro_fn()) on a thread of its own: the test process may already run an event loop on the main
+    thread (Playwright's sync API does, for the dashboard tests), where asyncio.run refuses to start."""
+    err: list[BaseException] = []
+
+    def target():
+        try:
+            asyncio.run(coro_fn())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            err.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the event loop thread did not finish"
+    if err:
+        raise err[0]
 
 
 class FakeWorker:
@@ -195,7 +215,7 @@ def test_concurrent_async_requests_share_one_load_off_the_event_loop(names, fact
             lease.release()
 
     try:
-        asyncio.run(main())
+        run_in_fresh_thread(main)
         assert pool.loads == 1
     finally:
         pool.close()
@@ -219,7 +239,7 @@ def test_a_cancelled_waiter_releases_and_does_not_cancel_the_load(names, factory
         lease.release()
 
     try:
-        asyncio.run(main())
+        run_in_fresh_thread(main)
     finally:
         pool.close()
 
