@@ -19,15 +19,15 @@ def _rft_home(tmp_path, monkeypatch):
     yield
 
 
-def char_tokenizer():
-    """A character-level tokenizer (76 symbols) with a ChatML template: small enough that a tiny random
-    model can visibly learn a token preference in a few steps."""
+def char_tokenizer(extra: str = ""):
+    """A character-level tokenizer (76 symbols, plus the characters in `extra`) with a ChatML template: small
+    enough that a tiny random model can visibly learn a token preference in a few steps."""
     import string
 
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = list(string.ascii_letters + string.digits + " .,?!+*-=\n'")
+    chars = list(string.ascii_letters + string.digits + " .,?!+*-=\n'" + extra)
     specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
     tk = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + chars)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")

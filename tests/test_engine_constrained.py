@@ -5,7 +5,6 @@ never touch the mask code; streaming and the transformers fallback honour the co
 from __future__ import annotations
 
 import json
-import string
 
 import pytest
 import torch
@@ -29,23 +28,10 @@ RF = {"type": "json_schema", "json_schema": {"name": "measure", "schema": SCHEMA
 
 
 def json_char_tokenizer():
-    """A character-level tokenizer whose symbols can spell JSON (the conftest one has no braces or quotes)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The conftest's character-level tokenizer, with the symbols JSON needs (it has no braces or quotes)."""
+    from tests.conftest import char_tokenizer
 
-    chars = list(string.ascii_letters + string.digits + " .,?!+*-=\n'{}[]\":_<>/")
-    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
-    tk = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + chars)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<|im_start|>",
-                                  eos_token="<|im_end|>", pad_token="<|im_end|>")
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tok.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    return tok
+    return char_tokenizer(extra="{}[]\":_<>/")
 
 
 def tiny_json_model(seed: int = 0):

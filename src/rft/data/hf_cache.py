@@ -254,13 +254,19 @@ def locate(ref: str, split: str = "train") -> HfFiles:
     return found
 
 
-def _read_arrow(path: Path, total: list[int]):
-    pa = pyarrow_module()
+def _read_split_file(path: Path, total: list[int]) -> bytes:
+    """The bytes of one file of a split, counted into `total` against the in-memory dataset limit."""
     data = read_user_bytes(path, "dataset", max_bytes=MAX_FILE_BYTES)
     total[0] += len(data)
     if total[0] > MAX_FILE_BYTES:
         raise RftError(f"{path}: the split is larger than {MAX_FILE_BYTES:,} bytes, the limit for a dataset held in "
                        "memory", hint="use a smaller split or config")
+    return data
+
+
+def _read_arrow(path: Path, total: list[int]):
+    pa = pyarrow_module()
+    data = _read_split_file(path, total)
     try:
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all().to_batches()
     except pa.ArrowInvalid:
@@ -271,11 +277,7 @@ def _read_parquet(path: Path, total: list[int]):
     pa = pyarrow_module()
     import pyarrow.parquet as pq
 
-    data = read_user_bytes(path, "dataset", max_bytes=MAX_FILE_BYTES)
-    total[0] += len(data)
-    if total[0] > MAX_FILE_BYTES:
-        raise RftError(f"{path}: the split is larger than {MAX_FILE_BYTES:,} bytes, the limit for a dataset held in "
-                       "memory", hint="use a smaller split or config")
+    data = _read_split_file(path, total)
     return list(pq.ParquetFile(pa.BufferReader(data)).iter_batches(batch_size=1024))
 
 
