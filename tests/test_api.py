@@ -85,11 +85,11 @@ def test_train_then_jobs_checkpoints_lineage_and_batch(tmp_path, tiny_model_dir)
                    "eval": {"max_items": 4}, "train": {"dtype": "float32"}}}
     lines = []
     res = rft.train(job, {"rft.train.max_steps": 1}, output_dir=tmp_path / "run", log=lines.append)
-    assert res["status"] == "succeeded" and res["fine_tuned_model"].startswith("ckpt:") and lines
+    assert res["status"] == "succeeded" and res["fine_tuned_model"] == f"ft:{res['model']}:{res['id']}" and lines
     assert [j["id"] for j in rft.jobs()] == [res["id"]]
     assert rft.job(res["id"])["status"] == "succeeded"
     cks = rft.checkpoints(res["id"])
-    assert any(f"ckpt:{c['id']}" == res["fine_tuned_model"] for c in cks)
+    assert any(f"ckpt:{c['id']}" == res["fine_tuned_model_checkpoint"] for c in cks)
     assert rft.lineage(res["fine_tuned_model"])["job"]["id"] == res["id"]
 
     reqs = tmp_path / "requests.jsonl"

@@ -42,11 +42,13 @@ def _check_export(tmp_path: Path, tiny_model_dir: Path, lora: bool) -> None:
     from rft.engine.local import render_prompt
 
     job = _train(tmp_path, tiny_model_dir, lora)
-    ref = job["fine_tuned_model"]
-    assert ref.startswith("ckpt:")
+    ref = job["fine_tuned_model"]  # the ft:<base>:<job id> name resolves to the final checkpoint
+    assert ref.startswith("ft:") and job["fine_tuned_model_checkpoint"].startswith("ckpt:")
     out = tmp_path / "exported"
     res = rft.export(ref, out)
-    assert res["lineage"] and res["checkpoint"] == ref.removeprefix("ckpt:")
+    assert res["lineage"] and res["checkpoint"] == job["fine_tuned_model_checkpoint"].removeprefix("ckpt:")
+    r = run_rft("lineage", ref, "--json", "--no-verify")  # the ft: name works for `rft lineage` too
+    assert r.returncode == 0 and json.loads(r.stdout)["checkpoint"]["id"] == res["checkpoint"], r.stderr
     names = set(p.name for p in out.iterdir())
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "README.md", "rft_lineage.json"} <= names, names

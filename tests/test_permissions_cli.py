@@ -145,7 +145,7 @@ def test_walkthrough_trainer_approvers_policy_audit(tmp_path, tiny_model_dir):
     job = json.loads(rft("bob", "train", _job_file(tmp_path, tiny_model_dir), "-o", tmp_path / "run", "-q",
                          "--json").stdout)
     assert Registry().get_job(job["id"])["created_by"] == "bob"
-    ckpt = job["fine_tuned_model"].removeprefix("ckpt:")
+    ckpt = job["fine_tuned_model_checkpoint"].removeprefix("ckpt:")
     assert_user_error(rft("tom", "checkpoints", "approve", ckpt, "--note", "x", ok=False), "needs the approver role")
     rft("ann", "checkpoints", "approve", ckpt, "--note", "beats baseline")
     r = rft("ada", "promote", ckpt, "--alias", "production", ok=False)

@@ -270,7 +270,8 @@ def test_promote_flow_from_the_command_line(backend, tmp_path, tiny_model_dir):
     assert all(c["gates"] == "passed" and c["validation_score"] == 0.0 for c in ck)
     final = [c for c in ck if c["is_final"]][0]
     first = [c for c in ck if not c["is_final"]][0]
-    assert res["fine_tuned_model"] == f"ckpt:{final['id']}"
+    assert res["fine_tuned_model_checkpoint"] == f"ckpt:{final['id']}"
+    assert res["fine_tuned_model"] == f"ft:{res['model']}:{res['id']}"
     _cli("checkpoints", "approve", first["id"], "--by", "ann", "--note", "first")
     _cli("promote", first["id"], "--alias", "production", "--by", "ann")
     _cli("checkpoints", "approve", final["id"], "--by", "ann", "--note", "final")

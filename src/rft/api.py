@@ -104,7 +104,7 @@ def train(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = ()
     `$RFT_HOME/runs/<job id>`, which must not hold files) are checked before the job is recorded.
     `progress(step, total_steps, metrics)` is called after every step; `log(line)` gets the log lines (default:
     none). Returns the final job object (OpenAI's `fine_tuning.job` fields plus rft's: `run_dir`,
-    `baseline_eval`, `final_eval`, `fine_tuned_model` = `ckpt:<id>` of the final checkpoint, ...).
+    `baseline_eval`, `final_eval`, `fine_tuned_model` = its `ft:<base>[:<suffix>]:<job id>` name, `fine_tuned_model_checkpoint` = `ckpt:<id>` of the final checkpoint, ...).
     Raises RftError for a mistake in the job or data, `rft.api.JobStopped` when it is paused or cancelled."""
     from rft.data import check_data_ref
     from rft.train.loop import run_job

@@ -185,10 +185,11 @@ def _final_checkpoint_id(row: dict) -> str | None:
     return cid or None
 
 
-def resolve_fine_tuned(ref: str, *, verify: bool = True) -> ResolvedModel:
-    """`ft:<base>[:<suffix>]:<job id>` -> the final checkpoint of that job, verified like `ckpt:`. The job id (the
-    part after the last ':') must name a job exactly (no prefix match), the job must have succeeded with a final
-    checkpoint, and the rest must be the job's own model and suffix; anything else is an RftError saying which."""
+def fine_tuned_checkpoint(ref: str) -> str:
+    """`ft:<base>[:<suffix>]:<job id>` -> `ckpt:<id>` of that job's final checkpoint (files not checked). The job id
+    (the part after the last ':') must name a job exactly (no prefix match), the job must have succeeded with a
+    final checkpoint, and the rest must be the job's own model and suffix; anything else is an RftError saying
+    which."""
     from rft.registry import Registry
 
     base_part, sep, job_id = ref[len(FT_PREFIX):].rpartition(":")
@@ -218,7 +219,12 @@ def resolve_fine_tuned(ref: str, *, verify: bool = True) -> ResolvedModel:
     if cid is None:
         raise RftError(f"fine-tuned model '{_short(ref)}': job {row['id']} succeeded without a final checkpoint "
                        "(rft.checkpoint.save_final was off)", hint=f"use one of `rft checkpoints list {row['id']}`")
-    r = resolve_registered(f"ckpt:{cid}", verify=verify)
+    return f"ckpt:{cid}"
+
+
+def resolve_fine_tuned(ref: str, *, verify: bool = True) -> ResolvedModel:
+    """`ft:<base>[:<suffix>]:<job id>` -> the final checkpoint of that job, verified like `ckpt:`."""
+    r = resolve_registered(fine_tuned_checkpoint(ref), verify=verify)
     return ResolvedModel(ref, r.path, "checkpoint")
 
 

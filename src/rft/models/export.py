@@ -48,10 +48,12 @@ def _normalise(ref: str) -> str:
 
 def _lineage(ref: str, resolved: models.ResolvedModel) -> dict | None:
     """The registry's lineage for a registered checkpoint (already verified by `resolve`), else None."""
-    if resolved.kind != "checkpoint" or not ref.startswith(("ckpt:", "alias:")):
+    if resolved.kind != "checkpoint" or not ref.startswith(("ckpt:", "alias:", models.FT_PREFIX)):
         return None
     from rft.registry.lineage import lineage
 
+    if ref.startswith(models.FT_PREFIX):
+        ref = models.fine_tuned_checkpoint(ref)
     return lineage(ref, verify=False)
 
 

@@ -39,6 +39,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from rft import views
 from rft.errors import RftError
+from rft.models import fine_tuned_name
 from rft.registry.access import PermissionDenied, authenticated_actor, visible
 from rft.serve.guard import LOGIN_PATH, SESSION_COOKIE, Sessions, session_cookie
 
@@ -410,11 +411,12 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
             base = sorted({j["model"] for j in jobs if j.get("model")})
             tuned = []
             for j in jobs:
-                res = j.get("result") if isinstance(j.get("result"), dict) else {}
+                name = (fine_tuned_name(j["model"], (j.get("spec") or {}).get("suffix"), j["id"])
+                        if j["status"] == "succeeded" else None)
                 for c in reg.list_checkpoints(j["id"], include_pruned=False):
                     if c["is_final"]:
                         tuned.append({"checkpoint_id": c["id"], "job_id": j["id"], "base": j["model"],
-                                      "name": res.get("fine_tuned_model_name"), "approval": c["approval_status"]})
+                                      "name": name, "approval": c["approval_status"]})
             return {"title": "models", "base_models": base, "tuned": tuned, "aliases": views.alias_rows(reg)}
         return page(request, "models.html", build)
 

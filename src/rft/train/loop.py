@@ -297,7 +297,7 @@ def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, creat
 
 
 def _result_summary(r: dict) -> dict:
-    keys = ("fine_tuned_model", "baseline_eval", "final_eval", "train_seconds", "trained_steps", "final_checkpoint_id",
+    keys = ("fine_tuned_model", "fine_tuned_model_checkpoint", "baseline_eval", "final_eval", "train_seconds", "trained_steps", "final_checkpoint_id",
             "final_comparison", "final_verdict", "learnability", "warm_start", "trained_tokens")
     return {k: r.get(k) for k in keys}
 
@@ -580,13 +580,13 @@ def _report(ctx: _Ctx, st: LoopState, final: dict | None, final_guard: dict | No
     summ = lambda r: {k: v for k, v in r.items() if k != "items"} if r else None  # noqa: E731
     plot = _report_step(ctx, "the plot curves.png", lambda: plot_curves(run.dir / "metrics.jsonl", st.evals,
                                                                          summ(baseline), run.dir / "curves.png"))
-    suffix = f":{job.suffix}" if job.suffix else ""
     ckpt_dir = ckpt["path"] if ckpt else None
     job_obj = ctx.job_obj
     job_obj |= {
         "status": "succeeded", "finished_at": int(time.time()), "trained_tokens": st.trained_tokens,
-        "fine_tuned_model": f"ckpt:{ckpt['id']}" if ckpt else None,
-        "fine_tuned_model_name": f"ft:{job.model}{suffix}:{run.job_id}",
+        # OpenAI's name (chat completions, batches and `rft serve` accept it), and the checkpoint behind it
+        "fine_tuned_model": models.fine_tuned_name(job.model, job.suffix, run.job_id) if ckpt else None,
+        "fine_tuned_model_checkpoint": f"ckpt:{ckpt['id']}" if ckpt else None,
         "baseline_eval": summ(baseline), "final_eval": summ(final), "guard_baseline_eval": summ(st.guard_baseline),
         "guard_final_eval": summ(final_guard),
         "evals": st.evals, "train_seconds": st.t_train, "trained_steps": ctx.inputs.values.total_steps,

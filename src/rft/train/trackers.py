@@ -385,7 +385,7 @@ class Trackers:
         verdict = result.get("final_verdict")
         if verdict:
             values["final_verdict/passed"] = float(bool(verdict.get("passed")))
-        summary_doc = {k: result.get(k) for k in ("id", "status", "fine_tuned_model", "fine_tuned_model_name",
+        summary_doc = {k: result.get(k) for k in ("id", "status", "fine_tuned_model", "fine_tuned_model_checkpoint",
                                                    "final_checkpoint_id", "config_sha256", "code_version",
                                                    "baseline_eval", "final_eval", "final_comparison", "paths")}
         lin = None
