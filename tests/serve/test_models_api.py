@@ -101,3 +101,21 @@ def _err(client, model: str) -> str:
 def test_bad_max_models_is_a_usage_error(value, needle):
     # checked before any model is loaded or port bound (port 1 would be refused later otherwise)
     assert_user_error(run_rft("serve", "--max-models", value, "--port", "1", timeout=120), needle)
+
+
+@pytest.mark.parametrize("value, needle", [("0", "--max-jobs must be between 1 and 64"),
+                                           ("65", "--max-jobs must be between 1 and 64"),
+                                           ("x", "Invalid value for '--max-jobs'")])
+def test_bad_max_jobs_is_a_usage_error(value, needle):
+    assert_user_error(run_rft("serve", "--max-jobs", value, "--port", "1", timeout=120), needle)
+
+
+def test_max_jobs_reaches_the_scheduler(tiny_model_dir):
+    from rft.serve import create_app
+
+    for kw, want in (({"max_jobs": 3}, 3), ({}, 1)):
+        app = create_app(str(tiny_model_dir), **kw)
+        try:
+            assert app.state.scheduler.max_running == want
+        finally:
+            app.state.pool.close()

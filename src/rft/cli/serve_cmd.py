@@ -17,6 +17,9 @@ def serve(
     max_models: int = typer.Option(2, "--max-models",
                                    help="Models kept in memory at once (1-64); the least recently used idle one is "
                                         "closed to load another."),
+    max_jobs: int = typer.Option(1, "--max-jobs",
+                                 help="Fine-tuning jobs the server runs at once (1-64), each in its own process; "
+                                      "more queue."),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to bind. Anything but loopback requires RFT_API_TOKEN (32+ characters)."),
     port: int = typer.Option(8000, "--port", help="TCP port (1-65535)."),
@@ -45,4 +48,4 @@ def serve(
 
     run_server(model, host=host, port=port, log=lambda s: typer.echo(s, err=True), remote_model=remote_model,
                api_key_env=api_key_env, max_body_mb=max_body_mb, allowed_hosts=tuple(allowed_host or ()),
-               rate_limit=rate_limit, max_models=max_models)
+               rate_limit=rate_limit, max_models=max_models, max_jobs=max_jobs)

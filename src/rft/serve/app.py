@@ -49,19 +49,22 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(model_ref: str | None, *, token: str | None = None, loader=None, refresh_s: float = 0.0,
-               max_batch: int = 32, max_models: int = 2, log=lambda s: None, remote_model: str | None = None,
+               max_batch: int = 32, max_models: int = 2, max_jobs: int = 1, log=lambda s: None,
+               remote_model: str | None = None,
                api_key_env: str = "OPENAI_API_KEY", transport=None, limits: ServeLimits = ServeLimits(),
                clock: Callable[[], float] | None = None, make_worker=None) -> FastAPI:
     """The ASGI app serving `model_ref`: `rft.serve.local.create_local_app` for a model reference (embedded name,
     directory, `ckpt:<id>`, `alias:<name>`, `ft:...`, or None: models on demand only), with at most `max_models`
     in memory; `rft.serve.remote.create_remote_app` for an http(s) URL of an OpenAI-compatible endpoint
     (`remote_model`, `api_key_env` and `transport` are the remote's; `loader`, `make_worker`, `refresh_s`,
-    `max_batch` and `log` the local engines'). A bad reference raises RftError here."""
+    `max_batch` and `log` the local engines'; `max_jobs` the fine-tuning jobs run at once). A bad reference raises
+    RftError here."""
     if model_ref is not None and is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
         return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport,
                                  limits=limits, clock=clock)
     return create_local_app(model_ref, token=token, loader=loader, refresh_s=refresh_s, max_batch=max_batch,
-                            max_models=max_models, log=log, limits=limits, clock=clock, make_worker=make_worker)
+                            max_models=max_models, max_jobs=max_jobs, log=log, limits=limits, clock=clock,
+                            make_worker=make_worker)
 
 
 def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
@@ -74,16 +77,19 @@ def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
 
 
 MAX_MODELS_LIMIT = 64
+MAX_JOBS_LIMIT = 64
 
 
 def check_serve_options(host: str, port: int, token: str | None, max_body_mb: float, rate_limit: int,
-                        max_models: int = 2) -> None:
+                        max_models: int = 2, max_jobs: int = 1) -> None:
     """Refuse bad `rft serve` settings before anything is loaded or bound (one-line RftErrors)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise RftError(f"--port must be between 1 and 65535, got {port}")
     if isinstance(max_models, bool) or not isinstance(max_models, int) or not 1 <= max_models <= MAX_MODELS_LIMIT:
         raise RftError(f"--max-models must be between 1 and {MAX_MODELS_LIMIT} (models kept in memory at once), "
                        f"got {max_models}")
+    if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or not 1 <= max_jobs <= MAX_JOBS_LIMIT:
+        raise RftError(f"--max-jobs must be between 1 and {MAX_JOBS_LIMIT} (fine-tuning jobs run at once), got {max_jobs}")
     if not (isinstance(max_body_mb, (int, float)) and math.isfinite(max_body_mb) and 0 < max_body_mb <= 1024):
         raise RftError(f"--max-body-mb must be more than 0 and at most 1024, got {max_body_mb}")
     if rate_limit < 0:
@@ -117,14 +123,14 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 def serve(model_ref: str | None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           log=print, remote_model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
           max_body_mb: float = DEFAULT_MAX_BODY_MB, allowed_hosts: Sequence[str] = (), rate_limit: int = 0,
-          max_models: int = 2) -> None:
+          max_models: int = 2, max_jobs: int = 1) -> None:
     """Run the server with uvicorn until interrupted. Off loopback a token of at least 32 characters is
     required (RFT_API_TOKEN); every setting is checked before the model is loaded or the port bound.
     `model_ref` None: no default model, every request names its own (loaded on demand, `max_models` at once)."""
     import uvicorn
 
     token = token if token is not None else (os.environ.get("RFT_API_TOKEN") or None)
-    check_serve_options(host, port, token, max_body_mb, rate_limit, max_models)
+    check_serve_options(host, port, token, max_body_mb, rate_limit, max_models, max_jobs)
     if remote_model is not None and not (model_ref is not None and is_remote(model_ref)):
         raise RftError("--remote-model names a model of a remote endpoint: it needs an http(s) --model")
     if model_ref is not None and is_remote(model_ref) and max_models != 2:
@@ -132,7 +138,7 @@ def serve(model_ref: str | None, *, host: str = "127.0.0.1", port: int = 8000, t
     limits = ServeLimits(max_body_bytes=int(max_body_mb * 1024 * 1024), allowed_hosts=bind_hosts(host, allowed_hosts),
                          rate_limit=rate_limit)
     app = create_app(model_ref, token=token, log=log, remote_model=remote_model, api_key_env=api_key_env,
-                     limits=limits, max_models=max_models)
+                     limits=limits, max_models=max_models, max_jobs=max_jobs)
     sock = _listen_socket(host, port)
     auth = "bearer token required" if token else "no token (loopback only)"
     hosts = "any Host" if limits.allowed_hosts is None else "Host " + ", ".join(limits.allowed_hosts)

@@ -51,7 +51,7 @@ from rft.serve.pool import Lease, ModelNotFound, ModelPool, ModelUnavailable, Wo
 from rft.serve.worker import StreamJob
 
 def create_local_app(model_ref: str | None, *, token: str | None = None, loader=None, refresh_s: float = 0.0,
-                     max_batch: int = 32, max_models: int = 2, log=lambda s: None,
+                     max_batch: int = 32, max_models: int = 2, max_jobs: int = 1, log=lambda s: None,
                      limits: ServeLimits = ServeLimits(), clock: Callable[[], float] | None = None,
                      make_worker: Callable | None = None) -> FastAPI:
     """The ASGI app serving models from local engines; `model_ref` (embedded name, directory, `ckpt:<id>`,
@@ -167,7 +167,7 @@ def create_local_app(model_ref: str | None, *, token: str | None = None, loader=
     from rft.serve.api_jobs import make_jobs_router
     from rft.serve.scheduler import JobScheduler
 
-    app.state.scheduler = JobScheduler(log=log)  # queued jobs run in child processes, one at a time
+    app.state.scheduler = JobScheduler(max_running=max_jobs, log=log)  # queued jobs run in child processes
     app.include_router(make_jobs_router(app.state.scheduler))  # OpenAI's fine-tuning jobs: /v1/fine_tuning/jobs
     app.include_router(dashboard_router())  # the dashboard at /, on the same token
     return app
