@@ -43,6 +43,16 @@ def test_mean_ci_uses_the_t_quantile_of_its_degrees_of_freedom(n):
     assert ci.low == pytest.approx(mean - half, abs=1e-4) and ci.high == pytest.approx(mean + half, abs=1e-4)
 
 
+def test_mean_ci_of_unit_scores_stays_within_0_and_1_and_others_are_not_clipped():
+    near_one = [1.0] * 13 + [0.5]  # a partial-credit grader near the top: mean + half-width would pass 1
+    ci = mean_ci(near_one)
+    assert ci.high == 1.0 and 0.0 < ci.low < ci.mean < 1.0
+    near_zero = [0.0] * 13 + [0.5]
+    assert mean_ci(near_zero).low == 0.0
+    wide = [0.0] * 13 + [2.0]  # scores outside [0, 1]: the plain t interval, below 0
+    assert mean_ci(wide).low < 0.0
+
+
 # ------------------------------------------------------------------------------------------- pass@k
 def _pass_at_k_brute(n: int, c: int, k: int) -> float:
     """Fraction of all k-subsets of n samples (the first c of them correct) that hold a correct one."""

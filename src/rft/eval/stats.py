@@ -2,7 +2,8 @@
 
 - `wilson_ci(k, n)`: Wilson score interval for a pass rate (good coverage at small n and near 0 or 1).
 - `mean_ci(xs)`: mean with a 95% interval; Wilson when every score is 0 or 1, else a Student-t interval
-  (exact quantiles from `scipy.stats.t`).
+  (exact quantiles from `scipy.stats.t`), kept within [0, 1] when every score is (a mean of such scores cannot
+  leave it: partial-credit graders near 1 would otherwise report an upper bound above 1).
 - `pass_at_k(n, c, k)`: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al., 2021).
 
 Simplified: the intervals assume independent items; paired comparisons live in `rft.eval.compare`.
@@ -47,7 +48,10 @@ def mean_ci(xs: list[float]) -> MetricCI:
         return MetricCI(mean, float("nan"), float("nan"), 1)
     var = sum((x - mean) ** 2 for x in xs) / (n - 1)
     half = t_quantile_975(n - 1) * math.sqrt(var / n)
-    return MetricCI(mean, mean - half, mean + half, n)
+    lo, hi = mean - half, mean + half
+    if all(0.0 <= x <= 1.0 for x in xs):
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    return MetricCI(mean, lo, hi, n)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
