@@ -174,3 +174,45 @@ def test_team_members_see_only_their_team(tmp_path):
         assert {j["id"] for j in reg.list_jobs()} == {"ftjob-red", "ftjob-blue"}
         assert {f["id"] for f in reg.list_files()[0]} == {"file-red", "file-blue"}
     assert reg.get_file("file-red")["team"] == "red" and reg.get_file("file-blue")["created_by"] == "bert"
+
+
+def test_team_members_see_only_their_teams_batches(tmp_path):
+    """W8 for batches: `rft batch list|show` and the Batch API read batch folders; a team member sees only the
+    batches the registry records for their team (an admin without a team sees all)."""
+    import json
+
+    from rft.batch import create_batch, list_batches, show_batch
+
+    def requests(name):
+        p = tmp_path / f"{name}.jsonl"
+        p.write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                                 "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}) + "\n")
+        return str(p)
+
+    with acting_as(Principal("rita", "trainer", "red")):
+        red = create_batch(requests("red"), model="http://127.0.0.1:9/v1")["id"]
+    with acting_as(Principal("bert", "trainer", "blue")):
+        blue = create_batch(requests("blue"), model="http://127.0.0.1:9/v1")["id"]
+        assert [b["id"] for b in list_batches()] == [blue]
+        with pytest.raises(RftError, match="no batch"):
+            show_batch(red)
+        assert show_batch("batch_")["id"] == blue  # a prefix matching both resolves to the visible one only
+    with acting_as(Principal("ada", "admin")):
+        assert {b["id"] for b in list_batches()} == {red, blue}
+
+
+def test_team_members_see_only_their_teams_audit_rows(tmp_path):
+    reg = Registry()
+    with acting_as(Principal("root", "admin", authenticated=False)):
+        reg.add_user("ada", "admin")
+        reg.add_user("rita", "trainer", "red")
+        reg.add_user("bert", "trainer", "blue")
+    _ckpt(reg, tmp_path, "ftjob-red", creator="rita", team="red")
+    _ckpt(reg, tmp_path, "ftjob-blue", creator="bert", team="blue")
+    reg.audit("rita", "job.note", "ftjob-red")
+    reg.audit("bert", "job.note", "ftjob-blue")
+    with acting_as(Principal("rita", "trainer", "red")):
+        rows = reg.audit_log()
+        assert rows and {a["actor"] for a in rows} == {"rita"} and ("rita", "ftjob-red") in {(a["actor"], a["subject"]) for a in rows}
+    with acting_as(Principal("ada", "admin")):
+        assert {("rita", "ftjob-red"), ("bert", "ftjob-blue")} <= {(a["actor"], a["subject"]) for a in reg.audit_log()}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -711,6 +712,32 @@ def spec_problems(job: JobSpec, source: str | None = None) -> list[Problem]:
         except (re.error, RecursionError, OverflowError) as e:
             problems.append(Problem(f"invalid regular expression: {e}", file=source, field="rft.extraction.pattern"))
     return problems + _cross_field_problems(job, source)
+
+
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_SECRET_KEY = re.compile(r"(?i)(^|_)(api_?key|password|secret|token|authorization)$")
+REDACTED = "[redacted]"
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of a job spec (or any part of one) fit to show: grader `headers` values and fields named like a
+    key, password, secret or token are replaced by "[redacted]" unless they are only `${ENV_VAR}` references
+    (which is how specs should carry keys). Secrets in a spec are write-only: rft runs with them and never shows
+    them back (the job API, the dashboard)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k == "headers" and isinstance(v, dict):
+                out[k] = {hk: (hv if isinstance(hv, str) and _ENV_REF.fullmatch(hv.strip()) else REDACTED)
+                          for hk, hv in v.items()}
+            elif isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, str) and v and not _ENV_REF.fullmatch(v.strip()):
+                out[k] = REDACTED
+            else:
+                out[k] = redact_secrets(v)
+        return out
+    if isinstance(obj, list):
+        return [redact_secrets(v) for v in obj]
+    return obj
 
 
 def raise_problems(problems: list[Problem], source: str | None = None) -> None:

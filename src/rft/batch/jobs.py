@@ -37,7 +37,7 @@ from typing import Callable
 from rft.batch.config import BatchConfig
 from rft.batch.executors import LocalExecutor, Outcome, RemoteExecutor
 from rft.batch.retry import CircuitBreaker, Clock
-from rft.batch.store import (BatchLock, JsonlAppender, batch_folder, batches_dir, is_running, line_id,
+from rft.batch.store import (BatchLock, JsonlAppender, batch_folder, batches_dir, is_running, line_id, visible_batch_ids,
                              new_batch_id, read_records, read_state, write_atomic, write_state)
 from rft.batch.validate import MAX_BYTES, BatchRequest, load_requests, validate_file
 from rft.errors import RftError
@@ -572,8 +572,8 @@ def list_batches() -> list[dict]:
     root = batches_dir()
     rows = []
     if root.exists():
-        for folder in root.iterdir():
-            if (folder / "state.json").exists():
-                rows.append(_view(folder, read_state(folder)))
+        names = visible_batch_ids(sorted(f.name for f in root.iterdir() if (f / "state.json").exists()))
+        for name in names:
+            rows.append(_view(root / name, read_state(root / name)))
     rows.sort(key=lambda s: s.get("created_at") or 0, reverse=True)
     return rows

@@ -43,14 +43,28 @@ def new_batch_id() -> str:
 _ID_CHARS = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
+def visible_batch_ids(ids: list[str]) -> list[str]:
+    """The ids among `ids` the acting user may see: all of them, unless users with teams are configured and the
+    caller belongs to a team (catalogue W8), then those the registry records for that team."""
+    from rft.registry.access import visible_team
+
+    if visible_team() is None:
+        return ids
+    from rft.registry import Registry
+
+    allowed = {r["id"] for r in Registry().batches()}  # the registry filters by the caller's team
+    return [i for i in ids if i in allowed]
+
+
 def batch_folder(batch_id: str) -> Path:
-    """The folder of an existing batch; a unique prefix of the id is enough."""
+    """The folder of an existing batch the caller may see; a unique prefix of the id is enough."""
     if not isinstance(batch_id, str) or not _ID_CHARS.fullmatch(batch_id):
         shown = repr(batch_id[:40] + ("..." if len(batch_id) > 40 else "")) if isinstance(batch_id, str) else repr(batch_id)
         raise RftError(f"{shown} is not a batch id: ids are 1 to 64 letters, digits and '_' "
                        "(like batch_20250101120000_1a2b3c4d)", hint="`rft batch list` shows the batches")
     root = batches_dir()
     known = sorted(p.name for p in root.glob("batch_*") if (p / "state.json").is_file()) if root.is_dir() else []
+    known = visible_batch_ids(known)
     if batch_id in known:
         return root / batch_id
     matches = [k for k in known if k.startswith(batch_id)]

@@ -587,9 +587,15 @@ class Registry(UsersMixin):
             self._audit(c, actor, action, subject, before, after, verdict_id, detail)
 
     def audit_log(self, subject: str | None = None) -> list[dict]:
+        """The audit rows (of `subject`), oldest first; a team member sees only the actions of their team's users."""
         q = sa.select(audit).order_by(audit.c.seq)
         if subject:
             q = q.where(audit.c.subject == subject)
+        team = visible_team()
+        if team is not None:
+            from rft.registry.db import users
+
+            q = q.where(audit.c.actor.in_(sa.select(users.c.name).where(users.c.team == team)))
         with self.engine.connect() as c:
             return [_row(r) for r in c.execute(q)]
 

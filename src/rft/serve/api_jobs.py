@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from rft.config import redact_secrets
 from rft.errors import RftError
 from rft.models import fine_tuned_name
 from rft.openai_chat import ChatRequestError, parse_json_body
@@ -85,7 +86,7 @@ def job_object(row: dict, *, started: bool = False) -> dict:
         error = {"code": str(error.get("code") or "error"), "message": str(error.get("message") or ""),
                  "param": error.get("param")}
     result = row.get("result") or {}
-    method = spec.get("method") or {}
+    method = redact_secrets(spec.get("method") or {})  # secrets in a spec are write-only
     hp = dict(((method.get("reinforcement") or {}).get("hyperparameters")) or {})
     suffix = spec.get("suffix")
     ckpt = None

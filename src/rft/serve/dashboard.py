@@ -25,6 +25,7 @@ How to run: `rft serve --model ...` and open http://127.0.0.1:8000/; tests: test
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -38,6 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from rft import views
+from rft.config import redact_secrets
 from rft.errors import RftError
 from rft.models import fine_tuned_name
 from rft.registry.access import PermissionDenied, authenticated_actor, visible
@@ -98,6 +100,19 @@ def _read_capped(path: Path) -> str:
         data = f.read(MAX_FILE_BYTES + 1)
     text = data[:MAX_FILE_BYTES].decode("utf-8", "replace")
     return text + ("\n... (truncated)" if len(data) > MAX_FILE_BYTES else "")
+
+
+def _redacted_yaml(text: str) -> str:
+    """A resolved config fit to show: its leading comments, then the YAML with secrets redacted
+    (`rft.config.redact_secrets`); a config that does not parse is not shown at all."""
+    import yaml
+
+    head = "".join(ln + "\n" for ln in itertools.takewhile(lambda ln: ln.startswith("#"), text.splitlines()))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return head + "# (the config could not be read back; not shown)\n"
+    return head + yaml.safe_dump(redact_secrets(data), sort_keys=False, allow_unicode=True)
 
 
 def _jsonl(path: Path, limit: int) -> list[dict]:
@@ -281,8 +296,9 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
             run_dir = job.get("run_dir")
             if run_dir and (Path(run_dir) / "resolved_config.yaml").is_file():
                 config, config_name = _read_capped(Path(run_dir) / "resolved_config.yaml"), "resolved_config.yaml"
+                config = _redacted_yaml(config)
             elif job.get("spec") is not None:
-                config, config_name = json.dumps(job["spec"], indent=2, default=str), "job spec (registry)"
+                config, config_name = json.dumps(redact_secrets(job["spec"]), indent=2, default=str), "job spec (registry)"
             events = [views.event_row(e) for e in reg.events(jid, limit=200)]
             return {"title": jid, "job": ov, "checkpoints": ckpts, "config": config, "config_name": config_name,
                     "events": events, "sample_steps": _sample_steps(run_dir), "poll_ms": POLL_MS}
