@@ -116,8 +116,10 @@ def screenshots(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module: Playwright's sync API keeps an asyncio loop running on the main thread while
+    it is open, which would make asyncio.run() fail in tests that run after the dashboard's."""
     assert Path(CHROMIUM).exists(), (f"{CHROMIUM} is missing: the dashboard tests need Debian's Chromium "
                                      "(`apt-get install -y chromium`, which `make test` runs as root)")
     from playwright.sync_api import sync_playwright
