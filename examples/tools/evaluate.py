@@ -26,7 +26,7 @@ def main(models):
         rep0 = run_eval(model, str(HERE / "validation.jsonl"), NAME0, max_new_tokens=48, write=False)
         print(f"{model[-40:]:40s} accuracy {rep['accuracy']:.3f} ci95 [{rep['accuracy_ci95'][0]:.3f}, "
               f"{rep['accuracy_ci95'][1]:.3f}] with_call {calls / rep['n']:.3f} "
-              f"name0_accuracy_over_all {sum((it['score'] or 0) for it in rep0['items']) / rep0['n']:.3f} "
+              f"name0_accuracy_over_all {sum((it['score'] or 0) for it in rep0['items']) / max(1, len(rep0['items'])):.3f} "
               f"name0_unscored {rep0['unscored_frac']:.3f} n={rep['n']}", flush=True)
         print("  example:", repr(rep["items"][0]["completion"][:160]))
 
