@@ -362,10 +362,12 @@ def checkpoints(job_id: str, *, include_pruned: bool = False) -> list[dict]:
 
 
 def lineage(ref: str, *, verify: bool = True) -> dict:
-    """Everything a checkpoint or alias depends on, with every hash (`rft lineage --json`)."""
+    """Everything a checkpoint, alias or fine-tuned model (`ft:` name) depends on, with every hash
+    (`rft lineage --json`)."""
+    from rft import models
     from rft.registry.lineage import lineage as _lineage
 
-    return _lineage(ref, verify=verify)
+    return _lineage(models.fine_tuned_checkpoint(ref) if ref.startswith(models.FT_PREFIX) else ref, verify=verify)
 
 
 def export(checkpoint: str, out_dir: PathLike, *, force: bool = False) -> dict:

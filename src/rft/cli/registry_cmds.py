@@ -286,10 +286,10 @@ def lineage_cmd(ref: str = typer.Argument(..., help="ckpt:<id>, alias:<name> or 
                 no_verify: bool = typer.Option(False, "--no-verify", help="Skip re-hashing the checkpoint files.")):
     """Everything a checkpoint or alias depends on: job, base model, datasets, grader, config, code, evaluations,
     gate verdict, approvals, with every hash; the checkpoint files are re-hashed against the manifest."""
-    from rft import models
-    from rft.registry.lineage import format_lineage, lineage
+    from rft import api
+    from rft.registry.lineage import format_lineage
 
-    d = lineage(models.fine_tuned_checkpoint(ref) if ref.startswith(models.FT_PREFIX) else ref, verify=not no_verify)
+    d = api.lineage(ref, verify=not no_verify)
     if as_json:
         return print_json(d)
     out.print(format_lineage(d), highlight=False, soft_wrap=True)
