@@ -13,12 +13,12 @@ import json
 
 import pytest
 import typer
-import yaml
 
 from rft.cli import permissions
 from rft.registry import Registry
 from rft.registry.access import RANK, PermissionDenied, current_principal, set_process_principal
 from tests.clitools import assert_user_error, run_rft
+from tests.jobspecs import tiny_job_file
 
 ROLES = ("viewer", "trainer", "approver", "admin")
 
@@ -112,22 +112,6 @@ def test_the_installed_rft_checks_roles_tokens_and_by(tmp_path):
                                                               ("ada", "user.revoke")]
 
 
-def _job_file(tmp_path, model_dir):
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {w}"}], "answer": w}) + "\n"
-                            for w in ("red", "blue", "green", "gold")))
-    spec = {"model": str(model_dir), "training_file": str(data), "validation_file": str(data), "seed": 0,
-            "method": {"type": "reinforcement", "reinforcement": {
-                "grader": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
-                           "reference": "{{item.answer}}", "operation": "eq"},
-                "hyperparameters": {"batch_size": 2, "n_epochs": 1, "eval_interval": 2}}},
-            "rft": {"sampling": {"n": 2, "max_new_tokens": 4}, "train": {"dtype": "float32"},
-                    "gates": {"min_improvement": -1.0}}}
-    p = tmp_path / "job.yaml"
-    p.write_text(yaml.safe_dump(spec))
-    return p
-
-
 def test_walkthrough_trainer_approvers_policy_audit(tmp_path, tiny_model_dir):
     """The note's walkthrough (docs: the transcript in the report runs the same commands)."""
     def rft(user, *args, ok=True):
@@ -142,7 +126,7 @@ def test_walkthrough_trainer_approvers_policy_audit(tmp_path, tiny_model_dir):
         toks[name] = json.loads(rft("ada", "users", "add", name, "--role", role, "--json").stdout)["token"]
     rft("ada", "aliases", "policy", "production", "--require-gates", "--min-approvals", "2", "--separation-of-duties",
         "--min-eval-items", "4")
-    job = json.loads(rft("bob", "train", _job_file(tmp_path, tiny_model_dir), "-o", tmp_path / "run", "-q",
+    job = json.loads(rft("bob", "train", tiny_job_file(tmp_path, tiny_model_dir, eval_interval=2), "-o", tmp_path / "run", "-q",
                          "--json").stdout)
     assert Registry().get_job(job["id"])["created_by"] == "bob"
     ckpt = job["fine_tuned_model_checkpoint"].removeprefix("ckpt:")

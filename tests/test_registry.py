@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from rft.errors import RftError
 from rft.registry import Registry, db
+from tests.jobspecs import tiny_job_file
 
 
 def _free_port() -> int:
@@ -232,24 +233,6 @@ def test_tampered_checkpoint_is_refused_on_load(backend, tmp_path):
 
 
 # ------------------------------------------------------------------------- the whole flow, from the CLI
-def _job_file(tmp_path: Path, model_dir: Path, **rft) -> Path:
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {w}"}], "answer": w}) + "\n"
-                            for w in ("red", "blue", "green", "gold")))
-    spec = {"model": str(model_dir), "training_file": str(data), "validation_file": str(data), "seed": 0,
-            "method": {"type": "reinforcement", "reinforcement": {
-                "grader": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
-                           "reference": "{{item.answer}}", "operation": "eq"},
-                "hyperparameters": {"batch_size": 2, "n_epochs": 1, "eval_interval": 1}}},
-            "rft": {"sampling": {"n": 2, "max_new_tokens": 4}, "train": {"dtype": "float32"},
-                    # a random model never says the word: baseline and candidates all score 0, so "not worse" holds
-                    # and a lower bound of the difference above -1 passes
-                    "gates": {"min_improvement": -1.0}, **rft}}
-    p = tmp_path / "job.yaml"
-    p.write_text(yaml.safe_dump(spec))
-    return p
-
-
 def _cli(*args) -> str:
     from rft.cli.main import app
 
@@ -260,7 +243,7 @@ def _cli(*args) -> str:
 
 
 def test_promote_flow_from_the_command_line(backend, tmp_path, tiny_model_dir):
-    job = _job_file(tmp_path, tiny_model_dir)
+    job = tiny_job_file(tmp_path, tiny_model_dir)
     res = json.loads(_cli("train", job, "-o", tmp_path / "run", "-q", "--json"))
     jid = res["id"]
     jobs = json.loads(_cli("jobs", "list", "--json"))
@@ -314,7 +297,7 @@ def test_promote_flow_from_the_command_line(backend, tmp_path, tiny_model_dir):
 
 def test_failed_gates_refuse_approval_without_override(backend, tmp_path, tiny_model_dir):
     # min_improvement 0.5 cannot be met by a model that scores 0
-    job = _job_file(tmp_path, tiny_model_dir, gates={"min_improvement": 0.5})
+    job = tiny_job_file(tmp_path, tiny_model_dir, gates={"min_improvement": 0.5})
     res = json.loads(_cli("train", job, "-o", tmp_path / "run", "-q", "--json"))
     ck = json.loads(_cli("checkpoints", "list", res["id"], "--json"))
     assert all(c["gates"] == "failed" for c in ck)

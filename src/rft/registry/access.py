@@ -245,6 +245,20 @@ def check_policy(policy: dict, *, checkpoint: dict, job: dict, verdict: dict | N
 
 
 # ------------------------------------------------------------------------------------------- the store
+
+def _active_user(c, name: str, revoked: str):
+    """The users row of `name` in connection `c`; RftError when there is none or it is revoked (`revoked` ends
+    the message: "user 'x' <revoked>")."""
+    from rft.registry.db import users
+
+    u = c.execute(sa.select(users).where(users.c.name == name)).first()
+    if u is None:
+        raise RftError(f"no user '{name}'", hint="see `rft users list`")
+    if u.revoked_at is not None:
+        raise RftError(f"user '{name}' {revoked}")
+    return u
+
+
 class UsersMixin:
     """Users and policies on `rft.registry.Registry` (which provides `engine`, `_audit`)."""
 
@@ -299,11 +313,7 @@ class UsersMixin:
 
         by = by or default_actor()
         with self.engine.begin() as c:
-            u = c.execute(sa.select(users).where(users.c.name == name)).first()
-            if u is None:
-                raise RftError(f"no user '{name}'", hint="see `rft users list`")
-            if u.revoked_at is not None:
-                raise RftError(f"user '{name}' is already revoked")
+            u = _active_user(c, name, "is already revoked")
             if u.role == "admin":
                 admins = c.execute(sa.select(sa.func.count()).select_from(users).where(
                     (users.c.role == "admin") & users.c.revoked_at.is_(None))).scalar()
@@ -320,11 +330,7 @@ class UsersMixin:
         by = by or default_actor()
         token = new_token()
         with self.engine.begin() as c:
-            u = c.execute(sa.select(users).where(users.c.name == name)).first()
-            if u is None:
-                raise RftError(f"no user '{name}'", hint="see `rft users list`")
-            if u.revoked_at is not None:
-                raise RftError(f"user '{name}' is revoked; add a new user instead")
+            u = _active_user(c, name, "is revoked; add a new user instead")
             c.execute(users.update().where(users.c.name == name).values(
                 token_sha256=token_digest(token), token_hint=token[:8], rotated_at=time.time()))
             self._audit(c, by, "user.rotate", f"user:{name}", {"token_hint": u.token_hint}, {"token_hint": token[:8]})

@@ -247,13 +247,17 @@ def make_jobs_router(scheduler) -> APIRouter:
             return error_response(e)
         return await run_in_threadpool(answer, api.create, body)
 
-    @router.get("/v1/fine_tuning/jobs")
-    def list_(request: Request):
+    def paged(request: Request, fn, *args):
+        """A paginated list: `after` and `limit` from the query (a 400 when they are bad), then `fn`."""
         try:
             after, limit = paging(request)
         except ChatRequestError as e:
             return error_response(e)
-        return answer(api.list, after, limit)
+        return answer(fn, *args, after, limit)
+
+    @router.get("/v1/fine_tuning/jobs")
+    def list_(request: Request):
+        return paged(request, api.list)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}")
     def retrieve(job_id: str):
@@ -273,19 +277,11 @@ def make_jobs_router(scheduler) -> APIRouter:
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/events")
     def events(job_id: str, request: Request):
-        try:
-            after, limit = paging(request)
-        except ChatRequestError as e:
-            return error_response(e)
-        return answer(api.events, job_id, after, limit)
+        return paged(request, api.events, job_id)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
     def checkpoints(job_id: str, request: Request):
-        try:
-            after, limit = paging(request)
-        except ChatRequestError as e:
-            return error_response(e)
-        return answer(api.checkpoints, job_id, after, limit)
+        return paged(request, api.checkpoints, job_id)
 
     return router
 
