@@ -383,7 +383,7 @@ def test_an_older_database_is_migrated_in_place(tmp_path, monkeypatch, before_al
     tables = sa.inspect(reg.engine).get_table_names()
     assert "batches" in tables and "schema_version" not in tables
     assert reg.get_job("ftjob-old")["step"] == 3
-    assert _revision(reg.engine) == [db.revision_id(db.SCHEMA_VERSION)] == ["0005"]
+    assert _revision(reg.engine) == [db.revision_id(db.SCHEMA_VERSION)] == ["0006"]
 
 
 def test_a_checkpoint_directory_given_by_path_is_verified_too(tmp_path, tiny_model_dir):

@@ -240,6 +240,50 @@ alias_policies = Table(  # 0005: promotion policies, one row per version (the ne
     Column("policy", JSON, nullable=False),
 )
 
+review_verdicts = Table(  # 0006: people's verdicts on samples (rft review); see the migration for the columns
+    "review_verdicts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("step", Integer),
+    Column("grader_sha256", String(64)),
+    Column("grader_score", Float),
+    Column("human_score", Float, nullable=False),
+    Column("note", Text),
+    Column("reviewer", String(255), nullable=False),
+    Column("team", String(64)),
+    Column("created_at", Float, nullable=False),
+    Column("data", JSON),
+    Index("ix_review_verdicts_job", "job_id", "created_at"),
+)
+
+replays = Table(  # 0006: a grader replayed over stored samples or evaluation items (rft replay)
+    "replays", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64)),
+    Column("eval_id", String(64)),
+    Column("old_grader_sha256", String(64), nullable=False),
+    Column("new_grader_sha256", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255)),
+    Column("team", String(64)),
+    Column("path", Text),
+    Column("summary", JSON, nullable=False),
+    Index("ix_replays_job", "job_id", "created_at"),
+)
+
+strategy_tables = Table(  # 0006: cost/quality tables (rft strategies)
+    "strategy_tables", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255)),
+    Column("team", String(64)),
+    Column("spec_sha256", String(64)),
+    Column("path", Text),
+    Column("table", JSON, nullable=False),
+)
+
 # Columns added to existing tables after 0001, by the revision that added them: a database older than that
 # revision lacks them and is still an rft registry (`_check_schema` skips them for it).
 ADDED_COLUMNS = {("jobs", "created_by"): 5, ("jobs", "team"): 5, ("batches", "created_by"): 5,
