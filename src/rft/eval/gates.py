@@ -19,6 +19,12 @@ baseline = A, candidate = B) into a verdict
   <= max_grader_error_rate (and on the guard set, when there is one).
 - `length_growth_ratio` / `length_growth_tokens`: the candidate's mean completion length may grow at most by
   this factor / this many tokens over the baseline's.
+- `grader_disagreement` (when `max_grader_disagreement` is set): people's verdicts on the job's samples
+  (`rft review`) must disagree with the grader on pass/fail at most this often, measured on at least
+  `min_review_verdicts` verdicts with a grader score; with fewer it cannot be measured and the checkpoint is
+  held (the check fails and says so). `grader_review` is what the caller measured: `{"n", "disagreement"}`
+  (`rft.registry.reviews.measured_disagreement(reg, job_id)`, or `rft.review.verdicts.job_agreement(...)
+  ["overall"]`); None counts as no verdicts.
 
 Simplified: the checks are independent and each one uses the 95% CI it is given; there is no correction for
 testing several gates at once (each gate has to pass, which only makes the verdict stricter). A comparison
@@ -35,7 +41,7 @@ from typing import Any
 
 from rft.config import GatesConfig
 
-__all__ = ["GatesConfig", "evaluate_gates"]
+__all__ = ["GatesConfig", "evaluate_gates", "grader_disagreement_check"]
 
 
 def _finite(x: Any) -> bool:
@@ -53,9 +59,19 @@ def _summary(report: dict | None, comparison: dict | None, side: str) -> dict:
     return (comparison or {}).get(side) or {}
 
 
+def grader_disagreement_check(limit: float, min_verdicts: int, review: dict | None) -> dict[str, Any]:
+    """The `grader_disagreement` check from a measured `{"n", "disagreement"}` (None: nothing reviewed)."""
+    from rft.registry.reviews import disagreement_rule
+
+    n = int((review or {}).get("n") or 0)
+    d = (review or {}).get("disagreement")
+    ok, why = disagreement_rule(n, d if _finite(d) else None, limit, min_verdicts)
+    return _check("grader_disagreement", ok, d if _finite(d) else None, limit, why) | {"n": n}
+
+
 def evaluate_gates(cfg: GatesConfig, comparison: dict, *, guard_comparison: dict | None = None,
                    candidate_report: dict | None = None, baseline_report: dict | None = None,
-                   guard_required: bool = False) -> dict[str, Any]:
+                   guard_required: bool = False, grader_review: dict | None = None) -> dict[str, Any]:
     """The verdict for a candidate. `comparison` (and `guard_comparison`) must be baseline = A, candidate = B.
     `guard_required`: the job has a guard set, so a missing `guard_comparison` fails the guard check."""
     checks: list[dict[str, Any]] = []
@@ -136,6 +152,10 @@ def evaluate_gates(cfg: GatesConfig, comparison: dict, *, guard_comparison: dict
             else:
                 checks.append(_check("length_growth_tokens", False, None, cfg.max_length_growth_tokens,
                                      f"mean completion tokens unknown (baseline {b_len}, candidate {c_len})"))
+
+    # 6. people's disagreement with the grader (rft review)
+    if cfg.max_grader_disagreement is not None:
+        checks.append(grader_disagreement_check(cfg.max_grader_disagreement, cfg.min_review_verdicts, grader_review))
 
     return {"object": "rft.gates_verdict", "passed": all(c["passed"] for c in checks), "checks": checks,
             "config": cfg.model_dump(mode="json")}

@@ -418,8 +418,11 @@ class Registry(UsersMixin):
         broken: list[str] = []
         if pol is not None:
             job = self.get_job(ck["job_id"])
+            from rft.registry.reviews import list_verdicts  # issue 18: max_grader_disagreement is measured
+
             broken = check_policy(pol["policy"], checkpoint=ck, job=job, verdict=self.verdict(ck["verdict_id"]),
-                                  approvals=self.approvals(ck["id"]), reports=self.eval_reports(checkpoint_id=ck["id"]))
+                                  approvals=self.approvals(ck["id"]), reports=self.eval_reports(checkpoint_id=ck["id"]),
+                                  review_verdicts=list_verdicts(self, job["id"]))
         if override:
             p = current_principal()
             if p is not None and not p.can("admin"):

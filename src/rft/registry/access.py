@@ -25,8 +25,9 @@ reads it to record `created_by`/`team` on new jobs, files and batches, to name t
 Promotion policies (table `alias_policies`, one row per version; the newest is in force) are checked by
 `Registry.promote` through `check_policy`: require_gates, min_approvals (distinct approvers),
 separation_of_duties (the job's creator cannot approve its own checkpoint, and such an approval does not count),
-min_eval_items, max_grader_disagreement (stored, but a promotion under it is refused: measuring grader
-disagreement needs the review workflow, issue 18, which does not exist yet).
+min_eval_items, max_grader_disagreement (people's review verdicts on the checkpoint's job, `rft review`, may
+disagree with the grader on pass/fail at most this often, measured on at least
+`rft.registry.reviews.MIN_VERDICTS` (20) verdicts; with fewer the promotion is refused, saying so).
 
 Security boundary, stated honestly: the CLI's checks protect a shared registry from people who use the `rft`
 command; anyone who can write the database file (or holds its PostgreSQL credentials) can change anything,
@@ -217,8 +218,9 @@ def eval_items(reports: list[dict]) -> int:
 
 
 def check_policy(policy: dict, *, checkpoint: dict, job: dict, verdict: dict | None, approvals: list[dict],
-                 reports: list[dict]) -> list[str]:
-    """The broken rules of a policy for a checkpoint, each as 'rule: why' (empty: the promotion may go ahead)."""
+                 reports: list[dict], review_verdicts: list[dict] | None = None) -> list[str]:
+    """The broken rules of a policy for a checkpoint, each as 'rule: why' (empty: the promotion may go ahead).
+    `review_verdicts`: the job's review verdicts in force (`rft.registry.reviews.list_verdicts`)."""
     broken = []
     if policy.get("require_gates") and not (verdict and verdict.get("passed")):
         why = "it has no gate verdict" if verdict is None else "it failed its quality gates"
@@ -239,8 +241,12 @@ def check_policy(policy: dict, *, checkpoint: dict, job: dict, verdict: dict | N
         if n < policy["min_eval_items"]:
             broken.append(f"min_eval_items: evaluated on {n} items, needs at least {policy['min_eval_items']}")
     if policy.get("max_grader_disagreement") is not None:
-        broken.append("max_grader_disagreement: grader disagreement cannot be measured yet (it needs the review "
-                      "workflow, issue 18); remove the rule or promote with an admin --override")
+        from rft.registry.reviews import MIN_VERDICTS, disagreement_rule, pass_fail_counts
+
+        n, differ = pass_fail_counts(review_verdicts or [])
+        ok, why = disagreement_rule(n, differ / n if n else None, policy["max_grader_disagreement"], MIN_VERDICTS)
+        if not ok:
+            broken.append(f"max_grader_disagreement: {why.replace('JOB', job.get('id') or 'JOB')}")
     return broken
 
 

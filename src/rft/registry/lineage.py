@@ -1,7 +1,8 @@
 """Lineage: everything a checkpoint or alias depends on, with every hash, from the registry alone.
 
 What: `lineage(ref)` is the view behind `rft lineage REF` (the job, base model, data and grader hashes, the
-resolved config's hash, evaluations, the gate verdict, approvals, the alias history), with the checkpoint's
+resolved config's hash, evaluations with the grader that judged each, graders replayed over the job's samples
+since (`rft replay`, both hashes), the gate verdict, approvals, the alias history), with the checkpoint's
 files re-verified against the registry's manifest hash (`rft.hashing.verify_checkpoint`); `format_lineage`
 renders it as text; `code_version()` is the code stamp a job records for it.
 Simplified: the code stamp is the git commit of the source tree (and whether it was dirty) when rft runs from a
@@ -76,7 +77,8 @@ def lineage(ref: str, *, verify: bool = True) -> dict:
             "guard": {"file": job.get("guard_file"), "sha256": job.get("guard_file_sha256")} if job.get("guard_file") else None,
         },
         "graders": [{"type": g["type"] if g else None, "sha256": job.get("grader_sha256"),
-                     "name": (g["spec"] or {}).get("name") if g else None}],
+                     "name": (g["spec"] or {}).get("name") if g else None, "role": "trained with"}],
+        "replays": _replays(reg, job["id"]),
         "config": {"sha256": job.get("config_sha256"), "resolved": job.get("resolved_config")},
         "code_version": job.get("code_version"),
         "evaluations": [{"id": r["id"], "kind": r["kind"], "accuracy": (r["summary"] or {}).get("accuracy"),
@@ -89,6 +91,23 @@ def lineage(ref: str, *, verify: bool = True) -> dict:
         "approvals": [{"id": a["id"], "by": a["by"], "note": a["note"], "override_reason": a["override_reason"],
                        "created_at": a["created_at"], "verdict_id": a["verdict_id"]} for a in reg.approvals(ck["id"])],
     }
+
+
+def _replays(reg, job_id: str) -> list[dict]:
+    """The graders replayed over the job's stored samples since (rft replay), each with both grader hashes."""
+    from rft.registry.replays import list_replays
+
+    out = []
+    for r in list_replays(reg, job_id=job_id):
+        summ = r.get("summary") or {}
+        new = (summ.get("graders") or {}).get("new") or {}
+        flips = summ.get("flips") or {}
+        out.append({"id": r["id"], "created_at": r["created_at"], "created_by": r["created_by"],
+                    "old_grader_sha256": r["old_grader_sha256"], "new_grader_sha256": r["new_grader_sha256"],
+                    "new_grader": {"type": new.get("type"), "name": new.get("name"), "source": new.get("source")},
+                    "pass_to_fail": flips.get("pass_to_fail"), "fail_to_pass": flips.get("fail_to_pass"),
+                    "n": flips.get("n"), "path": r["path"]})
+    return out
 
 
 def format_lineage(d: dict) -> str:
@@ -110,13 +129,20 @@ def format_lineage(d: dict) -> str:
         if ds:
             lines.append(f"{name + ' data':<16}{ds['file']}  sha256:{ds['sha256']}")
     for g in d["graders"]:
-        lines.append(f"grader          {g['type']} {g['name'] or ''}  sha256:{g['sha256']}")
+        lines.append(f"grader          {g['type']} {g['name'] or ''}  sha256:{g['sha256']}"
+                     + (f"  ({g['role']})" if g.get("role") else ""))
     lines.append(f"config          sha256:{d['config']['sha256']}")
     lines.append(f"code version    {d['code_version']}")
     for e in d["evaluations"]:
         ci = e["accuracy_ci95"] or [None, None]
         acc = f"{e['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if e["accuracy"] is not None and ci[0] is not None else str(e["accuracy"])
-        lines.append(f"evaluation      {e['id']} {e['kind']:<14} accuracy {acc}  data sha256:{e['data_sha256']}")
+        lines.append(f"evaluation      {e['id']} {e['kind']:<14} accuracy {acc}  data sha256:{e['data_sha256']}"
+                     + (f"  judged with grader sha256:{e['grader_sha256']}" if e.get("grader_sha256") else ""))
+    for r in d.get("replays") or []:
+        ng = r["new_grader"]
+        lines.append(f"replay          {r['id']} grader sha256:{r['old_grader_sha256']} -> {ng.get('type')} "
+                     f"{ng.get('name') or ''} sha256:{r['new_grader_sha256']}: {r['pass_to_fail']} pass->fail, "
+                     f"{r['fail_to_pass']} fail->pass of {r['n']} items  {r['path'] or ''}")
     gv = d["gate_verdict"]
     if gv:
         lines.append(f"gates           {'passed' if gv['passed'] else 'FAILED'} ({gv['id']})")

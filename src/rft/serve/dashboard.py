@@ -5,7 +5,9 @@ Pages (GET, no side effects): `/` jobs (status, progress, ETA, baseline vs lates
 `/jobs/{id}/samples?step=N` the sample browser (filters by reward range and grader error, client-side);
 `/checkpoints/{id}` gate verdict with every check and its numbers, approvals, the paired comparison with the
 baseline (improved / regressed items side by side) and the actions; `/lineage?ref=ckpt:...|alias:...`;
-`/batches`, `/batches/{id}` (counts, cost, dead letters); `/models` (base models, fine-tuned models, aliases
+`/jobs/{id}/review` people's review of the grader (one queued item at a time with pass / fail / score / note,
+posted to `POST /jobs/{id}/review`, which stores it with `rft.review.verdicts.submit` as `rft review` does;
+the agreement summary and the disagreements); `/batches`, `/batches/{id}` (counts, cost, dead letters); `/models` (base models, fine-tuned models, aliases
 with roll back); `/audit`. Actions (POST, each with the CSRF token): approve, promote, roll back, which call
 the same registry functions as `rft checkpoints approve` / `rft promote` / `rft rollback`, so `rft audit` shows
 them exactly as it shows the CLI's. `/login` and `/logout` manage the session (see `rft.serve.guard.Sessions`). With users in the registry
@@ -50,6 +52,7 @@ MAX_FORM_BYTES = 16 * 1024
 MAX_FILE_BYTES = 8 * 1024 * 1024  # a samples file or config larger than this is shown truncated
 MAX_SAMPLE_ROWS = 2000
 POLL_MS = 3000
+REVIEW_QUEUE = 50  # items drawn for the review page (rft.review.queue); the page shows one at a time
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -339,6 +342,38 @@ def dashboard_router(registry: Callable | None = None, *, clock: Callable[[], fl
             return {"title": f"samples of {job['id']}", "job": views.job_row(job), "steps": steps, "step": chosen,
                     "samples": rows, "errors": sorted({r["error"] for r in rows if r["error"]})}
         return page(request, "samples.html", build)
+
+    # ------------------------------------------------------------------------ review (issue 18, rft.review)
+    @router.get("/jobs/{job_id}/review", response_class=HTMLResponse)
+    def review_page(request: Request, job_id: str, i: int = 0):
+        def build():
+            from rft.review.verdicts import job_agreement, job_queue
+
+            reg = registry()
+            job = reg.get_job(views.job_ref(job_id))
+            q = job_queue(reg, job, REVIEW_QUEUE)
+            pos = min(max(0, i), len(q["items"]))
+            return {"title": f"review of {job['id']}", "job": views.job_row(job), "queue": q, "position": pos,
+                    "item": q["items"][pos] if pos < len(q["items"]) else None,
+                    "ag": job_agreement(reg, job["id"]), "by": authenticated_actor() or ""}
+        return page(request, "review.html", build)
+
+    @router.post("/jobs/{job_id}/review")
+    async def review_verdict(request: Request, job_id: str):
+        def do(f):
+            from rft.review.verdicts import parse_verdict, submit
+
+            reg = registry()
+            job = reg.get_job(views.job_ref(job_id))
+            kind = f.get("verdict")
+            value = (f.get("score") or "").strip() if kind == "score" else kind
+            if not value:
+                raise _Page(400, "give a score in [0, 1] (or press pass or fail)")
+            submit(reg, job, [{"item_key": required(f, "item_key", "the item"), "human_score": parse_verdict(value),
+                               "note": (f.get("note") or "").strip() or None}], actor(f))
+            pos = int(f["i"]) if (f.get("i") or "").isdigit() else 0
+            return f"/jobs/{quote(job['id'])}/review?i={pos}"
+        return await action(request, do)
 
     # --------------------------------------------------------------------------------------- checkpoints
     @router.get("/checkpoints/{ckpt_id}", response_class=HTMLResponse)

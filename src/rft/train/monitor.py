@@ -26,6 +26,15 @@ An alarm fires when its condition starts to hold and again only after the condit
 persistent problem is one alarm, not one per step. Its `action` is `cfg.actions[kind]` if set, else
 `cfg.policy`: "warn" (log it) or "pause" (the loop should stop after saving a resumable state).
 
+- `grader_disagreement` (when `max_grader_disagreement` is set): at each step, the people's verdicts on this
+  job's samples (`rft review`, table review_verdicts) are compared with the grader; once at least
+  `min_review_verdicts` have a grader score and they disagree on pass/fail more often than the limit, the alarm
+  fires. Its default action is pause (setting a limit asks for a stop; `actions: {grader_disagreement: warn}`
+  only logs it). The verdicts come from `review_source` (a callable returning verdict rows) when the loop hands
+  one over; otherwise the monitor finds its job in the registry as the one running job owned by this process
+  (`rft.registry.reviews.job_run_by_this_process`) and checks it with one cheap count query per step, reading
+  the verdicts only when that count changed.
+
 Metric names read from `observe_step`: reward, entropy (None when the update was skipped), kl,
 completions/mean_length, frac_reward_zero_std, reward_std_within_group (optional).
 
@@ -74,8 +83,12 @@ class RewardMonitor:
     """`kinds`: only these alarms are raised (None: all). The loop runs one with only `reward_variance_vanished`
     when the job has no `rft.monitor` section, so a run without a learning signal always says so early."""
 
-    def __init__(self, cfg: MonitorConfig | None = None, kinds: tuple[str, ...] | None = None):
+    def __init__(self, cfg: MonitorConfig | None = None, kinds: tuple[str, ...] | None = None, *,
+                 review_source=None):
         self.cfg = cfg or MonitorConfig()
+        self.review_source = review_source  # () -> verdict rows; None: found in the registry (see the docstring)
+        self._review_seen: int | None = None  # the verdict count last read (nothing new: nothing to recompute)
+        self._review_job: str | None = None
         self.kinds = None if kinds is None else set(kinds)
         self.rewards: list[tuple[int, float]] = []  # (step, mean training reward)
         self.entropy: list[float] = []
@@ -94,7 +107,8 @@ class RewardMonitor:
         if key in self.active:
             return []
         self.active.add(key)
-        alarm = Alarm(kind, step, message, numbers, self.cfg.actions.get(kind, self.cfg.policy))
+        default = "pause" if kind == "grader_disagreement" else self.cfg.policy  # a disagreement limit is a stop rule
+        alarm = Alarm(kind, step, message, numbers, self.cfg.actions.get(kind, default))
         self.alarms.append(alarm)
         return [alarm]
 
@@ -171,7 +185,51 @@ class RewardMonitor:
                                   f"grader gives one score to everything); {ADVICE}",
                                   {"consecutive_steps": self.zero_var_run, "frac_reward_zero_std": frac,
                                    "reward_std_within_group": gstd, "threshold_steps": c.zero_variance_steps})
+        if c.max_grader_disagreement is not None:
+            out += self.observe_review(step)
         return out
+
+    # ------------------------------------------------------------------------------------- review
+    def _verdicts(self) -> list[dict] | None:
+        """The job's verdicts in force, or None when nothing changed since the last look (or no job is known)."""
+        if self.review_source is not None:
+            return list(self.review_source())
+        from rft.registry import Registry
+        from rft.registry.reviews import count_verdicts, job_run_by_this_process, list_verdicts
+
+        try:
+            reg = Registry()
+            self._review_job = self._review_job or job_run_by_this_process(reg)
+            if self._review_job is None:
+                return None
+            n = count_verdicts(reg, self._review_job)
+            if n == self._review_seen:
+                return None
+            self._review_seen = n
+            return list_verdicts(reg, self._review_job)
+        except Exception:  # noqa: BLE001 - an unreadable registry must not stop training; the next step retries
+            return None
+
+    def observe_review(self, step: int) -> list[Alarm]:
+        """The grader_disagreement alarm from people's verdicts (see the module docstring)."""
+        from rft.registry.reviews import disagreement_rule, pass_fail_counts
+
+        c = self.cfg
+        if not c.enabled or c.max_grader_disagreement is None:
+            return []
+        rows = self._verdicts()
+        if rows is None:
+            return []
+        n, differ = pass_fail_counts(rows)
+        if n < c.min_review_verdicts:
+            return []
+        rate = differ / n
+        ok, why = disagreement_rule(n, rate, c.max_grader_disagreement, c.min_review_verdicts)
+        return self._fire("grader_disagreement", "grader_disagreement", not ok, step,
+                          f"step {step}: {why}: the grader may be rewarding the wrong thing (see `rft review "
+                          f"{self._review_job or 'JOB'} --report` for the disagreements)",
+                          {"verdicts": n, "disagreements": differ, "disagreement": rate,
+                           "threshold": c.max_grader_disagreement, "min_review_verdicts": c.min_review_verdicts})
 
     # ------------------------------------------------------------------------------------- evals
     def _reward_at(self, step: int) -> float | None:
