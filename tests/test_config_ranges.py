@@ -62,6 +62,8 @@ def test_every_number_in_the_job_spec_has_both_bounds_and_must_be_finite():
 
 def _set(key: str, value) -> dict:
     raw = copy.deepcopy(BASE)
+    if key.startswith(("method.supervised.", "method.dpo.")):  # another method's fields need its type
+        raw["method"] = {"type": key.split(".")[1]}
     cur = raw
     parts = key.split(".")
     for p in parts[:-1]:

@@ -1,7 +1,8 @@
 """The full check of a job spec: the schema (`rft.config`) plus what only the layers above it can check.
 
 What: `parse_job(raw, source)` and `load_job(path, overrides)` return a `JobSpec` or raise one RftError that
-lists every problem: the schema's (unknown keys with a did-you-mean, kinds, ranges), then the advantage and the
+lists every problem: the schema's (unknown keys with a did-you-mean, kinds, ranges), the method (one section,
+of its own type; no guard set or warm start on supervised/dpo), then the advantage and the
 loss by their registered names (`rft.algo`), the grader (`rft.graders.run.validate_reinforcement_grader`, with
 the job's own network allowlist), OpenAI's `integrations` (a wandb entry becomes rft.report_to + rft.trackers.wandb)
 and the trackers' libraries (installed?), the extraction pattern, and the ranges across fields. Every entry point that
@@ -43,10 +44,30 @@ def algorithm_problems(job: JobSpec, source: str | None = None) -> list[Problem]
 
 
 def grader_problems(job: JobSpec, source: str | None = None) -> list[Problem]:
-    """The job's grader, checked as a fine-tuning grader with the job's own network allowlist."""
+    """The job's grader (method.<type>.grader; optional for supervised and dpo), checked as a fine-tuning grader
+    with the job's own network allowlist."""
+    if job.grader is None:
+        return []
     ctx = GraderContext(allow_private_hosts=tuple(job.rft.network.allow_private_hosts))
     return [Problem(p.message, file=source, field=p.field)
-            for p in validate_reinforcement_grader(job.grader, "method.reinforcement.grader", context=ctx)]
+            for p in validate_reinforcement_grader(job.grader, job.grader_field, context=ctx)]
+
+
+def method_problems(job: JobSpec, source: str | None = None) -> list[Problem]:
+    """`method` names one type and carries only its section; what only reinforcement jobs have (a guard set, the
+    warm start) is refused on supervised and dpo jobs rather than ignored."""
+    m = job.method
+    out = [Problem(f"method.type is '{m.type}', so method.{name} would be ignored; give only method.{m.type}"
+                   f"{did_you_mean(name, [m.type])}", file=source, field=f"method.{name}")
+           for name in m.other_sections()]
+    if m.type != "reinforcement":
+        if job.rft.eval.guard_file:
+            out.append(Problem(f"guard sets are for reinforcement jobs; a {m.type} job has none yet", file=source,
+                               field="rft.eval.guard_file"))
+        if job.rft.warm_start.enabled is True:
+            out.append(Problem(f"the warm start runs before reinforcement learning; a {m.type} job is supervised "
+                               "already", file=source, field="rft.warm_start.enabled"))
+    return out
 
 
 # OpenAI's `integrations` entry: {"type": "wandb", "wandb": {"project", "name", "entity", "tags"}}
@@ -110,7 +131,7 @@ def response_format_problems(job: JobSpec, source: str | None = None) -> list[Pr
 
     where = "method.reinforcement.response_format"
     try:
-        from_response_format(job.method.reinforcement.response_format, where)
+        from_response_format(job.response_format, where)
     except RftError as e:
         m = re.match(r"field '([^']*)': (.*)", e.message, re.S)  # the constraint's errors name their field
         return [Problem(m.group(2), file=source, field=m.group(1)) if m else Problem(e.message, file=source, field=where)]
@@ -138,7 +159,7 @@ def tracker_problems(job: JobSpec, source: str | None = None) -> list[Problem]:
 def check_job(job: JobSpec, source: str | None = None) -> JobSpec:
     """`job` when it passes every check above the schema; else one RftError with every problem."""
     mapped = integration_problems(job, source)  # first: it may add wandb to rft.report_to
-    raise_problems(algorithm_problems(job, source) + grader_problems(job, source) + mapped
+    raise_problems(method_problems(job, source) + algorithm_problems(job, source) + grader_problems(job, source) + mapped
                    + tracker_problems(job, source) + response_format_problems(job, source) + spec_problems(job, source),
                    source)
     return job

@@ -38,6 +38,18 @@ Simplifications, stated honestly:
   limit is the context window); a prompt plus `max_tokens` that exceed the model's context is a 400.
 - `seed` makes a call reproducible on its own; inside a batch of calls sharing the same parameters the random
   stream is shared, so a seeded call is only reproducible when batched with the same neighbours.
+
+rft's request extension, inference strategies (rft.eval.inference): `"rft": {"strategy": "<spec>", "extract":
+"<regex>", "occurrence": "last"|"first"}`, e.g. `{"strategy": "best_of_n:n=8,selector=majority", "extract":
+"-?\\d+"}` (majority vote over the answers the regex extracts; without `extract` over the whole texts) or
+`{"strategy": "reasoning:budget=128"}` (think within 128 tokens, then answer within max_tokens). The response
+has one choice, the strategy's answer; `usage.completion_tokens` counts every token the strategy generated
+(all samples, both phases; the thinking is also `completion_tokens_details.reasoning_tokens`), and a top-level
+`rft` object carries the strategy, its candidates and selection (votes) or its thinking. `best_of_n` samples at
+the strategy's temperature (`temperature=` in the spec, default 1.0) with the request's `seed`. Refused with a
+400 naming `rft.strategy`: the `grader` selector (it reads a reference answer, which a request does not have),
+and a strategy combined with `stream`, `n` > 1, `prediction` or `tools`. Works the same in `rft serve` and in
+local `rft batch` lines (both run `run_chat_calls`).
 """
 
 from __future__ import annotations
@@ -62,6 +74,10 @@ MAX_JSON_DEPTH = 32  # containers inside containers; a real chat body nests 4 de
 MAX_TOKENS_CAP = 2**31 - 1  # max_tokens beyond this cannot fit any context window or tensor index
 SEED_RANGE = (-(2**63), 2**63 - 1)  # OpenAI's seed is an int64; torch.Generator accepts this range
 ROLES = ("system", "user", "assistant", "developer")
+# `rft.extract` is a caller's regex run on the model's output (at most max_tokens tokens). Python's re has no
+# timeout, so a pathological pattern can still backtrack for long on one request: the length cap only keeps it
+# small; a server open to untrusted callers should not rely on it (stated, not solved).
+MAX_EXTRACT_CHARS = 200
 
 # Accepted and ignored: they change nothing about the text a local model produces.
 _IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "reasoning_effort",
@@ -69,7 +85,7 @@ _IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", 
 _KNOWN = {"messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop",
           "seed", "stream", "stream_options", "prediction", "tools", "tool_choice", "functions",
           "function_call", "logprobs", "top_logprobs", "response_format", "presence_penalty",
-          "frequency_penalty", "logit_bias", "audio", "modalities", "web_search_options", *_IGNORED}
+          "frequency_penalty", "logit_bias", "audio", "modalities", "web_search_options", "rft", *_IGNORED}
 
 
 class ChatRequestError(Exception):
@@ -104,6 +120,8 @@ class ChatCall:
     include_usage: bool = False  # stream_options.include_usage: a final chunk carries the usage
     tools: list | None = None  # function tools shown to the model (None with tool_choice "none")
     response_format: dict | None = None
+    strategy: Any = None  # rft.eval.inference.StrategySpec from the `rft` extension (None: plain decoding)
+    extraction: Any = None  # rft.config.ExtractionConfig for the strategy's answers
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -338,8 +356,55 @@ def parse_chat_body(body: dict) -> ChatCall:
     tools, constraint, rf = _tools_and_format(body, stream)
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p,
                             max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stop, seed=seed, constraint=constraint)
+    strategy, extraction = _rft_extension(body, n=n, stream=stream, prediction=prediction, tools=tools)
     return ChatCall(messages=messages, params=params, prediction=prediction, model=model, stream=stream,
+                    strategy=strategy, extraction=extraction,
                     include_usage=include_usage, tools=tools, response_format=rf)
+
+
+def _rft_extension(body: dict, *, n: int, stream: bool, prediction, tools):
+    """The `rft` request extension (see the module docstring): (StrategySpec or None, ExtractionConfig or None)."""
+    ext = body.get("rft")
+    if ext is None:
+        return None, None
+    if not isinstance(ext, dict):
+        raise _bad("rft", "'rft' must be an object such as {\"strategy\": \"best_of_n:n=4,selector=majority\"}")
+    extra = sorted(str(k) for k in set(ext) - {"strategy", "extract", "occurrence"})
+    if extra:
+        name = _short(extra[0])
+        raise _bad(f"rft.{name}", f"Unrecognized argument: rft.{name} (rft takes strategy, extract, occurrence)")
+    from rft.config import ExtractionConfig
+    from rft.eval.inference import parse_strategy
+
+    raw = ext.get("strategy")
+    if raw is not None and not isinstance(raw, str):
+        raise _bad("rft.strategy", "'rft.strategy' must be a string such as \"reasoning:budget=64\"")
+    try:
+        spec = parse_strategy(raw, param="rft.strategy")
+    except RftError as e:
+        raise _bad("rft.strategy", _short(e.message.removeprefix("rft.strategy: "), 300)
+                   + (f" ({e.hint})" if e.hint else "")) from None
+    if spec.uses_reference:
+        raise _bad("rft.strategy", f"selector '{spec.selector}' grades samples against a reference answer, which a "
+                                   "request does not have; use selector=majority")
+    for bad, name in ((stream, "stream"), (n > 1, "n"), (prediction is not None, "prediction"), (bool(tools), "tools")):
+        if bad:
+            raise _bad("rft.strategy", f"'rft.strategy' cannot be combined with '{name}'")
+    pattern = ext.get("extract")
+    if pattern is not None:
+        import re
+
+        if not isinstance(pattern, str) or len(pattern) > MAX_EXTRACT_CHARS:
+            raise _bad("rft.extract", f"'rft.extract' must be a regular expression of at most {MAX_EXTRACT_CHARS} "
+                                      "characters")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise _bad("rft.extract", f"'rft.extract' is not a valid regular expression: {e}") from None
+    occ = ext.get("occurrence", "last")
+    if occ not in ("first", "last"):
+        raise _bad("rft.occurrence", "'rft.occurrence' must be \"first\" or \"last\"")
+    return spec, ExtractionConfig(pattern=pattern, occurrence=occ)
 
 
 def _tools_and_format(body: dict, stream: bool):
@@ -496,13 +561,16 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
     results: list[dict | ChatRequestError | None] = [None] * len(calls)
     groups: dict[tuple[SamplingParams, str], list[int]] = {}  # (params, the tools as JSON text)
     predicted: list[int] = []
+    strategic: dict[tuple, list[int]] = {}  # (params, strategy, extraction): calls with the `rft` extension
     for i, call in enumerate(calls):
         try:
             check_call(engine, call)
         except ChatRequestError as e:
             results[i] = e
             continue
-        if call.prediction is not None:
+        if call.strategy is not None:
+            strategic.setdefault((call.params, call.strategy, repr(call.extraction)), []).append(i)
+        elif call.prediction is not None:
             predicted.append(i)
         else:
             key = json.dumps(call.tools, sort_keys=True) if call.tools else ""
@@ -532,6 +600,9 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
             results[i] = comps if isinstance(comps, ChatRequestError) else \
                 completion_body(list(comps), model_name=model_name, created=created, tools=bool(calls[i].tools))
 
+    for idx in strategic.values():
+        _run_strategy_calls(engine, calls, idx, results, model_name=model_name, created=created)
+
     for i in predicted:
         gp = getattr(engine, "generate_predicted", None)
         if gp is None:
@@ -544,3 +615,27 @@ def run_chat_calls(engine, calls: list[ChatCall], *, model_name: str) -> list[di
             continue
         results[i] = completion_body([comp], model_name=model_name, created=created)
     return results  # type: ignore[return-value]
+
+
+def _run_strategy_calls(engine, calls: list[ChatCall], idx: list[int], results: list, *, model_name: str,
+                        created: int) -> None:
+    """Calls sharing params, strategy and extraction: one `run_strategy` over all of them (the engine batches)."""
+    from rft.eval.inference import StrategyContext, run_strategy
+
+    c0 = calls[idx[0]]
+    ctx = StrategyContext(max_new_tokens=c0.params.max_new_tokens, extraction=c0.extraction, seed=c0.params.seed,
+                          constraint=c0.params.constraint)
+    try:
+        outs = run_strategy(engine, [calls[i].messages for i in idx], c0.strategy, ctx)
+    except Exception as e:  # noqa: BLE001 - every call of the group gets the error
+        for i in idx:
+            results[i] = _as_error(e)
+        return
+    for i, o in zip(idx, outs):
+        body = completion_body([o.completion], model_name=model_name, created=created)
+        u = body["usage"]
+        u["completion_tokens"] = o.tokens
+        u["total_tokens"] = u["prompt_tokens"] + o.tokens
+        u["completion_tokens_details"]["reasoning_tokens"] = o.phase_tokens.get("think", 0)
+        body["rft"] = {"strategy": c0.strategy.text(), **o.record()}
+        results[i] = body

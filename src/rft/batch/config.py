@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rft.errors import Problem, RftError, did_you_mean
 from rft.userinput import parse_json, parse_yaml, read_user_text
@@ -80,6 +80,25 @@ class BatchConfig(BaseModel):
     batch_size: int = Field(64, ge=1, le=4096, description="requests per engine call (local models; the engine batches up to 64)")
     max_cost: float | None = Field(None, ge=0, description="stop cleanly once the estimated cost reaches this (USD)")
     api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description="environment variable holding the remote API key")
+    strategy: str | None = Field(None, max_length=200, description="inference strategy (rft.eval.inference) for every "
+                                 "request of a local model that has no `rft.strategy` of its own, e.g. "
+                                 "best_of_n:n=4,selector=majority or reasoning:budget=64")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v):
+        if v is None:
+            return v
+        from rft.eval.inference import parse_strategy
+
+        try:
+            spec = parse_strategy(v, param="strategy")
+        except RftError as e:
+            raise ValueError(e.message.removeprefix("strategy: ")) from None
+        if spec.uses_reference:
+            raise ValueError(f"selector '{spec.selector}' reads reference answers, which batch requests do not have; "
+                             "use selector=majority")
+        return v
 
 
 def _problems(err: ValidationError, source: str | None) -> list[Problem]:

@@ -42,7 +42,9 @@ def _prompt_chars(call) -> int:
 
 
 class LocalExecutor:
-    def __init__(self, engine, *, model_name: str, policy: RetryPolicy, batch_size: int, clock, rng: random.Random):
+    def __init__(self, engine, *, model_name: str, policy: RetryPolicy, batch_size: int, clock, rng: random.Random,
+                 strategy: str | None = None):
+        self.strategy = strategy  # the batch's inference strategy for lines without their own `rft` extension
         self.engine = engine
         self.model_name = model_name
         self.policy = policy
@@ -53,7 +55,12 @@ class LocalExecutor:
     def run(self, requests: list[BatchRequest], sink, stopping: Callable[[], bool], breaker: CircuitBreaker) -> None:
         from rft.openai_chat import parse_chat_body
 
-        calls = {r.custom_id: parse_chat_body(r.body) for r in requests}
+        def body(r: BatchRequest) -> dict:
+            if self.strategy and "rft" not in r.body:
+                return {**r.body, "rft": {"strategy": self.strategy}}
+            return r.body
+
+        calls = {r.custom_id: parse_chat_body(body(r)) for r in requests}
         # Same parameters together (one engine call), then similar prompt lengths together (little padding).
         order = sorted(requests, key=lambda r: (repr(calls[r.custom_id].params), calls[r.custom_id].prediction is not None,
                                                 _prompt_chars(calls[r.custom_id])))

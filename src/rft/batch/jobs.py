@@ -40,7 +40,7 @@ from rft.batch.retry import CircuitBreaker, Clock
 from rft.batch.store import (BatchLock, JsonlAppender, batch_folder, batches_dir, is_running, line_id, visible_batch_ids,
                              new_batch_id, read_records, read_state, write_atomic, write_state)
 from rft.batch.validate import MAX_BYTES, BatchRequest, load_requests, validate_file
-from rft.errors import RftError
+from rft.errors import Problem, RftError
 from rft.userinput import check_input_path, check_output_file
 
 TERMINAL = ("completed", "completed_with_errors", "failed", "cancelled", "expired")
@@ -118,6 +118,9 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
                        f"{MAX_BYTES / 1e6:.0f} MB; nothing was run", hint="split it into several batches")
     user_out = _check_output_paths(output) if output else None
     remote = is_remote(model)
+    if remote and config.strategy:
+        raise RftError("an inference strategy (config 'strategy') runs on local models only; a remote endpoint "
+                       "answers requests as they are", hint="leave 'strategy' out for a remote model")
     model_path = None
     if not remote:
         from rft import models
@@ -158,6 +161,8 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
     os.replace(tmp, folder / "input.jsonl")
     try:
         requests, body_model = validate_file(folder / "input.jsonl", local=not remote)
+        if config.strategy:
+            _check_strategy(requests, config.strategy, folder / "input.jsonl")
         if remote and not (remote_model or body_model):
             raise RftError("a remote endpoint needs a model name: pass --remote-model NAME or set body.model in "
                            "the requests")
@@ -187,6 +192,24 @@ def create_batch(input_path: str | Path, *, model: str, remote_model: str | None
     state["in_progress_at"] = clock.now()
     write_state(folder, state)
     return state
+
+
+def _check_strategy(requests, strategy: str, path: Path) -> None:
+    """Every line must accept the batch's strategy (no stream, n > 1, prediction or tools with it): checked before
+    anything runs, with each problem's line."""
+    from rft.openai_chat import ChatRequestError, parse_chat_body
+
+    problems = []
+    for r in requests:
+        if "rft" in r.body:
+            continue  # the line's own strategy, checked by validate_file
+        try:
+            parse_chat_body({**r.body, "rft": {"strategy": strategy}})
+        except ChatRequestError as e:
+            problems.append(Problem(f"{e.message} (the batch config sets strategy {strategy})", str(path), r.line,
+                                    f"body.{e.param}" if e.param else "body"))
+    if problems:
+        raise RftError(f"{len(problems)} request(s) cannot run with the batch's strategy", problems)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -357,7 +380,7 @@ def _executor(state: dict, config: BatchConfig, *, engine, transport, clock, rng
         log(f"loading model {ref}")
         engine = load_engine(ref)
     return LocalExecutor(engine, model_name=state.get("body_model") or state["model"], policy=config.retry,
-                         batch_size=config.batch_size, clock=clock, rng=rng)
+                         batch_size=config.batch_size, clock=clock, rng=rng, strategy=config.strategy)
 
 
 def _run_locked(folder: Path, state: dict, *, engine=None, transport=None, clock=None, rng=None,

@@ -58,7 +58,8 @@ def eval_markdown(r: dict) -> str:
         "",
         "| metric | value |",
         "|---|---|",
-        f"| accuracy (mean score, greedy) [95% CI] | {_f(r.get('accuracy'))} {_ci_pair(r.get('accuracy_ci95'))} |",
+        f"| accuracy (mean score, {r.get('strategy') or 'greedy'}{', UPPER BOUND' if r.get('upper_bound') else ''})"
+        f" [95% CI] | {_f(r.get('accuracy'))} {_ci_pair(r.get('accuracy_ci95'))} |",
         f"| pass rate (score >= {r.get('pass_threshold', 1.0)}) [95% CI] | {_f(r.get('pass_rate'))} {_ci_pair(r.get('pass_rate_ci95'))} |",
         f"| unscored (grader errors) | {_f(r.get('unscored_frac'))} |",
     ]

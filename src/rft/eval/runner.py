@@ -107,10 +107,16 @@ def evaluate(
     grader_workers: int | None = None,
     pass_threshold: float = 1.0,
     response_format: dict | None = None,
+    strategy=None,
 ) -> EvalReport:
     """`response_format`: the job's OpenAI response_format; a JSON one constrains decoding (greedy and sampled)
     and an unparsable output is a sample_parse_error. Rows with `tools` get them in the prompt and their tool
-    calls in `sample.output_tools`."""
+    calls in `sample.output_tools`.
+
+    `strategy` (a spec string or `rft.eval.inference.StrategySpec`; None: plain greedy): the headline answer of
+    each item comes from that inference strategy (best-of-N, reasoning budget); each item then records
+    `tokens_generated` (every sample and phase) and `strategy` (candidates, selection, thinking), and
+    `mean_completion_tokens` is the mean of `tokens_generated`."""
     from rft.engine.constrain import from_response_format
     from rft.extraction import sample_from_text
     from rft.graders import grade_many
@@ -125,9 +131,18 @@ def evaluate(
     tools = [r.get("tools") or None for r in rows]
     # tools= only when some row has tools: engines without tool support keep working for everything else
     gen_kw = {"tools": tools} if any(tools) else {}
-    greedy = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
-                                                     constraint=constraint), **gen_kw)
-    texts = [g[0] for g in greedy]
+    strat_out = None
+    if strategy is not None:
+        from rft.eval.inference import StrategyContext, run_strategy
+
+        strat_out = run_strategy(engine, prompts, strategy, StrategyContext(
+            max_new_tokens=max_new_tokens, extraction=extraction, seed=seed, constraint=constraint, grader=grader,
+            rows=rows, tools=tools if any(tools) else None))
+        texts = [o.completion for o in strat_out]
+    else:
+        greedy = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                                         constraint=constraint), **gen_kw)
+        texts = [g[0] for g in greedy]
     samples_ns = [sample_from_text(c.text, extraction, finish_reason=c.finish_reason, response_format=response_format,
                                    tools=r.get("tools")) for c, r in zip(texts, rows)]
     grades = grade_many(grader, samples_ns, rows, max_workers=grader_workers)
@@ -139,6 +154,10 @@ def evaluate(
          "finish_reason": c.finish_reason, "answer": rows[i].get("answer"), "fields": row_fields(rows[i])}
         for i, (g, c) in enumerate(zip(grades, texts))
     ]
+    if strat_out is not None:
+        for it, o in zip(items, strat_out):
+            it["tokens_generated"] = o.tokens
+            it["strategy"] = o.record()
     pak: dict[int, float] = {}
     if samples and samples > 0:
         sampled = engine.generate(
@@ -168,7 +187,8 @@ def evaluate(
         accuracy=acc,
         unscored_frac=1 - len(scored) / max(1, len(grades)),
         pass_at_k=pak,
-        mean_completion_tokens=sum(len(c.token_ids) for c in texts) / max(1, len(texts)),
+        mean_completion_tokens=(sum(o.tokens for o in strat_out) if strat_out is not None
+                                else sum(len(c.token_ids) for c in texts)) / max(1, len(texts)),
         seconds=time.perf_counter() - t0,
         step=step,
         items=tuple(items),
@@ -290,6 +310,12 @@ def write_report(report: dict, out_dir: Path, *, stem: str = "report") -> dict[s
     # result) and the problem is recorded as a warning in the report instead of failing the command.
     try:
         md = eval_markdown(report)
+        if report.get("strategy"):  # the headline accuracy is the strategy's; say so under the title
+            head, sep, rest = md.partition("\n\n")
+            ub = (" **UPPER BOUND**: its selector read the reference answers, which no deployment can do."
+                  if report.get("upper_bound") else "")
+            md = f"{head}{sep}- strategy: `{report['strategy']}` (the accuracy row is this strategy's, not greedy's)." \
+                 f"{ub}\n{rest}"
     except Exception as e:  # noqa: BLE001 - a report view never fails an evaluation
         md = None
         report.setdefault("warnings", []).append(f"could not write {pm.name}: {type(e).__name__}: {e}")
@@ -335,8 +361,11 @@ def run_eval(
     on_report: Callable[[dict], Any] | None = None,
     allow_private_hosts: Iterable[str] = (),
     response_format: dict | None = None,
+    strategy: str | None = None,
 ) -> dict:
     """Evaluate `model` on `data` with `grader` and return the report dict (see `report_dict`).
+    `strategy`: an inference strategy spec (rft.eval.inference) for the headline answers; the report's
+    `strategy` says which, and `upper_bound: true` when its selector read the reference answers.
 
     `grader` is a grader JSON path or a grader spec dict; `model` is any model reference (`rft.models.resolve`),
     unless `engine` is given, in which case `model` is only the name recorded. With `write`, the report goes
@@ -348,6 +377,11 @@ def run_eval(
     by = list(by)
     if n < 0:
         raise RftError(f"--n must be >= 0, got {n}")
+    strat = None
+    if strategy is not None:
+        from rft.eval.inference import parse_strategy
+
+        strat = parse_strategy(strategy)  # before the model loads
     if isinstance(grader, dict):
         spec, source = grader, None
     else:
@@ -367,7 +401,7 @@ def run_eval(
         threshold = g.pass_threshold if g.pass_threshold is not None else 1.0
         rep = evaluate(engine, ds, g, model_name=model, max_new_tokens=max_new_tokens, samples=n,
                        temperature=temperature, extraction=ExtractionConfig(pattern=extract), seed=seed,
-                       max_items=limit, pass_threshold=threshold, response_format=response_format)
+                       max_items=limit, pass_threshold=threshold, response_format=response_format, strategy=strat)
     finally:
         g.close()
     eval_id = eval_id or new_eval_id()
@@ -376,6 +410,7 @@ def run_eval(
         "grader": {"type": spec.get("type"), "name": g.name, "sha256": g.sha256, "source": source},
         "settings": {"n": n, "max_new_tokens": max_new_tokens, "limit": limit, "extract": extract, "split": split,
                      "seed": seed, "temperature": temperature, "response_format": response_format},
+        **({"strategy": strat.text(), "upper_bound": strat.uses_reference} if strat is not None else {}),
     })
     if write:
         write_report(report, Path(output_dir) if output_dir else evals_dir() / eval_id)

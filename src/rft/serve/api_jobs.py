@@ -4,7 +4,8 @@ Routes (`make_jobs_router(scheduler)`, mounted by `rft.serve.local.create_local_
 - `POST /v1/fine_tuning/jobs`: OpenAI's body as it is (model, training_file, validation_file, method, seed,
   suffix, metadata) plus rft's own settings under `rft` (the SDK's `extra_body={"rft": {...}}`), checked by
   `rft.jobcheck.parse_job` (every problem in one 400 naming its fields); `file-...` ids work as paths. The job is
-  recorded `queued` (`rft.serve.scheduler.record_queued_job`) and returned as a `fine_tuning.job`.
+  recorded `queued` (`rft.serve.scheduler.record_queued_job`) and returned as a `fine_tuning.job`. Every
+  `method.type` runs: reinforcement, supervised and dpo; the job's `method` echoes the body's.
 - `GET /v1/fine_tuning/jobs` (newest first; `after` a job id, `limit` 1..100, default 20; `has_more`),
   `GET .../{id}`, `POST .../{id}/cancel|pause|resume`, `GET .../{id}/events` (`fine_tuning.job.event`, newest
   first, paginated), `GET .../{id}/checkpoints` (`fine_tuning.job.checkpoint` with metrics; its
@@ -73,6 +74,17 @@ def _resume_pending(row: dict) -> bool:
     return bool(m and m.get("pending") == "resume")
 
 
+def _method_echo(method: dict) -> dict:
+    """The stored `method` as the body gave it: the sections of other types (stored as null) and unset optional
+    fields (a supervised or dpo `grader`, `response_format`) are left out."""
+    out = {}
+    for k, v in method.items():
+        if v is None:
+            continue
+        out[k] = {kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v
+    return out
+
+
 def job_object(row: dict, *, started: bool = False) -> dict:
     """OpenAI's `fine_tuning.job` for a registry job row; `started`: the scheduler has a process on it now."""
     spec = row.get("spec") or {}
@@ -86,8 +98,8 @@ def job_object(row: dict, *, started: bool = False) -> dict:
         error = {"code": str(error.get("code") or "error"), "message": str(error.get("message") or ""),
                  "param": error.get("param")}
     result = row.get("result") or {}
-    method = redact_secrets(spec.get("method") or {})  # secrets in a spec are write-only
-    hp = dict(((method.get("reinforcement") or {}).get("hyperparameters")) or {})
+    method = redact_secrets(_method_echo(spec.get("method") or {}))  # secrets in a spec are write-only
+    hp = dict(((method.get(method.get("type") or "reinforcement") or {}).get("hyperparameters")) or {})
     suffix = spec.get("suffix")
     ckpt = None
     if row["status"] == "succeeded":

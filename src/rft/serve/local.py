@@ -4,6 +4,8 @@ Routes:
 - `POST /v1/chat/completions`: the OpenAI body (validated by `rft.openai_chat.parse_chat_body`); JSON
   `chat.completion` with usage, or, with `"stream": true`, server-sent events `data: {chat.completion.chunk}`
   ending in `data: [DONE]` (`stream_options.include_usage` adds a final chunk with `choices: []` and usage).
+  rft's extension `"rft": {"strategy": "best_of_n:n=8,selector=majority", "extract": "-?\\d+"}` (or
+  `"reasoning:budget=128"`) answers with an inference strategy (rft.eval.inference; documented in rft.openai_chat).
   `model` may name any model reference (embedded name, model directory, `ckpt:<id>`, `alias:<name>`,
   `ft:<base>[:<suffix>]:<job id>`); it is loaded on demand into the server's bounded pool (`rft.serve.pool`,
   `max_models`); left out, the server's default model (`--model`) answers. The answer's `model` is the name asked.

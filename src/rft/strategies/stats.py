@@ -1,0 +1,83 @@
+"""The table's statistics: paired difference to the base, latency percentiles, the Pareto front, the recommendation.
+
+- `paired_difference(base_report, row_report)`: the row's mean score minus the base's over the same items, with
+  the paired bootstrap 95% CI and McNemar's test of `rft.eval.compare.compare_reports` (reused, not re-derived).
+- `percentile(xs, q)`: linear interpolation between order statistics (numpy's default), for p50 / p95 latency.
+- `pareto_front(points)`: the indices of points (cost, accuracy) that no other point dominates (another is at most
+  as costly and at least as accurate, and strictly better in one); NaN points are never on the front.
+- `recommend(rows)`: the cheapest strategy whose accuracy is within the 95% CI of the best one. "Best" is the
+  highest accuracy among the deployable rows (a row marked `upper_bound`, best-of-N with the grader selector,
+  reads the reference answers and cannot be deployed, so it is neither best nor recommended). "Within the CI"
+  means accuracy >= the best row's CI lower bound. "Cheapest" is the lowest `usd_per_1k`; ties go to fewer
+  tokens per 1,000 requests, then to the row listed first (the table lists base first).
+
+Simplified: the rule compares each row's point estimate with the best row's interval, not the rows' paired
+difference (the paired CI is in the table for the reader); training cost is a one-off and is not part of
+"cheapest", which is per request.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+
+def paired_difference(base_report: dict, row_report: dict, *, seed: int = 0, resamples: int = 10_000) -> dict[str, Any]:
+    """Row - base over the paired items: {mean, ci95, n, improved, regressed, mcnemar_p}."""
+    from rft.eval.compare import compare_reports
+
+    c = compare_reports(base_report, row_report, by=[], seed=seed, resamples=resamples)
+    return {"mean": c["mean_difference"], "ci95": list(c["difference_ci95"]), "n": c["n_scored_pairs"],
+            "improved": c["n_improved"], "regressed": c["n_regressed"], "mcnemar_p": c["mcnemar"]["p_value"],
+            "method": c["ci_method"]}
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics; NaN for no data."""
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x) and not math.isinf(x)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices (ascending) of the points (cost, accuracy) on the Pareto front: lower cost and higher accuracy
+    are better; a point is dominated when another is <= in cost, >= in accuracy, and better in one of them."""
+    front = []
+    for i, (ci, ai) in enumerate(points):
+        if not (_finite(ci) and _finite(ai)):
+            continue
+        dominated = any(_finite(cj) and _finite(aj) and cj <= ci and aj >= ai and (cj < ci or aj > ai)
+                        for j, (cj, aj) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def recommend(rows: Sequence[dict]) -> dict[str, Any] | None:
+    """The cheapest deployable row whose accuracy is within the best deployable row's 95% CI (see the module
+    docstring). Rows need `label`, `accuracy`, `accuracy_ci95`, `upper_bound`, `usd_per_1k`, `tokens_per_1k`;
+    rows with a NaN accuracy or cost (skipped, failed) are ignored. None when no row qualifies."""
+    ok = [(i, r) for i, r in enumerate(rows) if not r.get("upper_bound") and _finite(r.get("accuracy"))
+          and _finite(r.get("usd_per_1k"))]
+    if not ok:
+        return None
+    bi, best = max(ok, key=lambda t: (t[1]["accuracy"], -t[0]))
+    floor = best["accuracy_ci95"][0]
+    if not _finite(floor):
+        floor = best["accuracy"]
+    within = [(i, r) for i, r in ok if r["accuracy"] >= floor]
+    ri, rec = min(within, key=lambda t: (t[1]["usd_per_1k"], t[1].get("tokens_per_1k") or 0.0, t[0]))
+    return {"label": rec["label"], "best": best["label"], "best_accuracy": best["accuracy"], "threshold": floor,
+            "within_ci": [r["label"] for _, r in within],
+            "rule": "the cheapest deployable strategy (USD per 1,000 requests) whose accuracy is at least the lower "
+                    "95% CI bound of the most accurate deployable strategy; upper-bound rows are excluded",
+            "reason": f"{rec['label']}: accuracy {rec['accuracy']:.3f} >= {floor:.3f} (the CI lower bound of the best, "
+                      f"{best['label']} at {best['accuracy']:.3f}), at ${rec['usd_per_1k']:.4f} per 1,000 requests"}
