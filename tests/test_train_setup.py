@@ -73,6 +73,36 @@ def test_preflight_times_steps_on_the_training_setup(tiny_model_dir, monkeypatch
     assert all(not p.requires_grad for p in parts.reference.parameters())
     assert rep["group_size"] == 2 and rep["prompts_sampled"] == 2 and len(rep["step"]["measured_seconds"]) == 2
     assert rep["forecast"]["total_steps"] == 3
+    mem = rep["memory"]  # the memory forecast, checked before the model loaded; beta > 0: a reference copy
+    assert mem["fits"] and mem["components"]["reference"] > 0 and mem["peak_bytes"] > mem["components"]["weights"]
+
+
+def test_setup_applies_the_memory_settings(tiny_model_dir):
+    """bf16 weights with an 8-bit optimizer (an exact fp32 master around it), gradient checkpointing on every
+    layer, the engine's batch bounded by rft.train.rollout_batch_size; LoRA adapters stay fp32 on a bf16 base."""
+    from rft.train.optim import SplitMaster
+
+    job = _job(tiny_model_dir, train={"max_steps": 3, "weights_dtype": "bfloat16",
+                                      "gradient_checkpointing": True, "rollout_batch_size": 4},
+               optimizer={"name": "adamw_8bit"})
+    parts = setup_training(job)
+    try:
+        assert {p.dtype for p in parts.model.parameters()} == {torch.bfloat16}
+        assert parts.compute_dtype == torch.bfloat16  # bf16 weights compute in bf16 (rft.train.dtype only if set)
+        assert isinstance(parts.optimizer, SplitMaster) and type(parts.optimizer.inner).__name__ == "Adam8bit"
+        assert all(layer.gradient_checkpointing for layer in parts.model.model.layers)
+        assert parts.engine.max_batch_size == 4
+    finally:
+        parts.inputs.close()
+    job = _job(tiny_model_dir, train={"max_steps": 3, "dtype": "float32", "weights_dtype": "bfloat16"},
+               lora={"enabled": True, "rank": 2})
+    parts = setup_training(job)
+    try:
+        assert parts.params and {p.dtype for p in parts.params} == {torch.float32}
+        assert torch.bfloat16 in {p.dtype for p in parts.model.parameters() if not p.requires_grad}
+        assert isinstance(parts.optimizer, torch.optim.AdamW)
+    finally:
+        parts.inputs.close()
 
 
 def test_resolved_values_are_written_in_the_old_order(tiny_model_dir):

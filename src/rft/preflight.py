@@ -1,7 +1,9 @@
 """Pre-flight "learnability" report: before spending compute, sample the base model on a subset of the
 training prompts, grade it, and time real training steps.
 
-Reports: per-prompt pass-rate histogram, the share of groups with zero reward variance at the job's group size
+Reports: the peak-memory forecast (`rft.train.memory`: weights, gradients, optimizer state, engine copy,
+reference, activations, KV cache; a job that will not fit the device is refused here, before any weights load,
+with the settings that would fit), per-prompt pass-rate histogram, the share of groups with zero reward variance at the job's group size
 (those give no gradient), grader error rates and latency, tokens and seconds per step (sampling, grading,
 training measured on real steps), and a forecast of the whole run's time. If the job names
 `rft.train.reference_output`, every row's reference must pass the grader first. The pass-rate measurement and
@@ -21,18 +23,26 @@ import time
 
 from rft.config import JobSpec
 from rft.eval import evaluate
+from rft.train import memory
 from rft.train.cursor import DataCursor
 from rft.train.learnability import measure, verdict
-from rft.train.setup import load_inputs, set_seed, setup_training
+from rft.train.setup import device_for, load_inputs, set_seed, setup_training
 from rft.train.step import step_metrics, train_step
 
 
 def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log=print) -> dict:
     t_start = time.perf_counter()
+    if job.method.type != "reinforcement":
+        raise RftError(f"rft preflight measures a reinforcement job's learnability and step time; this job's "
+                       f"method.type is {job.method.type} (rft train runs it; its evaluations report the validation "
+                       "loss or the grader's accuracy)", field="method.type")
     set_seed(job.seed)
     inputs = load_inputs(job)
     try:
-        parts = setup_training(job, inputs)
+        fc = memory.check(job, inputs, device=device_for(job), log=log)  # refuses (RftError) a job that will not fit
+        for line in fc.lines() if fc is not None else []:
+            log(line)
+        parts = setup_training(job, inputs, check_memory=False)
         values, train_ds, val_ds, grader = parts.values, parts.inputs.train_ds, parts.inputs.val_ds, parts.grader
         G = values.completions_per_prompt
 
@@ -60,7 +70,7 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
             evaluate(parts.engine, val_ds, grader, model_name=job.model,
                      max_new_tokens=job.rft.eval.max_new_tokens or s.max_new_tokens,
                      extraction=job.rft.extraction, max_items=probe,
-                     response_format=job.method.reinforcement.response_format)
+                     response_format=job.response_format)
             per_eval = (time.perf_counter() - t0) * n_items / probe
             n_evals = (values.total_steps - 1) // values.eval_interval + int(job.rft.eval.baseline) + int(job.rft.eval.final)
             eval_forecast = per_eval * n_evals
@@ -82,6 +92,7 @@ def run_preflight(job: JobSpec, *, prompts: int = 16, timing_steps: int = 3, log
         report = {
             "object": "rft.preflight",
             "job_model": job.model,
+            "memory": fc.as_dict() if fc is not None else None,
             "prompts_sampled": len(rows),
             "group_size": G,
             "pass_rate_mean": sum(r for r in pass_rates if r == r) / max(1, sum(1 for r in pass_rates if r == r)),

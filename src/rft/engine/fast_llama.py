@@ -1,5 +1,5 @@
-"""A lean decoder for Llama-family models (llama, qwen2, mistral without sliding window), used by the local
-engine for generation.
+"""A lean decoder for Llama-family models (llama, qwen2, qwen3, mistral, phi3; `engine/archs.py` decides which
+model gets it and says why), used by the local engine for generation.
 
 Why: transformers' generic forward rebuilds attention masks, concatenates its KV cache every step and runs
 seven separate projections per layer. At decode batch sizes on a CPU those costs dominate. This decoder
@@ -30,33 +30,44 @@ with a one-token step's shapes, and a weight product runs on all m rows at once 
 use) found it row-invariant; in bf16 on AVX512-BF16 that is every product but the MLP down projection.
 Prefill is not exact (it attends and multiplies all rows at once), which is fine: nothing compares it to steps.
 
-Limits: one device, no sliding-window attention, RoPE via the model's own rotary module (so scaled RoPE
-variants work), LoRA adapters are merged into the packed copy at `sync()` time.
+Architectures: qwen2's q/k/v biases are added in the qkv product; qwen3's per-head q/k RMSNorms run on the
+qkv product's output before rotary; phi3's fused `qkv_proj` and `gate_up_proj` are already the packed layout
+([q; k; v], [gate; up]) and are copied as they are. Sliding-window layers (mistral, phi3, qwen2 with
+use_sliding_window): a query sees the keys fewer than `window` positions back (positions, not cache slots, so
+padding never counts; transformers' rule for unpadded rows). A batch whose prompt + new tokens fit in the window
+runs as usual; a longer one runs its whole generation on the PyTorch path with windowed masks (the C attention
+kernel has no window), decided once at prefill so decode and verify stay bit for bit alike.
+
+Limits: one device, RoPE via the model's own rotary module (so scaled RoPE variants work; partial rotary is
+refused in archs.py), LoRA adapters are merged into the packed copy at `sync()` time.
 Run its tests: `.venv/bin/python -m pytest -q tests/test_cpu_kernels.py tests/test_engine_predicted.py`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from rft.engine import cpu_kernels
+from rft.engine import archs, cpu_kernels
 from rft.engine.decoder import DecoderState
 
-SUPPORTED_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_TYPES = tuple(archs.FAST_TYPES)
+log = logging.getLogger("rft.engine")
 
 
-def supports(model) -> bool:
+def supports(model, *, quiet: bool = False) -> bool:
+    """Whether the fast decoder runs `model` (the decision and its reason: `archs.engine_for`). Logs the choice
+    in one line (the local engine calls this once per engine) unless `quiet`."""
     base = _unwrap(model)
-    cfg = base.config
-    if getattr(cfg, "model_type", None) not in SUPPORTED_TYPES:
-        return False
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
-        return cfg.model_type == "qwen2" and not getattr(cfg, "use_sliding_window", False)
-    act = getattr(cfg, "hidden_act", "silu")
-    return act == "silu" and hasattr(base, "model") and hasattr(base.model, "layers")
+    name, reason = archs.engine_for(base.config)
+    if name == archs.FAST and not (hasattr(base, "model") and hasattr(base.model, "layers")):
+        name, reason = archs.TRANSFORMERS, f"{reason}; but the module layout is not model.layers"
+    if not quiet:
+        log.info("engine %s (%s)", name, reason)
+    return name == archs.FAST
 
 
 def _unwrap(model):
@@ -90,6 +101,32 @@ def effective_weight(linear) -> torch.Tensor:
     return linear.weight
 
 
+def _layer_weights(layer) -> dict:
+    """One decoder layer's weights in the packed layout (fused qkv [q; k; v], fused [gate; up])."""
+    a, m = layer.self_attn, layer.mlp
+    if hasattr(a, "qkv_proj"):  # phi3: already fused in this order
+        wqkv, bqkv = effective_weight(a.qkv_proj), effective_bias(a.qkv_proj)
+    else:
+        wqkv = torch.cat([effective_weight(a.q_proj), effective_weight(a.k_proj), effective_weight(a.v_proj)], 0)
+        biases = [effective_bias(a.q_proj), effective_bias(a.k_proj), effective_bias(a.v_proj)]
+        bqkv = torch.cat(biases, 0) if all(b is not None for b in biases) else None
+    if hasattr(m, "gate_up_proj"):  # phi3: [gate; up]
+        wgu = effective_weight(m.gate_up_proj)
+    else:
+        wgu = torch.cat([effective_weight(m.gate_proj), effective_weight(m.up_proj)], 0)
+    return {
+        "wqkv": wqkv,
+        "bqkv": bqkv,
+        "wo": effective_weight(a.o_proj),
+        "wgu": wgu,
+        "wd": effective_weight(m.down_proj),
+        "ln1": layer.input_layernorm.weight,
+        "ln2": layer.post_attention_layernorm.weight,
+        "qn": a.q_norm.weight if hasattr(a, "q_norm") else None,  # qwen3: RMSNorm over each head, before rotary
+        "kn": a.k_norm.weight if hasattr(a, "k_norm") else None,
+    }
+
+
 def effective_bias(linear):
     if hasattr(linear, "base_layer"):
         linear = linear.base_layer
@@ -114,6 +151,8 @@ class FastDecoder:
         self.eps = cfg.rms_norm_eps
         self.n_layers = cfg.num_hidden_layers
         self.rotary = base.model.rotary_emb
+        self.windows = archs.layer_windows(cfg)  # per layer: sliding window or None
+        self.window = min((w for w in self.windows if w), default=None)
         self.device = next(model.parameters()).device
         self.scale = self.head_dim**-0.5
         self._f32_probe = torch.empty((1,), dtype=torch.float32, device=self.device)  # rotary tables in fp32
@@ -142,19 +181,7 @@ class FastDecoder:
         dt = self.dtype
         first = not self.layers
         for i, layer in enumerate(base.model.layers):
-            a, m = layer.self_attn, layer.mlp
-            wqkv = torch.cat([effective_weight(a.q_proj), effective_weight(a.k_proj), effective_weight(a.v_proj)], 0)
-            biases = [effective_bias(a.q_proj), effective_bias(a.k_proj), effective_bias(a.v_proj)]
-            bqkv = torch.cat(biases, 0) if all(b is not None for b in biases) else None
-            new = {
-                "wqkv": wqkv,
-                "bqkv": bqkv,
-                "wo": effective_weight(a.o_proj),
-                "wgu": torch.cat([effective_weight(m.gate_proj), effective_weight(m.up_proj)], 0),
-                "wd": effective_weight(m.down_proj),
-                "ln1": layer.input_layernorm.weight,
-                "ln2": layer.post_attention_layernorm.weight,
-            }
+            new = _layer_weights(layer)
             if first:
                 self.layers.append({k: (v.detach().to(dt).contiguous() if v is not None else None) for k, v in new.items()})
             else:
@@ -227,9 +254,10 @@ class FastDecoder:
         slots = state.cache.k.shape[3]
         if t + m > slots:
             raise ValueError(f"fast decoder: {m} tokens at position {t} overflow the KV cache ({slots} slots)")
-        if exact and m > 1 and not self.gemm:
+        torch_path = self.kern is None or state.cache.windowed
+        if exact and m > 1 and (torch_path or not self.gemm):
             self._probe_if_needed()
-        stack = (_KernelLayers if self.kern is not None else _TorchLayers)(self, toks, pos, state, exact)
+        stack = (_TorchLayers if torch_path else _KernelLayers)(self, toks, pos, state, exact)
         for i, lw in enumerate(self.layers):
             stack.layer(i, lw)
         return stack.logits(logits)
@@ -249,7 +277,9 @@ class FastDecoder:
         valid = torch.zeros((B, T), dtype=torch.bool, device=dev)  # [B, T] key is a real token
         valid[:, :L] = attn.bool()
         kc = torch.empty((self.n_layers, B, self.n_kv, T, self.head_dim), dtype=self.dtype, device=dev)
-        state = DecoderState(cache=KVCache(kc, torch.empty_like(kc)), valid=valid, t=0, pos=pos[:, -1] + 1)
+        # a sequence longer than a sliding window: windowed masks, on the PyTorch path for the whole generation
+        windowed = self.window is not None and T > self.window
+        state = DecoderState(cache=KVCache(kc, torch.empty_like(kc), windowed), valid=valid, t=0, pos=pos[:, -1] + 1)
         p = shared_prefix if 0 < shared_prefix < L else 0
         if p:  # the shared prefix once, for row 0; its K/V copied to the other rows
             self.forward(input_ids[:1, :p], pos[:1, :p], state, exact=False, logits=None)
@@ -299,7 +329,7 @@ class FastDecoder:
     def repeat(state: DecoderState, n: int) -> DecoderState:
         """Repeat every row n times (n completions share one prefill)."""
         kv = state.cache
-        return DecoderState(cache=KVCache(kv.k.repeat_interleave(n, dim=1), kv.v.repeat_interleave(n, dim=1)),
+        return DecoderState(cache=KVCache(kv.k.repeat_interleave(n, dim=1), kv.v.repeat_interleave(n, dim=1), kv.windowed),
                             valid=state.valid.repeat_interleave(n, dim=0), t=state.t,
                             pos=state.pos.repeat_interleave(n, dim=0))
 
@@ -310,7 +340,7 @@ class FastDecoder:
         k, v = kv.k[:, rows], kv.v[:, rows]  # [n_layers, b, K, T, D]
         if t:  # the C kernels need contiguous caches
             k, v = k.contiguous(), v.contiguous()
-        return DecoderState(cache=KVCache(k, v), valid=state.valid[rows], t=t, pos=state.pos[rows])
+        return DecoderState(cache=KVCache(k, v, kv.windowed), valid=state.valid[rows], t=t, pos=state.pos[rows])
 
     # -- exact multi-row products (verify) -------------------------------------------------------------
     # `verify` must give bit for bit what m `decode` calls give: in bf16 a one-ulp difference in a logit or a
@@ -395,6 +425,7 @@ class KVCache:
 
     k: torch.Tensor  # [n_layers, b, K, T, D]
     v: torch.Tensor  # [n_layers, b, K, T, D]
+    windowed: bool = False  # the sequence exceeds a sliding window: every forward takes the PyTorch path
 
 
 class _TorchLayers:
@@ -410,38 +441,61 @@ class _TorchLayers:
         self.kc, self.vc = state.cache.k, state.cache.v  # [n_layers, >=b, K, T, D]
         self.cos, self.sin = dec._cos_sin(pos)  # [b, 1, m, D]
         self.x = F.embedding(toks, dec.embed)  # [b, m, E] residual stream
-        valid = state.valid[:b]  # [b, T]
-        dev = dec.device
-        if exact:  # query j sees the first t+j+1 slots, as the one-token step at slot t+j does
-            self.biases = []
+        self.valid, self.pos = state.valid[:b], pos  # [b, T], [b, m]
+        # windowed masks only for a sequence marked at prefill (shorter ones never reach a window)
+        self.windowed = bool(state.cache.windowed)
+        self.masks: dict[int | None, object] = {}  # window -> biases (exact) or mask, built on first use
+
+    def _masks(self, window: int | None):
+        """Exact: per query j a bias [b, 1, 1, t+j+1] over the first t+j+1 slots (a one-token step's shapes);
+        else one bool mask [b, 1, m, S]. Keys: valid slots up to the query's own, and with a window only those
+        fewer than `window` positions back (positions count real tokens only: cumsum of valid)."""
+        if window in self.masks:
+            return self.masks[window]
+        b, m, t, S = self.b, self.m, self.t, self.S
+        valid, dev = self.valid, self.dec.device
+        kpos = valid[:, :S].long().cumsum(-1) - 1  # [b, S] position of each valid slot
+        if self.exact:  # query j sees the first t+j+1 slots, as the one-token step at slot t+j does
+            out = []
             for j in range(m):
+                see = valid[:, : t + j + 1]  # [b, t+j+1]
+                if window is not None:
+                    see = see & (self.pos[:, j : j + 1] - kpos[:, : t + j + 1] < window)
                 bias = torch.zeros((b, 1, 1, t + j + 1), dtype=torch.float32, device=dev)  # [b, 1, 1, t+j+1]
-                self.biases.append(bias.masked_fill_(~valid[:, None, None, : t + j + 1], float("-inf")))
+                out.append(bias.masked_fill_(~see[:, None, None], float("-inf")))
         else:
             causal = torch.ones((m, S), dtype=torch.bool, device=dev).tril(diagonal=t)  # [m, S] query j sees slots <= t+j
             mask = causal[None] & valid[:, None, :S]  # [b, m, S]
+            if window is not None:
+                mask &= (self.pos[:, :, None] - kpos[:, None, :]) < window  # [b, m, S]
             mask[:, torch.arange(m), t + torch.arange(m)] = True  # pad queries see themselves (no NaN)
-            self.mask = mask[:, None]  # [b, 1, m, S]
+            out = mask[:, None]  # [b, 1, m, S]
+        self.masks[window] = out
+        return out
 
     def layer(self, i: int, lw: dict) -> None:
         dec, b, m, t, S, exact = self.dec, self.b, self.m, self.t, self.S, self.exact
         H, K, D = dec.n_heads, dec.n_kv, dec.head_dim
         h = dec._rms(self.x, lw["ln1"])  # [b, m, E]
         qkv = dec._product(h, "wqkv", lw["wqkv"], lw.get("wqkv_pp"), lw["bqkv"], exact=exact)  # [b, m, (H + 2K) * D]
-        q = qkv[..., : H * D].view(b, m, H, D).transpose(1, 2)  # [b, H, m, D]
-        k = qkv[..., H * D : (H + K) * D].view(b, m, K, D).transpose(1, 2)  # [b, K, m, D]
+        q = qkv[..., : H * D].view(b, m, H, D)  # [b, m, H, D]
+        k = qkv[..., H * D : (H + K) * D].view(b, m, K, D)  # [b, m, K, D]
         v = qkv[..., (H + K) * D :].view(b, m, K, D).transpose(1, 2)  # [b, K, m, D]
+        if lw["qn"] is not None:  # qwen3: RMSNorm over each head's D features
+            q, k = dec._rms(q, lw["qn"]), dec._rms(k, lw["kn"])
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [b, H, m, D], [b, K, m, D]
         q, k = dec._rope(q, self.cos, self.sin), dec._rope(k, self.cos, self.sin)
+        window = dec.windows[i] if self.windowed else None
         self.kc[i, :b, :, t:S] = k
         self.vc[i, :b, :, t:S] = v
         keys, vals = self.kc[i, :b, :, :S], self.vc[i, :b, :, :S]  # [b, K, S, D]
         if exact:
-            o = dec._attn_rows(q, keys, vals, self.biases)  # [b, m, H*D]
+            o = dec._attn_rows(q, keys, vals, self._masks(window))  # [b, m, H*D]
         else:
             if H > K:
                 keys = keys.repeat_interleave(H // K, dim=1)  # [b, H, S, D]
                 vals = vals.repeat_interleave(H // K, dim=1)
-            o = F.scaled_dot_product_attention(q, keys, vals, attn_mask=self.mask, scale=dec.scale)  # [b, H, m, D]
+            o = F.scaled_dot_product_attention(q, keys, vals, attn_mask=self._masks(window), scale=dec.scale)  # [b, H, m, D]
             o = o.transpose(1, 2).reshape(b, m, -1)  # [b, m, H*D]
         self.x = self.x + dec._product(o, "wo", lw["wo"], lw.get("wo_pp"), exact=exact)
         h = dec._rms(self.x, lw["ln2"])
@@ -515,6 +569,7 @@ class _KernelLayers:
             b32 = lw["bqkv32"]
             gemm(hp, rows, E, lw["wqkv_vnni"].data_ptr(), self.qkv.shape[-1], b32.data_ptr() if b32 is not None else None,
                  qkvp, 0)
+            self._qk_norm(self.qkv, lw)
             lib.rft_attention(qkvp, *self.cs, kpi, vpi, *self.tail)
             gemm(op, rows, self.H * self.D, lw["wo_vnni"].data_ptr(), E, None, yp, 0)
             lib.rft_add_rmsnorm(xp, yp, lw["ln2"].data_ptr(), hp, rows, E, eps)
@@ -525,6 +580,7 @@ class _KernelLayers:
             return
         exact = self.exact
         qkv = dec._product(self.h, "wqkv", lw["wqkv"], lw.get("wqkv_pp"), lw["bqkv"], exact=exact).contiguous()  # [b, m, (H+2K)*D]
+        self._qk_norm(qkv, lw)
         lib.rft_attention(qkv.data_ptr(), *self.cs, kpi, vpi, *self.tail)
         y = dec._product(self.o, "wo", lw["wo"], lw.get("wo_pp"), exact=exact).contiguous()  # [b, m, E]
         lib.rft_add_rmsnorm(xp, y.data_ptr(), lw["ln2"].data_ptr(), hp, rows, E, eps)
@@ -532,6 +588,18 @@ class _KernelLayers:
         lib.rft_silu_mul(gu.data_ptr(), ap, rows, I)
         y = dec._product(self.act, "wd", lw["wd"], lw.get("wd_pp"), exact=exact).contiguous()  # [b, m, E]
         lib.rft_add_rmsnorm(xp, y.data_ptr(), nxt, hp, rows, E, eps)
+
+    def _qk_norm(self, qkv: torch.Tensor, lw: dict) -> None:
+        """qwen3: per-head RMSNorm of q and k, in place in the qkv buffer [b, m, (H+2K)*D] (before the kernel's
+        rotary). PyTorch ops: two small calls per layer, only for models that have the norms."""
+        if lw["qn"] is None:
+            return
+        H, K, D = self.H, self.K, self.D
+        b, m = qkv.shape[:2]
+        q = qkv[..., : H * D].view(b, m, H, D)  # [b, m, H, D]
+        k = qkv[..., H * D : (H + K) * D].view(b, m, K, D)  # [b, m, K, D]
+        q.copy_(self.dec._rms(q, lw["qn"]))
+        k.copy_(self.dec._rms(k, lw["kn"]))
 
     def logits(self, which: str | None):
         """The final norm already ran (fused into the last layer): only the head product is left."""

@@ -2,8 +2,10 @@
 
 Every place that needs an engine for a model reference (the library API, eval, batch, the HTTP server's worker,
 model-graded graders, benchmarks) calls `rft.engine.load_engine`, so the recipe lives here once: resolve the
-reference (`rft.models.resolve`: embedded names, directories, `ckpt:`/`alias:`), load the fp32 master weights
-(`rft.models.load`), and generate in the fastest exact dtype for the CPU (`best_cpu_dtype`).
+reference (`rft.models.resolve`: embedded names, directories, hub ids from the local hub cache, `ckpt:`/`alias:`/
+`ft:`), load the fp32 master weights (`rft.models.load`), and generate in the fastest exact dtype for the CPU
+(`best_cpu_dtype`). Which decoder the engine runs (the fast decoder or the transformers forward) is decided by
+`rft.engine.archs.engine_for` from the model's config and logged in one line on the `rft.engine` logger.
 Simplified: one device; the training loop, which owns its model (LoRA wrapping, resumed weights), builds its
 `LocalEngine` from that model directly.
 

@@ -20,28 +20,36 @@ gets its own grammar matcher and each draw is masked to the tokens its grammar a
 decode without drafts. Without a constraint no mask is computed. Tools: `generate(..., tools=[...])` renders
 each prompt with its tools (engine/tools.py).
 
-Backends: Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
+Backends: on CUDA, Llama-family models (llama, qwen2, qwen3, mistral) run on `cuda_decode.StaticDecoder` (a
+static KV cache, eager prefill, the decode step replayed as one CUDA graph; backend "cuda_graph"; weights synced
+device to device). On CPU, Llama-family models run on `fast_llama.FastDecoder` (packed weights in the compute dtype, a
 preallocated KV cache; in bf16 on CPU its forward runs on the C kernels of `cpu_kernels`); other architectures
-fall back to the transformers forward with a DynamicCache (`decoder.HFDecoder`). Both implement
+fall back to the transformers forward with a DynamicCache (`decoder.HFDecoder`). All three implement
 `decoder.Decoder` and keep their place in a `decoder.DecoderState`.
 Compute dtype: on CPUs with fast bf16 matrix units, generation runs in bf16 on a copy of the weights,
 refreshed from the fp32 master weights with `sync_weights()` after each optimizer step.
-Simplifications: no paged attention or continuous batching across calls; one device.
+The backend, compute dtype and the model's attention implementation (transformers' "sdpa" as rft loads models)
+are logged when the engine is built.
+Simplifications: no paged attention or continuous batching across calls; one device. The CUDA path has not been
+run on a GPU by the session that wrote it (see bench/gpu_check.sh).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Iterator, Sequence
 
 import torch
 
-from rft.engine import constrain, fast_llama, predicted
+from rft.engine import constrain, cuda_decode, fast_llama, predicted
 from rft.engine.decoder import Decoder, HFDecoder
 from rft.engine.protocol import GenerationStats, SamplingParams
 from rft.engine.sampling import eos_ids, make_generator, sample_next, stop_text
 from rft.engine.tools import render_with_tools
 from rft.types import Completion
+
+log = logging.getLogger(__name__)
 
 
 def render_prompt(tokenizer, messages: list[dict], tools: list | None = None) -> list[int]:
@@ -65,7 +73,9 @@ class LocalEngine:
     """
 
     def __init__(self, model, tokenizer, *, compute_dtype: torch.dtype | None = None, max_batch_size: int = 64,
-                 fast: bool | None = None):
+                 fast: bool | None = None, static: bool | None = None, cuda_graphs: bool = True):
+        """static: use the static-cache decoder (`cuda_decode.StaticDecoder`; default: on CUDA for the
+        architectures it supports, never on CPU unless asked); cuda_graphs=False keeps its decode step eager."""
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -73,9 +83,21 @@ class LocalEngine:
         self.max_batch_size = max_batch_size
         self.eos = eos_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
-        use_fast = fast_llama.supports(model) if fast is None else fast
-        self.backend = "fast" if use_fast else "transformers"
-        self.decoder: Decoder = fast_llama.FastDecoder(model, self.compute_dtype) if use_fast else HFDecoder(model, self.compute_dtype)
+        use_static = (self.device.type == "cuda" and cuda_decode.supports(model)) if static is None else static
+        use_fast = not use_static and (fast_llama.supports(model) if fast is None else fast)
+        if use_static:
+            self.backend = "cuda_graph" if self.device.type == "cuda" and cuda_graphs else "static"
+            self.decoder: Decoder = cuda_decode.StaticDecoder(model, self.compute_dtype, graphs=cuda_graphs)
+        elif use_fast:
+            self.backend = "fast"
+            self.decoder = fast_llama.FastDecoder(model, self.compute_dtype)
+        else:
+            self.backend = "transformers"
+            self.decoder = HFDecoder(model, self.compute_dtype)
+        # the attention the model's own forward (training, the transformers fallback) runs: logged, not changed
+        self.attn_implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        log.info("engine: backend %s, compute dtype %s, device %s, model attention %s", self.backend,
+                 str(self.compute_dtype).removeprefix("torch."), self.device, self.attn_implementation)
         self.last_stats = GenerationStats()
 
     def sync_weights(self) -> None:
@@ -219,7 +241,8 @@ class LocalEngine:
                 break
             # Drop finished rows once they are a quarter of the batch: compaction copies the cache,
             # so doing it for every single finished row would cost more than it saves.
-            if len(active) - n_live >= max(1, len(active) // 4):
+            # (A static-shape decoder keeps every row: its step is one fixed-shape CUDA graph.)
+            if getattr(dec, "compacts", True) and len(active) - n_live >= max(1, len(active) // 4):
                 keep = [r for r, s in enumerate(active) if not done[s]]
                 rows = torch.tensor(keep, dtype=torch.long, device=dev)
                 state = dec.select(state, rows)

@@ -13,7 +13,14 @@ weights; weights are only ever read from safetensors (`use_safetensors=True`, no
 - `ft:<base>[:<suffix>]:<job id>`: OpenAI's name for a fine-tuned model: the final checkpoint of a succeeded job
   (`fine_tuned_name` builds it; the whole name must match the job's model, suffix and exact id; `list_fine_tuned`
   lists the names of every succeeded job with a final checkpoint).
-- anything else that looks like a hub id fails with a hint: rft never downloads weights at run time.
+- `Org/Name[@revision]`, a Hugging Face hub id: the snapshot in the local hub cache (`hub_snapshot`), offline.
+  Where it looks: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub` (the hub client's own
+  rule, shared with `rft.data.hf_cache`), and the default `~/.cache/huggingface/hub` too when a variable points
+  elsewhere; the entry `models--Org--Name/` with `refs/<revision>` (default `main`) naming a folder of
+  `snapshots/`, or a snapshot hash given as the revision. A model that is not there is an error naming the
+  folders looked in and the `hf download Org/Name` command to run on a machine with hub access. rft downloads
+  only when `RFT_ALLOW_DOWNLOAD=1` is set (then `huggingface_hub.snapshot_download` fills the same cache with
+  the config, tokenizer and safetensors files; it still fails where the hub is unreachable or HF_HUB_OFFLINE=1).
 
 Before any library reads a directory, `resolve` checks it: config.json is a JSON object with a model_type, every
 safetensors header is sound (`hashing.check_safetensors`: bounded size, offsets inside the file), and an adapter
@@ -26,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,7 +59,7 @@ FT_PREFIX = "ft:"  # fine-tuned model names: ft:<base>[:<suffix>]:<job id>
 class ResolvedModel:
     ref: str  # what the user wrote
     path: Path  # local directory with config + safetensors + tokenizer
-    kind: str  # "embedded" | "directory" | "checkpoint"
+    kind: str  # "embedded" | "directory" | "checkpoint" | "hub"
 
 
 def _embedded_source(name: str) -> Path:
@@ -145,6 +153,8 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
                        hint=f"check the path (relative paths start from {Path.cwd()}), or use the embedded model "
                             f"'{DEFAULT_MODEL}'")
     looks_like_hub = "/" in ref and not ref.startswith((".", "/", "~"))
+    if looks_like_hub and HUB_ID.match(ref):
+        return ResolvedModel(ref, hub_snapshot(ref), "hub")
     hint = (
         "rft does not download weights. Download the model elsewhere (e.g. `huggingface-cli download "
         f"{ref} --local-dir ./{ref.split('/')[-1]}`), copy it here and pass the directory path; "
@@ -156,6 +166,145 @@ def resolve(ref: str, *, prepare: bool = True, verify: bool = True) -> ResolvedM
         f"model '{_short(ref)}' not found: not an embedded model ({', '.join(EMBEDDED)}), not a directory",
         hint=hint if len(ref) < 200 else f"pass a model directory, or the embedded model '{DEFAULT_MODEL}'",
     )
+
+
+# ------------------------------------------------------------------------------------------- the hub cache
+_HUB_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+HUB_ID = re.compile(rf"^(?P<org>{_HUB_PART})/(?P<name>{_HUB_PART})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,99}}))?$")
+DOWNLOAD_ENV = "RFT_ALLOW_DOWNLOAD"
+# what an opt-in download fetches: never pickle weights
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def hub_cache_dirs() -> list[Path]:
+    """The hub caches looked in, in order: the one the hub client uses, then the default if that differs."""
+    from rft.data.hf_cache import hub_cache  # the one place that reads HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME
+
+    dirs = [hub_cache()]
+    default = Path.home() / ".cache" / "huggingface" / "hub"
+    if default.expanduser() != dirs[0]:
+        dirs.append(default)
+    return dirs
+
+
+def _hub_entry(cache: Path, org: str, name: str) -> Path | None:
+    """cache/models--Org--Name (exact spelling first, else the one case-insensitive match)."""
+    folder = f"models--{org}--{name}"
+    if (cache / folder).is_dir():
+        return cache / folder
+    try:
+        low = [d for d in cache.iterdir() if d.name.lower() == folder.lower() and d.is_dir()]
+    except OSError:
+        return None
+    return low[0] if len(low) == 1 else None
+
+
+def _snapshot_of(entry: Path, ref: str, rev: str) -> Path:
+    """The snapshot folder `rev` names in a cache entry: refs/<rev> holds a commit hash; a hash names itself."""
+    snaps = entry / "snapshots"
+    refs = entry / "refs" / rev
+    if refs.is_file():
+        commit = refs.read_text(errors="replace").strip()
+        if (snaps / commit).is_dir():
+            return snaps / commit
+        raise RftError(f"model '{ref}': the hub cache entry {entry} is broken: refs/{rev} names snapshot "
+                       f"{commit[:40]!r}, which is not in snapshots/",
+                       hint=f"download it again: `hf download {ref.split('@')[0]}`, then copy {entry} here")
+    if (snaps / rev).is_dir():
+        return snaps / rev
+    have = sorted(d.name for d in snaps.iterdir() if d.is_dir()) if snaps.is_dir() else []
+    if rev == "main" and len(have) == 1:  # copied without refs/: the only snapshot
+        return snaps / have[0]
+    listed = f"snapshots: {', '.join(h[:12] for h in have)}" if have else "no snapshots"
+    raise RftError(f"model '{ref}': the hub cache entry {entry} has no revision '{rev}' ({listed})",
+                   hint=f"name one of its snapshots: {ref.split('@')[0]}@<snapshot hash>" if have else
+                        f"download it again: `hf download {ref.split('@')[0]}`")
+
+
+def _check_snapshot(ref: str, snap: Path) -> None:
+    """A snapshot's files are links into blobs/: a link whose blob is missing (an interrupted or partly copied
+    download) breaks the model; say which file."""
+    repo = ref.split("@")[0]
+    broken = sorted(f.name for f in snap.iterdir() if not f.exists())
+    if broken:
+        raise RftError(f"model '{ref}': the hub snapshot {snap} is incomplete: {', '.join(broken[:3])} "
+                       f"{'points' if len(broken) == 1 else 'point'} to a missing blob (an interrupted download or "
+                       "a partial copy)", hint=f"download it again: `hf download {repo}`, then copy the whole "
+                                               f"models--{repo.replace('/', '--')} folder (with blobs/)")
+    if not (snap / "config.json").exists() or not any(snap.glob("*.safetensors")):
+        raise RftError(f"model '{ref}': the hub snapshot {snap} has no config.json or no *.safetensors weights",
+                       hint=f"download the weights too: `hf download {repo}` (rft loads safetensors only)")
+
+
+def hub_snapshot(ref: str) -> Path:
+    """`Org/Name[@revision]` -> its snapshot folder in the local hub cache, checked like any model directory.
+    Never downloads unless RFT_ALLOW_DOWNLOAD=1; otherwise a missing model is an RftError naming the folders
+    looked in and the `hf download` command."""
+    m = HUB_ID.match(ref)
+    if m is None:
+        raise RftError(f"'{_short(ref)}' is not a Hugging Face hub id (Org/Name[@revision])")
+    org, name, rev = m["org"], m["name"], m["rev"] or "main"
+    repo = f"{org}/{name}"
+    caches = hub_cache_dirs()
+    for cache in caches:
+        entry = _hub_entry(cache, org, name)
+        if entry is not None:
+            snap = _snapshot_of(entry, ref, rev)
+            _check_snapshot(ref, snap)
+            _check_model_dir(ref, snap)
+            return snap
+    if os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return _download(repo, m["rev"], ref)
+    looked = ", ".join(str(c / f"models--{org}--{name}") for c in caches)
+    raise RftError(f"model '{ref}' looks like a hub id and is not in the local Hugging Face hub cache (looked in "
+                   f"{looked}); rft does not download weights",
+                   hint=f"run `hf download {repo}` (older clients: `huggingface-cli download {repo}`) on a machine "
+                        "with hub access and copy its "
+                        f"~/.cache/huggingface/hub/models--{org}--{name} folder into {caches[0]} (or set "
+                        f"HF_HUB_CACHE), or pass a model directory; {DOWNLOAD_ENV}=1 lets rft download it here")
+
+
+def _download(repo: str, rev: str | None, ref: str) -> Path:
+    """The explicit opt-in: fill the hub cache with the model's config, tokenizer and safetensors files."""
+    from rft.data.hf_cache import hub_cache
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo, revision=rev, cache_dir=str(hub_cache()),
+                                      allow_patterns=DOWNLOAD_PATTERNS))
+    except Exception as e:  # noqa: BLE001 - the hub client raises many types (offline, 401, 404, network)
+        raise RftError(f"model '{ref}': downloading it ({DOWNLOAD_ENV}=1) failed: {_one_line(e)}",
+                       hint=f"on a machine without hub access, run `hf download {repo}` elsewhere and copy the "
+                            f"cache folder models--{repo.replace('/', '--')} into {hub_cache()}") from None
+    _check_snapshot(ref, path)
+    _check_model_dir(ref, path)
+    return path
+
+
+def list_hub_models() -> list[dict]:
+    """The models in the local hub caches that rft can load (a snapshot with config.json and safetensors):
+    {"id": "Org/Name", "path": snapshot, "model_type"}. Entries that are broken are listed with status."""
+    out, seen = [], set()
+    for cache in hub_cache_dirs():
+        try:
+            entries = sorted(d for d in cache.iterdir() if d.name.startswith("models--") and d.is_dir())
+        except OSError:
+            continue
+        for entry in entries:
+            parts = entry.name.split("--")
+            if len(parts) != 3 or f"{parts[1]}/{parts[2]}" in seen:
+                continue
+            rid = f"{parts[1]}/{parts[2]}"
+            seen.add(rid)
+            try:
+                snap = hub_snapshot(rid) if _hub_entry(cache, parts[1], parts[2]) == entry else None
+            except RftError as e:
+                out.append({"id": rid, "status": "broken", "kind": "hub", "path": str(entry), "problem": e.message})
+                continue
+            if snap is not None:
+                out.append({"id": rid, "status": "ready", "kind": "hub", "path": str(snap)})
+    return out
 
 
 def resolve_registered(ref: str, *, verify: bool = True) -> ResolvedModel:
@@ -340,9 +489,16 @@ def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line error below
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="sdpa"
-        )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="sdpa"
+            )
+        except ValueError as e:  # an architecture without SDPA support (Gemma 2): its eager attention
+            if "scaled_dot_product_attention" not in str(e):
+                raise
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, dtype=dtype, use_safetensors=True, local_files_only=True, attn_implementation="eager"
+            )
     except Exception as e:  # noqa: BLE001
         raise RftError(f"model '{resolved.ref}': cannot load the model from {resolved.path}: {_one_line(e)}",
                        hint="check that config.json and the safetensors weights belong to the same causal LM") from None
@@ -356,6 +512,21 @@ def load(resolved: ResolvedModel, *, dtype=None, device: str = "cpu"):
 def _one_line(e: Exception) -> str:
     text = " ".join(str(e).split()).replace(" For details look at the above report!", "")  # the report is silenced
     return f"{type(e).__name__}: {text[:300]}"
+
+
+def list_local() -> list[dict]:
+    """Every model on this machine rft can load, for `rft models list`: the embedded models, the hub cache's
+    models (`list_hub_models`) and the fine-tuned models' final checkpoints (`list_fine_tuned`), each
+    {"id", "status", "kind", "path"}. The engine each gets is added above this layer (`rft.engine.archs`)."""
+    rows = list_models() + list_hub_models()
+    from rft.registry import Registry
+
+    reg = Registry()
+    for m in list_fine_tuned(reg):
+        ck = reg.get_checkpoint(m["checkpoint_id"])
+        ok = Path(ck["path"], "manifest.json").exists()
+        rows.append({"id": m["id"], "status": "ready" if ok else "missing", "kind": "checkpoint", "path": ck["path"]})
+    return rows
 
 
 def list_models() -> list[dict]:

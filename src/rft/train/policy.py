@@ -6,6 +6,13 @@ the model once per *unique* prompt, and its KV cache is repeated G times (a diff
 completion pass. On prompt-heavy tasks this removes most of the training FLOPs. The completion pass feeds
 [last prompt token] + completion[:-1], so every position's hidden state predicts one completion token, and
 only those positions go through the LM head.
+
+Gradient checkpointing (`rft.train.gradient_checkpointing`, switched on by `rft.train.setup.load_policy`):
+transformers' checkpointed layers drop any KV cache while gradients are on (a replayed layer would write it
+twice), so prompt sharing cannot run; the training pass then feeds each row its whole sequence (prompt, then
+last prompt token + completion[:-1]) with the same positions and mask, and gives the same log-probs. Each
+layer keeps only its input; its activations are recomputed in the backward. Passes without gradients (the KL
+reference) still share the prompt.
 """
 
 from __future__ import annotations
@@ -89,6 +96,14 @@ def _cache_kw(body) -> str:
     return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
 
 
+def checkpointing(body) -> bool:
+    """Whether this forward runs transformers' gradient checkpointing (which drops KV caches): a layer has it
+    switched on, the model is in training mode and gradients are on."""
+    layers = getattr(body, "layers", None)
+    return bool(body.training and torch.is_grad_enabled() and layers is not None
+                and any(getattr(m, "gradient_checkpointing", False) for m in layers))
+
+
 def completion_logprobs(model, batch: TrainBatch, *, temperature: float, compute_dtype: torch.dtype,
                         with_entropy: bool = False):
     """-> (logp [B, Lc] with grad, entropy [B, Lc] detached or None)."""
@@ -101,23 +116,34 @@ def completion_logprobs(model, batch: TrainBatch, *, temperature: float, compute
     B, Lc = batch.comp_in.shape
     P = batch.prompt_ids.shape[1]
     ckw = _cache_kw(body)
+    start = (batch.prompt_len - 1).repeat_interleave(G)  # [B] position of the last prompt token
+    cpos = start[:, None] + torch.arange(Lc, device=start.device)[None]  # [B, Lc]
     with ctx:
-        kwargs = {}
-        if P > 0:
-            cache = DynamicCache(config=body.config)
+        if P > 0 and checkpointing(body):  # whole sequences, no cache (module docstring)
             ppos = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
-            body(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, position_ids=ppos, use_cache=True,
-                 **{ckw: cache})
-            cache.batch_repeat_interleave(G)  # [U, ...] -> [B, ...], differentiable
-            kwargs[ckw] = cache
+            ids = torch.cat([batch.prompt_ids.repeat_interleave(G, 0), batch.comp_in], 1)  # [B, P+Lc]
             mask = torch.cat([batch.prompt_mask.repeat_interleave(G, 0), torch.ones_like(batch.comp_in)], 1)  # [B, P+Lc]
+            pos = torch.cat([ppos.repeat_interleave(G, 0), cpos], 1)  # [B, P+Lc]
+            hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos,
+                          use_cache=False).last_hidden_state[:, P:]  # [B, Lc, E]
         else:
-            mask = torch.ones_like(batch.comp_in)
-        start = (batch.prompt_len - 1).repeat_interleave(G)  # [B] position of the last prompt token
-        cpos = start[:, None] + torch.arange(Lc, device=start.device)[None]  # [B, Lc]
-        hidden = body(input_ids=batch.comp_in, attention_mask=mask, position_ids=cpos, use_cache=P > 0,
-                      **kwargs).last_hidden_state  # [B, Lc, E]
+            kwargs = {}
+            if P > 0:
+                cache = DynamicCache(config=body.config)
+                ppos = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
+                body(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, position_ids=ppos, use_cache=True,
+                     **{ckw: cache})
+                cache.batch_repeat_interleave(G)  # [U, ...] -> [B, ...], differentiable
+                kwargs[ckw] = cache
+                mask = torch.cat([batch.prompt_mask.repeat_interleave(G, 0), torch.ones_like(batch.comp_in)], 1)  # [B, P+Lc]
+            else:
+                mask = torch.ones_like(batch.comp_in)  # [B, Lc]
+            hidden = body(input_ids=batch.comp_in, attention_mask=mask, position_ids=cpos, use_cache=P > 0,
+                          **kwargs).last_hidden_state  # [B, Lc, E]
         logits = head(hidden)  # [B, Lc, V]
+        cap = getattr(getattr(body, "config", None), "final_logit_softcapping", None)
+        if cap:  # Gemma 2: the causal LM's forward soft-caps its logits; the head alone does not
+            logits = torch.tanh(logits / cap) * cap  # [B, Lc, V]
     logits = logits.float() / max(temperature, 1e-6)  # the rollout sampled from logits / T
     logp_all = torch.log_softmax(logits, dim=-1)  # [B, Lc, V]
     logp = logp_all.gather(-1, batch.comp_ids[..., None]).squeeze(-1)  # [B, Lc]

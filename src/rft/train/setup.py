@@ -4,9 +4,13 @@
     load_inputs(job)       data (train, validation, guard), the grader (every reference answer checked), the
                            resolved hyperparameters, the model reference (its context window checked), the
                            compute dtype; nothing heavy is loaded yet
-    setup_training(job)    + the policy (fp32 master weights, optional LoRA), AdamW with the job's betas and
-                           weight decay, the LR schedule, the frozen reference (only if beta > 0) and the engine
-                           that samples from the policy
+    setup_training(job)    + the memory check (`rft.train.memory`: the forecast peak must fit the device, else
+                           an RftError naming the settings that would fit), the policy (weights in
+                           `rft.train.weights_dtype`, optional LoRA, optional gradient checkpointing), the
+                           optimizer (`rft.train.optim`: AdamW or 8-bit AdamW, an exact fp32 master for bf16
+                           weights) with the job's betas and weight decay, the LR schedule, the frozen reference
+                           (only if beta > 0) and the engine that samples from the policy (at most
+                           `rft.train.rollout_batch_size` sequences a batch)
 
 Both return frozen dataclasses (`TrainInputs`, `TrainParts`). The training loop loads the inputs first (it
 records them in the registry and checks a resume against them before any model is loaded) and then builds the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,7 +34,8 @@ import torch
 from rft import graders, models
 from rft.config import JobSpec, Resolved, check_context_length, resolve
 from rft.data import Dataset, load_dataset
-from rft.engine.local import LocalEngine, best_cpu_dtype
+from rft.engine import backends
+from rft.engine.local import best_cpu_dtype
 from rft.errors import RftError
 from rft.extraction import sample_from_text
 from rft.graders.sandbox import SandboxLimits
@@ -46,11 +52,12 @@ class TrainInputs:
     grader: Any
     guard_grader: Any  # the guard set's grader (the job's grader unless rft.eval.guard_grader); None without one
     model_ref: models.ResolvedModel
-    compute_dtype: torch.dtype  # rollouts and forward passes; master weights stay fp32
+    compute_dtype: torch.dtype  # rollouts and forward passes; the weights are in rft.train.weights_dtype
 
     def close(self) -> None:
         """Stop the graders' workers (python graders run in a sandbox pool)."""
-        self.grader.close()
+        if self.grader is not None:  # supervised and DPO jobs may have none
+            self.grader.close()
         if self.guard_grader is not None and self.guard_grader is not self.grader:
             self.guard_grader.close()
 
@@ -70,7 +77,7 @@ class TrainParts:
     optimizer: torch.optim.Optimizer
     scheduler: "LrSchedule"
     reference: Any
-    engine: LocalEngine
+    engine: Any  # LocalEngine, or VLLMEngine with rft.engine.backend: vllm (rft.engine.backends)
 
     # the inputs a step reads, by their short names
     values = property(lambda self: self.inputs.values)
@@ -89,7 +96,13 @@ def compute_dtype_for(job: JobSpec) -> torch.dtype:
         return torch.bfloat16
     if d == "float32":
         return torch.float32
+    if job.rft.train.weights_dtype == "bfloat16":  # bf16 weights compute in bf16 whatever the CPU
+        return torch.bfloat16
     return best_cpu_dtype() if not torch.cuda.is_available() else torch.bfloat16
+
+
+def weights_dtype_for(job: JobSpec) -> torch.dtype:
+    return torch.bfloat16 if job.rft.train.weights_dtype == "bfloat16" else torch.float32
 
 
 def device_for(job: JobSpec) -> str:
@@ -176,21 +189,46 @@ def load_inputs(job: JobSpec) -> TrainInputs:
 
 # ------------------------------------------------------------------------------------------------ policy
 def load_policy(job: JobSpec, model_ref: models.ResolvedModel):
-    model, tok = models.load(model_ref, dtype=torch.float32, device=device_for(job))
+    """The policy in `rft.train.weights_dtype`; LoRA adapters (peft upcasts them to fp32 on a bf16 base);
+    gradient checkpointing switched on when asked (`rft.train.policy` then trains without prompt sharing)."""
+    backends.check(job.rft.engine, device_for(job))  # before the weights load: vllm needs CUDA and the package
+    if job.rft.engine.backend == "vllm" and job.rft.train.overlap_rollouts:
+        raise RftError("rft.train.overlap_rollouts samples with a second local engine; it cannot be combined with "
+                       "rft.engine.backend: vllm", field="rft.train.overlap_rollouts")
+    model, tok = models.load(model_ref, dtype=weights_dtype_for(job), device=device_for(job))
     if job.rft.lora.enabled:
+        from rft.train.optim import quiet_bitsandbytes
+
+        quiet_bitsandbytes()  # peft imports bitsandbytes when it is installed
         from peft import LoraConfig, get_peft_model
 
         lc = job.rft.lora
         model = get_peft_model(model, LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                                  target_modules=lc.targets, task_type="CAUSAL_LM"))
+    if job.rft.train.gradient_checkpointing:
+        enable_checkpointing(model)
     model.train()
     # Dropout is off in these models; keep modules in train mode only for peft/bookkeeping.
     return model, tok
 
 
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing on every decoder layer (transformers' own switch)."""
+    inner = model.get_base_model() if hasattr(model, "peft_config") else model
+    on = getattr(inner, "activation_checkpointing_enable", None) or inner.gradient_checkpointing_enable
+    try:
+        on({"use_reentrant": False})
+    except ValueError as e:  # an architecture without checkpointing support
+        raise RftError(f"rft.train.gradient_checkpointing: {e}", hint="set rft.train.gradient_checkpointing=false") \
+            from None
+
+
 def make_optimizer(job: JobSpec, params: list, lr: float) -> torch.optim.Optimizer:
+    """`rft.optimizer.name` over `params` (see rft.train.optim: bf16 parameters get an exact fp32 master)."""
+    from rft.train import optim
+
     o = job.rft.optimizer
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay, foreach=True)
+    return optim.make(o.name, params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
 def make_reference(job: JobSpec, model, compute_dtype: torch.dtype):
@@ -248,16 +286,24 @@ def policy_parts(job: JobSpec, inputs: TrainInputs, model, tokenizer, *,
     reference = make_reference(job, model, inputs.compute_dtype)
     if restore is not None:
         restore(model, optimizer)
-    engine = LocalEngine(model, tokenizer, compute_dtype=inputs.compute_dtype)
+    engine = backends.training_engine(job.rft.engine, model, tokenizer, compute_dtype=inputs.compute_dtype,
+                                      model_path=inputs.model_ref.path, seed=job.seed,
+                                      max_batch_size=job.rft.train.rollout_batch_size)
     return TrainParts(job=job, inputs=inputs, model=model, tokenizer=tokenizer, params=params, optimizer=optimizer,
                       scheduler=scheduler, reference=reference, engine=engine)
 
 
 def setup_training(job: JobSpec, inputs: TrainInputs | None = None, *,
-                   restore: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None) -> TrainParts:
+                   restore: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None,
+                   check_memory: bool = True) -> TrainParts:
     """Everything a run trains with. `inputs`: already loaded by the caller (else loaded here); `restore`: see
-    `policy_parts`. The caller owns the graders: close them with `parts.inputs.close()`."""
+    `policy_parts`; `check_memory=False`: the caller already ran `rft.train.memory.check`. The caller owns the
+    graders: close them with `parts.inputs.close()`."""
+    from rft.train import memory
+
     inputs = inputs if inputs is not None else load_inputs(job)
+    if check_memory:  # before any weights are loaded: refuse a job that will not fit
+        memory.check(job, inputs, device=device_for(job), log=lambda m: print(m, file=sys.stderr))
     model, tokenizer = load_policy(job, inputs.model_ref)
     return policy_parts(job, inputs, model, tokenizer, restore=restore)
 
