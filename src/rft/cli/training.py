@@ -9,7 +9,8 @@ summary table (`rft.views.training_summary`). A paused or cancelled job prints h
 Simplified: the progress bar shows reward, validation accuracy and step time, nothing else; `--quiet` turns bar
 and log lines off. Its own module so that `rft.cli.main` and `rft.cli.registry_cmds` both import it and not
 each other.
-How to run: `rft train examples/quickstart.yaml`, `rft jobs resume JOB`.
+How to run: `rft train examples/quickstart.yaml`, `rft train JOB.yaml --ray` (Ray, rft.train.distributed),
+`rft jobs resume JOB`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,35 @@ from rich.markup import escape as rich_escape
 from rft.cli.output import err, out, print_json, view_table
 
 
-def train_command(job_path, overrides: list[str], output_dir: str | None, as_json: bool, quiet: bool) -> dict:
-    """`rft train JOB [key=value ...]`: the job through `rft.api.train`, shown as `run_training` shows it."""
+def train_command(job_path, overrides: list[str], output_dir: str | None, as_json: bool, quiet: bool,
+                  ray: bool = False) -> dict:
+    """`rft train JOB [key=value ...] [--ray [ADDRESS]]`: the job through `rft.api.train`, shown as `run_training`
+    shows it. `--ray` becomes the overrides rft.cluster.enabled (and .address), so the stored spec, and with it
+    `rft jobs resume`, runs on Ray too."""
     from rft import api
 
+    overrides = ray_overrides(ray, list(overrides))
     return run_training(lambda progress, log: api.train(job_path, overrides, output_dir=output_dir, progress=progress,
                                                         log=log), as_json, quiet)
+
+
+def ray_overrides(ray: bool, overrides: list[str]) -> list[str]:
+    """`--ray` is a flag; its ADDRESS lands among the positional overrides (it is the one without "="). Returns
+    the overrides with rft.cluster.enabled=true (and rft.cluster.address=ADDRESS) in place of the address."""
+    from rft.errors import RftError
+
+    if not ray:
+        return overrides
+    bare = [o for o in overrides if "=" not in o]
+    if len(bare) > 1:
+        raise RftError(f"--ray takes one ADDRESS, got {', '.join(repr(b[:60]) for b in bare)}",
+                       hint="rft train JOB.yaml --ray [HOST:PORT]; overrides are key=value")
+    rest = [o for o in overrides if "=" in o] + ["rft.cluster.enabled=true"]
+    if bare:
+        if any(c.isspace() for c in bare[0]):
+            raise RftError(f"--ray: {bare[0][:100]!r} is not a Ray address (HOST:PORT, ray://HOST:PORT or auto)")
+        rest.append(f"rft.cluster.address={bare[0]}")
+    return rest
 
 
 def run_training(fn, as_json: bool, quiet: bool) -> dict:
