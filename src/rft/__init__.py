@@ -11,10 +11,11 @@ The Python API (`rft.api`, documented there) is exported here lazily, so `import
     rft.evaluate(job["fine_tuned_model"], "val.jsonl", "grader.json")
     rft.load("alias:production").chat("What is 7 * 8?")
 
-`rft.train` and `rft.batch` are also the names of subpackages (`rft.train.loop`, `rft.batch.jobs`): once one of
-them is imported, Python binds the package name to the subpackage. So that `rft.train(...)` and `rft.batch(...)`
-keep working either way, those two subpackages are made callable (calling one calls `rft.api.train` or
-`rft.api.batch`); everything else about them is unchanged.
+`rft.train`, `rft.batch` and `rft.strategies` are also the names of subpackages (`rft.train.loop`,
+`rft.batch.jobs`, `rft.strategies.runner`): once one of them is imported, Python binds the package name to the
+subpackage. So that `rft.train(...)`, `rft.batch(...)` and `rft.strategies(...)` keep working either way, those
+subpackages are made callable (calling one calls the `rft.api` function of that name); everything else about them
+is unchanged.
 """
 
 
@@ -34,9 +35,10 @@ __version__ = "0.1.0"
 
 # name -> module attribute it stands for; loaded on first access (PEP 562)
 _API = ("train", "resume", "evaluate", "compare", "load", "grade", "batch", "jobs", "job", "checkpoints", "lineage",
-        "export", "datasets", "load_dataset", "Model")
+        "export", "datasets", "load_dataset", "Model", "strategies", "pairs", "replay", "replay_eval", "explain",
+        "review_queue", "review_submit", "review_agreement", "review_export_guard")
 # subpackages whose name is also an API function
-_CALLABLE_SUBPACKAGES = {"train": "train", "batch": "batch"}
+_CALLABLE_SUBPACKAGES = {"train": "train", "batch": "batch", "strategies": "strategies"}
 
 
 def _api():
@@ -52,7 +54,7 @@ class _CallableSubpackage(_ModuleType):
 
 
 class _Package(_ModuleType):
-    """This package's module type: makes `train` and `batch` callable when Python binds them as subpackages."""
+    """This package's module type: makes `train`, `batch` and `strategies` callable when Python binds them as subpackages."""
 
     def __setattr__(self, name, value):
         if name in _CALLABLE_SUBPACKAGES and type(value) is _ModuleType and \

@@ -97,7 +97,8 @@ def load_job(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides =
 def train(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = (), *,
           output_dir: PathLike | None = None, progress: Callable[[int, int, dict], None] | None = None,
           log: Callable[[str], None] | None = None) -> dict:
-    """Run a reinforcement fine-tuning job to the end, recorded in the registry, as `rft train` does.
+    """Run a fine-tuning job (reinforcement, supervised or dpo: `method.type`) to the end, recorded in the
+    registry, as `rft train` does.
 
     `job`: a job spec path (YAML/JSON), an OpenAI fine-tuning job body (dict) or a `JobSpec`; `overrides`:
     `["rft.train.max_steps=20"]` or `{"rft.train.max_steps": 20}`. The data references and `output_dir` (default
@@ -123,6 +124,23 @@ def train(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = ()
         check_output_dir(output_dir, "run folder")
     return run_job(spec, output_dir=None if output_dir is None else str(output_dir), progress=progress,
                    log=log or (lambda s: None))
+
+
+def pairs(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = (), *, out_path: PathLike,
+          samples_per_prompt: int = 8, min_gap: float = 0.1, seed: int = 0,
+          log: Callable[[str], None] | None = None) -> dict:
+    """DPO preference pairs from a reinforcement job's grader (`rft pairs JOB.yaml -o pairs.jsonl`): the base
+    model samples `samples_per_prompt` completions per training prompt (the job's sampling settings), the job's
+    grader scores them, and each prompt whose best and worst scores differ by at least `min_gap` gives one
+    OpenAI DPO row (ties and unscored samples excluded). Writes `out_path`; returns the counts
+    (`rft.train.pairs.build_pairs`)."""
+    from rft.train.pairs import build_pairs
+    from rft.userinput import check_output_file
+
+    spec = load_job(job, overrides)
+    check_output_file(out_path, "pairs file")
+    return build_pairs(spec, out_path=out_path, samples_per_prompt=samples_per_prompt, min_gap=min_gap, seed=seed,
+                       log=log)
 
 
 def resume(job_id: str, overrides: Sequence[str] = (), *, config: PathLike | None = None,
@@ -215,14 +233,16 @@ def evaluate(model: str | Model, data: str | os.PathLike, grader: PathLike | Map
              by: Iterable[str] = (), output_dir: PathLike | None = None, max_new_tokens: int = 64,
              limit: int | None = None, extract: str | None = None, split: str = "validation",
              temperature: float = 1.0, seed: int = 0, record: bool = True, write: bool = True,
-             allow_private_hosts: Iterable[str] = ()) -> dict:
+             allow_private_hosts: Iterable[str] = (), strategy: str | None = None) -> dict:
     """Evaluate a model on a dataset with a grader, as `rft eval` does: greedy accuracy with a 95% CI, pass@k
     from `n` sampled completions per item, per-slice results `by` dataset fields, grader error rates.
 
     `model`: a model reference or a loaded `Model`; `data`: JSONL, Parquet, `hf:...`, `builtin:...` or a
     `file-...` id; `grader`: a grader JSON path or an OpenAI grader dict. With `write`, report.json and report.md
     go to `output_dir` (default `$RFT_HOME/evals/<id>/`, which must not hold files); with `record`, the report is
-    recorded in the registry. Returns the report dict (`accuracy`, `accuracy_ci95`, `pass_at_k`, `items`, ...)."""
+    recorded in the registry. Returns the report dict (`accuracy`, `accuracy_ci95`, `pass_at_k`, `items`, ...).
+    `strategy`: an inference strategy for the headline answers instead of greedy (`best_of_n:n=4,selector=majority`,
+    `reasoning:budget=64`; rft.eval.inference)."""
     from rft.eval.runner import run_eval
     from rft.userinput import check_output_dir
 
@@ -233,7 +253,29 @@ def evaluate(model: str | Model, data: str | os.PathLike, grader: PathLike | Map
     return run_eval(name, str(data), _grader_arg(grader), n=n, by=list(by), output_dir=output_dir,
                     max_new_tokens=max_new_tokens, limit=limit, extract=extract, split=split,
                     temperature=temperature, seed=seed, engine=engine, write=write,
-                    on_report=record_eval if record else None, allow_private_hosts=tuple(allow_private_hosts))
+                    on_report=record_eval if record else None, allow_private_hosts=tuple(allow_private_hosts),
+                    strategy=strategy)
+
+
+def strategies(job: PathLike, overrides: Sequence[str] = (), *, only: str | Iterable[str] | None = None,
+               max_items: int | None = None, train_steps: int | None = None, train_rows: int | None = 64,
+               latency_items: int = 16, budgets: Iterable[int] = (32, 128), ns: Iterable[int] = (4, 8),
+               prices: PathLike | None = None, output_dir: PathLike | None = None,
+               log: Callable[[str], None] | None = None, record: bool = True) -> dict:
+    """The cost/quality table of `rft strategies` (rft.strategies.runner): base, reasoning budgets, best-of-N
+    (majority; grader = upper bound), SFT, DPO and GRPO on the job's validation set, with accuracy CIs, paired
+    differences to base, training and inference cost, latency, the Pareto plot and a recommendation. Writes
+    table.json/.md and pareto.png to `output_dir` (default `$RFT_HOME/strategies/<id>/`, which must not hold
+    files) and stores the table in the registry with `record`. Returns the table."""
+    from rft.strategies.runner import run_strategies
+    from rft.userinput import check_output_dir
+
+    if output_dir is not None:
+        check_output_dir(output_dir, "strategies folder")
+    return run_strategies(str(job), list(overrides), only=only, max_items=max_items, train_steps=train_steps,
+                          train_rows=train_rows, latency_items=latency_items, budgets=budgets, ns=ns,
+                          prices=str(prices) if prices is not None else None, output_dir=output_dir,
+                          log=log or (lambda s: None), record=record)
 
 
 def compare(a: str | None, b: str | None, data: str | None = None, grader: PathLike | Mapping[str, Any] | None = None,
@@ -395,3 +437,76 @@ def load_dataset(ref: str | os.PathLike, *, split: str = "train", n: int | None 
     from rft.data import load_dataset as _load
 
     return _load(str(ref), split=split, n=n, seed=seed)
+
+
+# ------------------------------------------------------------------------------- replay and explain (issue 18)
+def replay(job_id: str, grader: PathLike | Mapping[str, Any], *, write: bool = True, record: bool = True,
+           log: Callable[[str], Any] | None = None) -> dict:
+    """Re-grade a job's stored training samples and evaluation items with another grader, generating nothing
+    (`rft replay JOB --grader NEW.json`): per-item old and new scores, pass/fail flips, advantage sign flips,
+    mean reward and validation accuracy under each grader with paired CIs, agreement with people's verdicts.
+    Recorded in the registry with both grader hashes; see `rft.review.replay`."""
+    from rft.review.replay import replay_job
+
+    return replay_job(job_id, _grader_arg(grader), write=write, record=record, log=log)
+
+
+def replay_eval(eval_id: str, grader: PathLike | Mapping[str, Any], *, write: bool = True,
+                record: bool = True) -> dict:
+    """Re-grade a stored evaluation report's items with another grader (`rft eval --replay EVAL_ID`)."""
+    from rft.review.replay import replay_eval as _replay_eval
+
+    return _replay_eval(eval_id, _grader_arg(grader), write=write, record=record)
+
+
+def explain(checkpoint: str, *, by: Iterable[str] = (), max_items: int = 50) -> dict:
+    """Where a checkpoint regressed against its job's baseline (`rft explain CKPT`): slices, kinds of moved
+    items, grader errors, length and truncation, the steps where the monitor saw it start; see
+    `rft.review.explain`."""
+    from rft.review.explain import explain as _explain
+
+    return _explain(checkpoint, by=list(by) or None, max_items=max_items)
+
+
+# ------------------------------------------------------------------------------------ review (issue 18)
+def review_queue(job_id: str, *, n: int = 20, seed: int = 0) -> dict:
+    """The next n of a job's stored samples and evaluation items for people to review (`rft review JOB --queue`):
+    a seeded stratified draw (grader score, grader errors, high |advantage|, late steps, regressed validation
+    items), items already reviewed left out, each with why it was drawn; see `rft.review.queue`."""
+    from rft.registry import Registry
+    from rft.review.verdicts import job_queue
+
+    reg = Registry()
+    return job_queue(reg, reg.get_job(job_id), n, seed=seed)
+
+
+def review_submit(job_id: str, verdicts: list[dict], *, reviewer: str | None = None,
+                  where: str | None = None) -> list[dict]:
+    """Store people's verdicts on a job's items: [{"item_key", "verdict": pass | fail | a score in [0, 1],
+    "note"}] (or "human_score" for the number), all or none; each row records the reviewer (default: the
+    acting user) and when. `rft review JOB`, `--verdicts FILE` and POST .../review/verdicts all come here."""
+    from rft.registry import Registry, default_actor
+    from rft.review.verdicts import submit
+
+    reg = Registry()
+    return submit(reg, reg.get_job(job_id), verdicts, reviewer or default_actor(), where=where)
+
+
+def review_agreement(job_id: str, *, grader_sha256: str | None = None) -> dict:
+    """Agreement of people with a job's grader (`rft review JOB --report`): accuracy and Cohen's kappa with 95%
+    CIs, overall and per grader version, and the disagreements; see `rft.review.agreement`."""
+    from rft.registry import Registry
+    from rft.review.verdicts import job_agreement
+
+    reg = Registry()
+    return job_agreement(reg, reg.get_job(job_id)["id"], grader_sha256=grader_sha256)
+
+
+def review_export_guard(job_id: str, path: PathLike) -> dict:
+    """Write a job's reviewed items as a guard set (`rft review JOB --export-guard FILE.jsonl`), usable as
+    `rft.eval.guard_file`."""
+    from rft.registry import Registry
+    from rft.review.verdicts import export_guard
+
+    reg = Registry()
+    return export_guard(reg, reg.get_job(job_id), path)

@@ -2,6 +2,8 @@
 
     model, training_file, validation_file, seed, suffix, metadata,
     method: {type: reinforcement, reinforcement: {grader, hyperparameters, response_format?}}
+          | {type: supervised, supervised: {hyperparameters: {n_epochs, batch_size, learning_rate_multiplier}, grader?}}
+          | {type: dpo, dpo: {hyperparameters: {beta, n_epochs, batch_size, learning_rate_multiplier}, grader?}}
     rft: {algorithm, sampling, optimizer, lora, eval, checkpoint, extraction, train, sandbox, network, gates, monitor}
 
 OpenAI hyperparameters map onto concrete values (`resolve()`; "auto" picks the documented default):
@@ -12,6 +14,9 @@ OpenAI hyperparameters map onto concrete values (`resolve()`; "auto" picks the d
     eval_samples             -> sampled completions per validation item for pass@k (auto: rft.eval.samples)
     compute_multiplier       -> completions per prompt n = round(rft.sampling.n * multiplier) (auto: 1.0)
     reasoning_effort         -> accepted; open models here have no reasoning-effort control (recorded only)
+Supervised and DPO: batch_size is rows (pairs) per step (auto: 8), n_epochs and learning_rate_multiplier as
+above, eval_interval is rft's extension; DPO's beta auto is 0.1. Their `grader` (rft's extension, optional)
+is an evaluation grader: without one, evaluations report the validation loss instead of accuracy.
 
 Unknown keys are errors with a did-you-mean; `key=value` overrides use dotted paths. The fully resolved
 config is written to the run folder as `resolved_config.yaml` and hashed (sha256 of its canonical JSON).
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rft.errors import Problem, RftError, did_you_mean
 
@@ -87,9 +92,69 @@ class Reinforcement(_Strict):
         return v
 
 
+class SupervisedHyperparameters(_Strict):
+    """OpenAI's supervised hyperparameters; eval_interval is rft's (steps between validation evaluations)."""
+
+    batch_size: Union[_int(1, MAX_PROMPTS_PER_STEP), Auto] = "auto"  # rows per optimizer step (auto: 8)
+    learning_rate_multiplier: Union[Annotated[float, Field(gt=0, le=10)], Auto] = "auto"
+    n_epochs: Union[_int(1, 1000), Auto] = "auto"
+    eval_interval: Union[_int(1, MAX_STEPS), Auto] = "auto"
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    """OpenAI's DPO hyperparameters: the supervised ones plus beta, the sigmoid loss's inverse temperature."""
+
+    beta: Union[Annotated[float, Field(gt=0, le=100)], Auto] = "auto"  # auto: 0.1
+
+
+class Supervised(_Strict):
+    """`method.supervised`: chat rows ending with the assistant's answer. `grader` is rft's (optional): with one,
+    evaluations generate and grade like a reinforcement job's; without, they report the validation loss."""
+
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+    grader: dict[str, Any] | None = None
+
+
+class Dpo(_Strict):
+    """`method.dpo`: preference rows (input, preferred_output, non_preferred_output); `grader` as in Supervised."""
+
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+    grader: dict[str, Any] | None = None
+
+
+METHOD_TYPES = ("reinforcement", "supervised", "dpo")
+DPO_BETA_AUTO = 0.1
+SUPERVISED_BATCH_AUTO = 8
+
+
 class Method(_Strict):
-    type: Literal["reinforcement"] = "reinforcement"
-    reinforcement: Reinforcement
+    """OpenAI's `method`: `type` names the one section that must be present (supervised and dpo may leave
+    theirs out: every hyperparameter is then "auto"); a section of another type is an error."""
+
+    type: Literal["reinforcement", "supervised", "dpo"] = "reinforcement"
+    reinforcement: Reinforcement | None = None
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @model_validator(mode="after")
+    def _own_section(self):
+        # A section of another type is refused by rft.jobcheck.method_problems (every entry point runs it); the
+        # schema alone accepts it so that each section's numbers can be range-checked on any job.
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method.type reinforcement needs method.reinforcement (its grader)")
+        if self.type == "supervised" and self.supervised is None:
+            self.__dict__["supervised"] = Supervised()  # no validate_assignment recursion
+        if self.type == "dpo" and self.dpo is None:
+            self.__dict__["dpo"] = Dpo()
+        return self
+
+    def other_sections(self) -> list[str]:
+        """The sections given for a type other than `type` (an error: they would be ignored)."""
+        return [n for n in METHOD_TYPES if n != self.type and getattr(self, n) is not None]
+
+    @property
+    def section(self) -> "Reinforcement | Supervised | Dpo":
+        return getattr(self, self.type)
 
 
 class AlgorithmConfig(_Strict):
@@ -124,6 +189,9 @@ class OptimizerConfig(_Strict):
     grad_accumulation: int = Field(1, ge=1, le=1024)  # micro-batches per optimizer step
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    # adamw: torch AdamW, fp32 moments (8 bytes a parameter); adamw_8bit: bitsandbytes' blockwise 8-bit AdamW
+    # (2 bytes a parameter; `pip install bitsandbytes`), tensors under 4096 elements keep fp32 moments
+    name: Literal["adamw", "adamw_8bit"] = "adamw"
 
 
 class LoraConfig(_Strict):
@@ -182,7 +250,7 @@ class SandboxConfig(_Strict):
 class TrainConfig(_Strict):
     prompts_per_step: int = Field(2, ge=1, le=MAX_PROMPTS_PER_STEP)  # used when hyperparameters.batch_size is auto
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # compute dtype; master weights stay fp32
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # compute dtype (auto: bf16 on CUDA, bf16 CPUs, bf16 weights)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     micro_batch_size: int | None = Field(None, ge=1, le=MAX_COMPLETIONS_PER_STEP)  # sequences per forward/backward (None: the whole step)
     max_unscored_frac: float = Field(0.5, ge=0, le=1)  # stop the run when a step's unscored share exceeds this
@@ -190,6 +258,18 @@ class TrainConfig(_Strict):
     max_nonfinite_steps: int = Field(3, ge=1, le=1000)
     log_samples: bool = True
     reference_output: str | None = None  # template; every row's reference must pass the grader
+    # Generate step k+1's samples while step k trains (one step off-policy; the ratio uses the sampling policy's
+    # log-probs; rollout/staleness is logged). rft.train.step.StepRunner.
+    overlap_rollouts: bool = False
+    # Memory (rft.train.memory forecasts each; `rft preflight` shows the breakdown). weights_dtype: the policy's
+    # parameters; bfloat16 keeps an exact fp32 master copy split across the weight and a 16-bit remainder in the
+    # optimizer state. gradient_checkpointing: keep only each layer's input in the forward and recompute the rest
+    # in the backward. rollout_batch_size: sequences one engine batch decodes at once (bounds the KV cache).
+    # memory_check: refuse (true) a job whose forecast peak exceeds the device's memory, or only warn (false).
+    weights_dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = False
+    rollout_batch_size: int = Field(64, ge=1, le=MAX_COMPLETIONS_PER_STEP)
+    memory_check: bool = True
 
 
 def _host_entry_problem(entry: str) -> str | None:
@@ -244,11 +324,15 @@ class GatesConfig(_Strict):
     max_length_growth_ratio: float | None = Field(None, gt=0.0, le=1e6)
     # candidate mean completion tokens <= baseline's + this many tokens; None: not checked
     max_length_growth_tokens: float | None = Field(None, ge=0.0, le=1e7)
+    # people's disagreement with the grader (rft review): at most this share of reviewed items, measured on at
+    # least min_review_verdicts verdicts (fewer: the checkpoint is held); None: not checked
+    max_grader_disagreement: float | None = Field(None, ge=0.0, le=1.0)
+    min_review_verdicts: int = Field(20, ge=1, le=1_000_000)
 
 
 # The reward-integrity monitor's alarm kinds (`rft.train.monitor.RewardMonitor` raises them).
 ALARM_KINDS = ("reward_hacking", "entropy_collapse", "entropy_explosion", "kl_limit", "length_explosion",
-               "reward_variance_vanished")
+               "reward_variance_vanished", "grader_disagreement")
 AlarmAction = Literal["warn", "pause"]
 
 
@@ -275,6 +359,10 @@ class MonitorConfig(_Strict):
     zero_variance_steps: int | None = Field(3, ge=1, le=100_000)
     zero_std_frac: float = Field(0.95, gt=0.0, le=1.0)
     min_group_std: float = Field(1e-6, ge=0.0, le=1e6)
+    # people's disagreement with the grader (rft review verdicts, checked every step): above this share, once
+    # min_review_verdicts verdicts exist, the grader_disagreement alarm (None: off)
+    max_grader_disagreement: float | None = Field(None, ge=0.0, le=1.0)
+    min_review_verdicts: int = Field(20, ge=1, le=1_000_000)
 
     @field_validator("actions")
     @classmethod
@@ -347,11 +435,45 @@ class TrackioSettings(_Strict):
     dir: _PathStr | None = None  # trackio's TRACKIO_DIR; None: <run dir>/trackio
 
 
+class RoleResources(_Strict):
+    """What one Ray actor of a role asks the cluster for (Ray's logical resources)."""
+
+    num_cpus: float = Field(1.0, ge=0, le=1024)
+    num_gpus: float = Field(0.0, ge=0, le=64)
+
+
+class ClusterConfig(_Strict):
+    """Running a job on Ray (`rft train JOB --ray [ADDRESS]`; rft.train.distributed). `rollout_workers` also
+    splits each step's prompts into that many shards, each sampled with its own seed, with or without Ray: the
+    same spec samples the same completions on one process or on a cluster."""
+
+    enabled: bool = False
+    address: str | None = None  # None: a new local Ray (ray.init); "auto", "HOST:PORT" or "ray://HOST:PORT": connect
+    rollout_workers: int = Field(1, ge=1, le=256)  # Ray actors holding an engine (and the rollout shards)
+    grader_workers: int = Field(1, ge=0, le=256)  # Ray actors grading (0: the driver grades)
+    trainer_workers: int = Field(1, ge=1, le=256)  # data-parallel ranks; the driver is rank 0
+    placement: Literal["colocated", "split"] = "colocated"  # split: Ray's SPREAD strategy across nodes
+    rollout: RoleResources = Field(default_factory=RoleResources)
+    grader: RoleResources = Field(default_factory=RoleResources)
+    trainer: RoleResources = Field(default_factory=RoleResources)
+    max_restarts: int = Field(2, ge=0, le=100)  # dead workers replaced per step before the job stops
+    collective_timeout_s: float = Field(120.0, gt=0, le=86400)  # torch.distributed (gloo) operations
+
+
 class TrackersConfig(_Strict):
     tensorboard: TensorBoardSettings = Field(default_factory=TensorBoardSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     wandb: WandbSettings = Field(default_factory=WandbSettings)
     trackio: TrackioSettings = Field(default_factory=TrackioSettings)
+
+
+class EngineConfig(_Strict):
+    """Which engine samples the training rollouts (issue 15). local: rft's engine (on CUDA its static-cache decoder
+    with the decode step in a CUDA graph, see rft.engine.cuda_decode); vllm: vLLM's offline engine in the trainer's
+    process (`pip install 'rft[vllm]'`, CUDA only; rft.engine.vllm_engine)."""
+    backend: Literal["local", "vllm"] = "local"
+    cuda_graphs: bool = True  # local engine on CUDA: replay the decode step as a CUDA graph (false: eager, for debugging)
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=0.95)  # vllm: share of the GPU for its weights and KV cache
 
 
 class RftSection(_Strict):
@@ -369,9 +491,11 @@ class RftSection(_Strict):
     monitor: MonitorConfig | None = None  # reward-integrity monitor (None: off)
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     learnability: LearnabilityConfig = Field(default_factory=LearnabilityConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # Ray (rft.train.distributed)
     # experiment trackers that get the metrics, config, evaluations and lineage (rft.train.trackers)
     report_to: list[TrackerName] = Field(default_factory=list, max_length=len(TRACKER_PACKAGES))
     trackers: TrackersConfig = Field(default_factory=TrackersConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # rollout engine (issue 15, GPU path)
 
     @field_validator("report_to")
     @classmethod
@@ -402,12 +526,39 @@ class JobSpec(_Strict):
         return v
 
     @property
-    def grader(self) -> dict[str, Any]:
-        return self.method.reinforcement.grader
+    def grader(self) -> dict[str, Any] | None:
+        """The job's grader: reinforcement's (always one), or the optional evaluation grader of supervised/dpo."""
+        return self.method.section.grader
+
+    @property
+    def grader_field(self) -> str:
+        """Where the grader sits in the spec, for messages: method.<type>.grader."""
+        return f"method.{self.method.type}.grader"
 
     @property
     def hp(self) -> Hyperparameters:
-        return self.method.reinforcement.hyperparameters
+        """The method's hyperparameters as one shape (`Hyperparameters`): supervised and dpo fill the fields they
+        share with reinforcement; the rest stay "auto" (DPO's beta is `dpo_beta`)."""
+        h = self.method.section.hyperparameters
+        if isinstance(h, Hyperparameters):
+            return h
+        return Hyperparameters(batch_size=h.batch_size, learning_rate_multiplier=h.learning_rate_multiplier,
+                               n_epochs=h.n_epochs, eval_interval=h.eval_interval)
+
+    @property
+    def hp_field(self) -> str:
+        return f"method.{self.method.type}.hyperparameters"
+
+    @property
+    def dpo_beta(self) -> float:
+        """DPO's beta, "auto" resolved (DPO_BETA_AUTO)."""
+        b = self.method.dpo.hyperparameters.beta if self.method.dpo is not None else "auto"
+        return DPO_BETA_AUTO if b == "auto" else float(b)
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """method.reinforcement.response_format (None for the other methods)."""
+        return self.method.reinforcement.response_format if self.method.reinforcement is not None else None
 
 
 # ------------------------------------------------------------------------------------------ value ranges
@@ -767,16 +918,18 @@ def _cross_field_problems(job: JobSpec, source: str | None) -> list[Problem]:
     if hp.learning_rate_multiplier != "auto" and job.rft.optimizer.lr * hp.learning_rate_multiplier > 1:
         out.append(Problem(f"the learning rate rft.optimizer.lr x learning_rate_multiplier = "
                            f"{job.rft.optimizer.lr * hp.learning_rate_multiplier:g} must be in (0, 1]", file=source,
-                           field="method.reinforcement.hyperparameters.learning_rate_multiplier"))
+                           field=f"{job.hp_field}.learning_rate_multiplier"))
     cm = 1.0 if hp.compute_multiplier == "auto" else float(hp.compute_multiplier)
     group = max(2, round(job.rft.sampling.n * cm))
     if group > MAX_GROUP:
         out.append(Problem(f"completions per prompt = round(rft.sampling.n {job.rft.sampling.n} x compute_multiplier "
                            f"{cm:g}) = {group} must be at most {MAX_GROUP} (they are decoded at once)", file=source,
-                           field="method.reinforcement.hyperparameters.compute_multiplier"))
+                           field=f"{job.hp_field}.compute_multiplier"))
+    if job.method.type != "reinforcement":  # one sequence (or pair) per row: no completions per prompt
+        return out
     prompts = job.rft.train.prompts_per_step if hp.batch_size == "auto" else int(hp.batch_size)
     if group <= MAX_GROUP and prompts * group > MAX_COMPLETIONS_PER_STEP:
-        key = "rft.train.prompts_per_step" if hp.batch_size == "auto" else "method.reinforcement.hyperparameters.batch_size"
+        key = "rft.train.prompts_per_step" if hp.batch_size == "auto" else f"{job.hp_field}.batch_size"
         out.append(Problem(f"completions per step = {prompts} prompts x {group} completions = {prompts * group} "
                            f"must be at most {MAX_COMPLETIONS_PER_STEP}", file=source, field=key))
     return out
@@ -826,7 +979,9 @@ class Resolved:
 def resolve(job: JobSpec, n_train_rows: int) -> Resolved:
     """Concrete values for every 'auto' hyperparameter, plus the derived step counts."""
     hp = job.hp
-    prompts = job.rft.train.prompts_per_step if hp.batch_size == "auto" else int(hp.batch_size)
+    rl = job.method.type == "reinforcement"
+    auto_batch = job.rft.train.prompts_per_step if rl else SUPERVISED_BATCH_AUTO
+    prompts = auto_batch if hp.batch_size == "auto" else int(hp.batch_size)
     epochs = 1 if hp.n_epochs == "auto" else int(hp.n_epochs)
     steps_per_epoch = max(1, math.ceil(n_train_rows / prompts))
     total = steps_per_epoch * epochs
@@ -834,7 +989,7 @@ def resolve(job: JobSpec, n_train_rows: int) -> Resolved:
         total = min(total, job.rft.train.max_steps) if hp.n_epochs != "auto" else job.rft.train.max_steps
     mult = 1.0 if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
     cm = 1.0 if hp.compute_multiplier == "auto" else float(hp.compute_multiplier)
-    n = max(2, round(job.rft.sampling.n * cm))
+    n = max(2, round(job.rft.sampling.n * cm)) if rl else 1  # supervised/dpo: one target sequence (pair) per row
     eval_interval = max(1, total // 4) if hp.eval_interval == "auto" else int(hp.eval_interval)
     eval_samples = job.rft.eval.samples if hp.eval_samples == "auto" else int(hp.eval_samples)
     return Resolved(

@@ -212,10 +212,13 @@ def training_summary(r: dict) -> TableView:
 
     rows = [("baseline accuracy (greedy, 95% CI)", ci(r.get("baseline_eval"))),
             ("final accuracy (greedy, 95% CI)", ci(r.get("final_eval")))]
-    if r.get("baseline_eval") and r.get("final_eval"):
-        d = r["final_eval"]["accuracy"] - r["baseline_eval"]["accuracy"]
+    b, f = r.get("baseline_eval") or {}, r.get("final_eval") or {}
+    if b.get("accuracy") is not None and f.get("accuracy") is not None:
+        d = f["accuracy"] - b["accuracy"]
         rows.append(("change", f"{d:+.3f}  ({len(r.get('improved_items', []))} items improved, "
                                f"{len(r.get('regressed_items', []))} regressed)"))
+    elif b.get("valid_loss") is not None or f.get("valid_loss") is not None:  # a job without a grader
+        rows.append(("validation loss", f"{b.get('valid_loss', '-')} -> {f.get('valid_loss', '-')}"))
     rows.append(("validation items", str((r.get("final_eval") or r.get("baseline_eval") or {}).get("n", "-"))))
     rows.append(("training time", f"{r['train_seconds']:.1f} s for {r['trained_steps']} steps "
                                   f"({r['train_seconds'] / max(1, r['trained_steps']):.1f} s/step)"))
@@ -246,6 +249,12 @@ def preflight_table(rep: dict, title: str) -> TableView:
             ("unscored samples", f"{rep['unscored_frac']:.1%}"
              + (f"  {rep['grader_error_rates']}" if rep["grader_error_rates"] else "")),
             ("grader latency (mean)", f"{rep['grader_latency_ms_mean']:.2f} ms")]
+    mem = rep.get("memory")
+    if mem:
+        lim = f" of {mem['limit_bytes'] / 2**30:.2f} GiB ({mem['limit_source']})" if mem["limit_bytes"] else ""
+        rows.append(("memory forecast (peak)", f"{mem['peak_gib']:.2f} GiB{lim}, in {mem['peak_phase']}"))
+        rows.append(("  persistent", ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in mem["components"].items() if v)))
+        rows.append(("  transient (largest adds)", ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in mem["phases"].items())))
     st = rep["step"]
     rows.append(("step", f"{st['completions']} completions, ~{st['tokens']} tokens"))
     rows.append(("step time (measured)", ", ".join(f"{x:.1f}s" for x in st["measured_seconds"])
@@ -264,7 +273,8 @@ def preflight_table(rep: dict, title: str) -> TableView:
 def eval_table(rep: dict, title: str) -> TableView:
     """An eval report (`rft.eval.runner.run_eval`): accuracy with its 95% CI, items, unscored and grader error
     rates, pass@k, completion length, per-slice accuracy, time and the report files."""
-    rows = [("accuracy (greedy, 95% CI)", f"{_num(rep['accuracy'])}  {_ci(rep['accuracy_ci95'])}"),
+    how = (rep.get("strategy") or "greedy") + (", UPPER BOUND" if rep.get("upper_bound") else "")
+    rows = [(f"accuracy ({how}, 95% CI)", f"{_num(rep['accuracy'])}  {_ci(rep['accuracy_ci95'])}"),
             ("items (scored)", f"{len(rep['items'])} ({rep['n']})"),
             ("unscored", _num(rep["unscored_frac"]))]
     rows.extend((f"  {k}", f"{v:.1%}") for k, v in rep["error_rates"].items() if v)

@@ -30,6 +30,10 @@ from rft.cli.batch_cmd import batch_app
 from rft.cli.files_cmd import files_app
 from rft.cli.users_cmd import users_app
 from rft.cli import eval_cmds, registry_cmds
+from rft.cli import replay_cmd
+from rft.cli import review_cmd
+from rft.cli import strategies_cmd
+from rft.cli import pairs_cmd
 from rft.cli.output import err, out, print_error, print_json, print_view, table
 from rft.data.jsonl import MAX_FILE_BYTES, MAX_LINE_BYTES
 from rft.errors import RftError
@@ -37,8 +41,9 @@ from rft.userinput import load_json_file, parse_json, read_user_text
 
 # The order of `rft --help`: the workflow from training to serving. Typer itself lists plain commands before
 # groups, which put `promote` first and `train` in the middle.
-COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "data", "files", "grader", "models", "jobs",
-                 "checkpoints", "promote", "rollback", "aliases", "lineage", "audit", "users", "batch", "serve")
+COMMAND_ORDER = ("train", "demo", "preflight", "eval", "compare", "strategies", "pairs", "data", "files", "grader",
+                 "models", "jobs", "checkpoints", "review", "replay", "explain", "promote", "rollback", "aliases",
+                 "lineage", "audit", "users", "batch", "serve")
 INTERNAL_ERROR_EXIT = 70  # sysexits EX_SOFTWARE: a bug in rft, not a user mistake (those exit 2)
 
 
@@ -104,6 +109,10 @@ app.add_typer(files_app, name="files")
 app.add_typer(grader_app, name="grader")
 registry_cmds.register(app)
 eval_cmds.register(app)  # eval, compare
+replay_cmd.register(app)  # replay, explain (issue 18)
+review_cmd.register(app)  # review (issue 18)
+strategies_cmd.register(app)  # strategies (issue 14)
+pairs_cmd.register(app)  # pairs (issue 14: DPO rows from a grader)
 app.add_typer(batch_app, name="batch")
 app.command("serve")(serve_cmd)
 app.add_typer(users_app, name="users")
@@ -123,10 +132,11 @@ def find_example(name: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- train
-def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_json: bool, quiet: bool) -> dict:
+def _train(job_path: Path, overrides: list[str], output_dir: Optional[str], as_json: bool, quiet: bool,
+           ray: bool = False) -> dict:
     from rft.cli.training import train_command  # rft.api.train: the job, data and run folder checked, then run
 
-    return train_command(job_path, overrides, output_dir, as_json, quiet)
+    return train_command(job_path, overrides, output_dir, as_json, quiet, ray=ray)
 
 
 @app.command()
@@ -136,9 +146,11 @@ def train(
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Run folder (default $RFT_HOME/runs/<job id>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final job object as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray (rft.cluster): alone, a new local Ray; followed by "
+                                                 "an ADDRESS (HOST:PORT, ray://HOST:PORT, auto), that cluster."),
 ):
     """Run a reinforcement fine-tuning job: baseline eval, GRPO training, final eval, report."""
-    _train(job, overrides or [], output_dir, as_json, quiet)
+    _train(job, overrides or [], output_dir, as_json, quiet, ray=ray)
 
 
 @app.command()
@@ -176,17 +188,19 @@ def preflight(
 
 # -------------------------------------------------------------------------------------------- models
 @models_app.command("list")
-def models_list(as_json: bool = typer.Option(False, "--json")):
-    """List known model references (embedded models and their cache state)."""
-    from rft.models import list_models
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON.")):
+    """List the models on this machine (embedded, the Hugging Face hub cache, fine-tuned checkpoints) and the
+    engine each gets (fast decoder or transformers) with the reason."""
+    from rft.engine.archs import with_engines
+    from rft.models import list_local
 
-    rows = list_models()
+    rows = with_engines(list_local())
     if as_json:
         print_json(rows)
         return
-    t = table("id", "status", "kind", "path")
+    t = table("id", "status", "kind", "engine", "reason", "path")
     for r in rows:
-        t.add_row(r["id"], r["status"], r["kind"], r["path"])
+        t.add_row(r["id"], r["status"], r["kind"], r["engine"], r["reason"], r["path"])
     out.print(t)
 
 

@@ -26,6 +26,8 @@ from rft.errors import RftError
 VIEWER, TRAINER, APPROVER, ADMIN = "viewer", "trainer", "approver", "admin"
 
 COMMAND_ROLES: dict[str, str] = {
+    "strategies": TRAINER,  # issue 14: trains and evaluates
+    "pairs": TRAINER,  # issue 14: samples the base model, grades, writes a DPO file
     "train": TRAINER, "demo": TRAINER, "preflight": TRAINER, "eval": TRAINER, "compare": TRAINER,
     "data validate": VIEWER, "data list": VIEWER,
     "files upload": TRAINER, "files list": VIEWER, "files show": VIEWER, "files content": VIEWER,
@@ -39,12 +41,15 @@ COMMAND_ROLES: dict[str, str] = {
     "promote": ADMIN, "rollback": ADMIN,
     "aliases list": VIEWER, "aliases policy": ADMIN,
     "lineage": VIEWER, "audit": VIEWER,
+    "replay": TRAINER, "explain": VIEWER,
+    "review": TRAINER,  # storing verdicts; --queue, --report and --export-guard only read (READ_ONLY_FLAGS)
     "batch run": TRAINER, "batch resume": TRAINER, "batch redrive": TRAINER, "batch cancel": TRAINER,
     "batch show": VIEWER, "batch list": VIEWER,
     "serve": ADMIN,  # the server runs queued jobs and answers for the whole registry
     "users add": ADMIN, "users list": ADMIN, "users revoke": ADMIN, "users rotate": ADMIN,
 }
-READ_ONLY_FLAGS: dict[str, tuple[str, ...]] = {"aliases policy": ("--show",)}
+READ_ONLY_FLAGS: dict[str, tuple[str, ...]] = {"aliases policy": ("--show",),
+                                              "review": ("--queue", "--report", "--export-guard")}
 HELP_FLAGS = ("-h", "--help")
 
 

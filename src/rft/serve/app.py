@@ -62,9 +62,16 @@ def create_app(model_ref: str | None, *, token: str | None = None, loader=None, 
     if model_ref is not None and is_remote(model_ref):  # a remote OpenAI-compatible endpoint behind the same front end
         return create_remote_app(model_ref, remote_model, token=token, api_key_env=api_key_env, transport=transport,
                                  limits=limits, clock=clock)
-    return create_local_app(model_ref, token=token, loader=loader, refresh_s=refresh_s, max_batch=max_batch,
-                            max_models=max_models, max_jobs=max_jobs, log=log, limits=limits, clock=clock,
-                            make_worker=make_worker)
+    app = create_local_app(model_ref, token=token, loader=loader, refresh_s=refresh_s, max_batch=max_batch,
+                           max_models=max_models, max_jobs=max_jobs, log=log, limits=limits, clock=clock,
+                           make_worker=make_worker)
+    from rft.serve.api_review import review_router
+
+    app.include_router(review_router())  # people's review of the grader (issue 18): /v1/rft/jobs/{id}/review/...
+    from rft.serve.api_replay import replay_router
+
+    app.include_router(replay_router())  # replay and explain (issue 18): /v1/rft/jobs/{id}/replay, .../explain
+    return app
 
 
 def bind_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:

@@ -94,6 +94,12 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"): "trainer",
     ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): "viewer",
     ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): "viewer",
+    ("GET", "/v1/rft/jobs/{job_id}/review/queue"): "viewer",  # review (issue 18): rft.serve.api_review
+    ("POST", "/v1/rft/jobs/{job_id}/review/verdicts"): "trainer",
+    ("GET", "/v1/rft/jobs/{job_id}/review/agreement"): "viewer",
+    ("POST", "/v1/rft/jobs/{job_id}/replay"): "trainer",  # replay and explain (issue 18): rft.serve.api_replay
+    ("GET", "/v1/rft/jobs/{job_id}/replays"): "viewer",
+    ("GET", "/v1/rft/checkpoints/{ckpt_id}/explain"): "viewer",
     # the dashboard
     ("GET", "/static/{name:path}"): PUBLIC,
     ("GET", "/login"): PUBLIC,
@@ -103,6 +109,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/jobs/{job_id}"): "viewer",
     ("GET", "/jobs/{job_id}/curves.json"): "viewer",
     ("GET", "/jobs/{job_id}/samples"): "viewer",
+    ("GET", "/jobs/{job_id}/review"): "viewer",
+    ("POST", "/jobs/{job_id}/review"): "trainer",
     ("GET", "/checkpoints/{ckpt_id}"): "viewer",
     ("POST", "/checkpoints/{ckpt_id}/approve"): "approver",
     ("POST", "/checkpoints/{ckpt_id}/promote"): "admin",

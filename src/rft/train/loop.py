@@ -18,9 +18,17 @@ not retried. rft.train.max_nonfinite_steps (default 3) in a row stop the run wit
 the last checkpoint and state are intact. `grad_norm` is the norm before clipping; clipping bounds the applied
 gradient's norm by `rft.optimizer.grad_clip`.
 
+Methods (`method.type`, `rft.train.methods`): reinforcement steps run through `StepRunner` as above; supervised
+and dpo run their own step (`rft.train.supervised`, `rft.train.dpo`) on the cursor's rows, with everything
+else here shared. Without a grader (supervised/dpo may have none) every evaluation is the validation loss
+(`valid_loss`, `accuracy` None): the report shows it in place of accuracy, and the gates, which compare graded
+accuracy, record that they do not apply. The learnability check, warm start and reward monitor are
+reinforcement's only.
+
 Run it with `rft train JOB.yaml` or `rft demo`; the library entry point is `run_job(job)`.
-Simplifications: one process, one device; rollouts and training alternate (no overlap); completions are
-right-padded per micro-batch rather than packed.
+Simplifications: one device per process; the steps come from rft.train.step.StepRunner (one process, or Ray
+with `rft.cluster.enabled`; rollouts overlapped with training when `rft.train.overlap_rollouts`); completions
+are right-padded per micro-batch rather than packed.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ from rft.registry.lineage import code_version
 from rft.train.checkpoint import save_model_checkpoint
 from rft.train.cursor import DataCursor
 from rft.train.learnability import apply_remedies
+from rft.train.methods import FineTuningMethod, StepOutcome, method_for, rl_outcome
 from rft.train.runlog import RunLog
-from rft.train.setup import TrainInputs, TrainParts, load_inputs, set_seed, setup_training
+from rft.train.setup import TrainInputs, TrainParts, set_seed, setup_training
 from rft.train.state import LoopState, fault, find_latest_state, load_state, save_state
-from rft.train.step import StepStats, sample_rows, step_metrics, train_step
+from rft.train.distributed import start_cluster
+from rft.train.step import StepRunner, train_step
 from rft.train.trackers import Trackers, tracking
 from rft.types import ERROR_KINDS, EvalReport
 
@@ -56,7 +66,7 @@ def run_eval(engine, ds: Dataset, grader, job: JobSpec, values: Resolved, *, ste
         max_new_tokens=ec.max_new_tokens or job.rft.sampling.max_new_tokens,
         samples=values.eval_samples, temperature=ec.temperature, extraction=job.rft.extraction,
         seed=job.seed + 7919 * (step + 1), step=step, max_items=ec.max_items,
-        response_format=job.method.reinforcement.response_format,
+        response_format=job.response_format,
     )
 
 
@@ -182,14 +192,16 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
         check = _saved_learnability(run) if resume is not None else None
         if check is not None:  # a resumed job keeps the remedies its first start applied
             job = apply_remedies(job, check.get("overrides") or {})
-        inputs = load_inputs(job)
+        method = method_for(job)  # reinforcement, supervised or dpo (rft.train.methods)
+        inputs = method.load_inputs(job)
         parts = None
-        if resume is None and job.rft.learnability.enabled:
+        if resume is None and job.rft.learnability.enabled and method.learnability:
             parts = setup_training(job, inputs)
             job, inputs, parts, check = _learnability(job, run, inputs, parts, log)
-        _check_warm_start(job)
+        if method.learnability:
+            _check_warm_start(job)
         ctx = _record_inputs(job, run, reg, inputs, created_at=int(t_job), progress=progress, log=log, signals=signals,
-                             learnability=check)
+                             learnability=check, method=method)
         job_obj = ctx.job_obj
         state_dir = None
         if resume is not None:
@@ -234,7 +246,7 @@ def _execute(job: JobSpec, run: RunLog, reg, *, progress, log, resume: dict | No
         raise
     finally:
         signals.restore()
-        if inputs is not None:
+        if inputs is not None and inputs.grader is not None:  # supervised and dpo jobs may have no grader
             inputs.close()
 
 
@@ -254,11 +266,12 @@ class _Ctx:
     progress: Callable | None
     log: Callable
     signals: _Signals
+    method: FineTuningMethod  # what differs between reinforcement, supervised and dpo (rft.train.methods)
     trackers: Trackers = field(default_factory=Trackers)  # rft.report_to (rft.train.trackers)
 
 
 def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, created_at: int, progress, log,
-                   signals, learnability: dict | None = None) -> _Ctx:
+                   signals, method: FineTuningMethod, learnability: dict | None = None) -> _Ctx:
     """Write resolved_config.yaml, record the data and grader in the registry, fingerprint the run and start its
     job object. `learnability`: what the learnability check found and applied (recorded in the resolved config)."""
     train_ds, val_ds, guard_ds, grader = inputs.train_ds, inputs.val_ds, inputs.guard_ds, inputs.grader
@@ -273,27 +286,31 @@ def _record_inputs(job: JobSpec, run: RunLog, reg, inputs: TrainInputs, *, creat
         reg.record_dataset(val_ds.sha256, job.validation_file, len(val_ds))
     if guard_ds is not None:
         reg.record_dataset(guard_ds.sha256, job.rft.eval.guard_file, len(guard_ds))
-    reg.record_grader(grader.sha256, job.grader.get("type"), job.grader)
+    if grader is not None:  # supervised and dpo jobs may have none (evaluations report the validation loss)
+        reg.record_grader(grader.sha256, job.grader.get("type"), job.grader)
     fingerprint = {
         "model": job.model, "base_model_sha256": base_sha, "config_sha256": cfg_sha,
         "training_file_sha256": train_ds.sha256, "validation_file_sha256": val_ds.sha256 if val_ds else None,
-        "guard_file_sha256": guard_ds.sha256 if guard_ds else None, "grader_sha256": grader.sha256,
+        "guard_file_sha256": guard_ds.sha256 if guard_ds else None,
+        "grader_sha256": grader.sha256 if grader is not None else None,
     }
     v = inputs.values
     job_obj = {
         "id": run.job_id, "object": "fine_tuning.job", "created_at": created_at, "model": job.model,
         "training_file": job.training_file, "validation_file": job.validation_file, "seed": job.seed,
-        "suffix": job.suffix, "metadata": job.metadata, "method": job.method.model_dump(mode="json"),
+        "suffix": job.suffix, "metadata": job.metadata, "method": job.method.model_dump(mode="json", exclude_none=True),
         "hyperparameters": {"n_epochs": v.n_epochs, "learning_rate": v.learning_rate, "eval_interval": v.eval_interval,
                             "batch_size": v.prompts_per_step},
         "status": "validating_files", "run_dir": str(run.dir), **fingerprint,
-        "grader_type": job.grader.get("type"), "code_version": code_version(),
+        "grader_type": job.grader.get("type") if job.grader else None, "code_version": code_version(),
         "compute_dtype": str(inputs.compute_dtype).replace("torch.", ""), "error": None, "fine_tuned_model": None,
         "finished_at": None, "trained_tokens": 0, "result_files": [], "estimated_finish": None,
         "learnability": learnability,
     }
+    # the reward-integrity monitor watches rewards: reinforcement only
+    monitor = _make_monitor(job) if method.learnability else None
     return _Ctx(job=job, run=run, reg=reg, inputs=inputs, resolved=resolved, fingerprint=fingerprint, job_obj=job_obj,
-                monitor=_make_monitor(job), progress=progress, log=log, signals=signals)
+                monitor=monitor, progress=progress, log=log, signals=signals, method=method)
 
 
 def _result_summary(r: dict) -> dict:
@@ -345,6 +362,43 @@ def _dict_diff(a: dict, b: dict, prefix: str = "") -> dict:
     return out
 
 
+def _evaluate(ctx: _Ctx, parts: TrainParts, *, step: int, model_name: str) -> tuple[dict, dict]:
+    """The validation evaluation at `step`: (report dict, its summary). With a grader, greedy generation graded
+    on the method's evaluation rows (supervised/dpo also add `valid_loss`); without one (supervised and dpo
+    only), the method's validation loss, with `accuracy` None."""
+    job, inp, method = ctx.job, parts.inputs, ctx.method
+    if inp.grader is None:
+        report = method.loss_eval(parts, inp.val_ds, step=step, model_name=model_name)
+        return report, {k: v for k, v in report.items() if k != "items"}
+    rep = run_eval(parts.engine, method.eval_rows(inp.val_ds), inp.grader, job, inp.values, step=step,
+                   model_name=model_name)
+    report, summary = _report_dict(rep, inp.grader), rep.summary()
+    if method.loss_eval is not None and method.has_targets(inp.val_ds):
+        loss = method.loss_eval(parts, inp.val_ds, step=step, model_name=model_name)
+        extra = {k: v for k, v in loss.items() if k.startswith("valid_")}
+        report, summary = report | extra, summary | extra
+    return report, summary
+
+
+def _has_accuracy(report: dict | None) -> bool:
+    return bool(report) and report.get("accuracy") is not None
+
+
+def _grader_sha(grader) -> str | None:
+    return grader.sha256 if grader is not None else None
+
+
+def _headline(summary: dict, ci: bool = False) -> str:
+    """'accuracy 0.750' (with its CI when asked), or 'loss 1.2345' for a loss-only evaluation."""
+    if summary.get("accuracy") is None:
+        return f"loss {summary['valid_loss']:.4f}"
+    text = f"accuracy {summary['accuracy']:.3f}"
+    if ci:
+        lo, hi = summary["accuracy_ci95"]
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
 def _report_dict(rep: EvalReport, grader=None) -> dict:
     from rft.eval.runner import report_dict
 
@@ -382,7 +436,8 @@ def _start(ctx: _Ctx, state_dir: Path | None, parts: TrainParts | None = None) -
         saved.update(load_state(state_dir, model=model, opt=optimizer, verified=True))  # find_latest_state verified it
 
     if parts is None or state_dir is not None:
-        parts = setup_training(job, ctx.inputs, restore=restore if state_dir is not None else None)
+        parts = ctx.method.setup(job, ctx.inputs, restore=restore if state_dir is not None else None)
+    parts = ctx.method.prepare(parts)  # DPO: its frozen reference, always the base model
     cursor = DataCursor(len(ctx.inputs.train_ds), job.seed)
     st = LoopState()
     if state_dir is not None:
@@ -422,15 +477,14 @@ def _baseline(ctx: _Ctx, parts: TrainParts, st: LoopState) -> None:
     job, run, reg, inp = ctx.job, ctx.run, ctx.reg, parts.inputs
     n_items = min(len(inp.val_ds), job.rft.eval.max_items or len(inp.val_ds))
     ctx.log(f"baseline evaluation on {n_items} validation items ...")
-    rep = run_eval(parts.engine, inp.val_ds, inp.grader, job, inp.values, step=0, model_name=job.model)
-    st.baseline = _report_dict(rep, inp.grader)
+    st.baseline, summary = _evaluate(ctx, parts, step=0, model_name=job.model)
     run.write_json("eval_baseline.json", st.baseline)
     ctx.trackers.log_eval(0, "baseline", st.baseline)
     reg.add_eval_report("baseline", st.baseline, job_id=run.job_id, model_ref=job.model,
-                        data_sha256=inp.val_ds.sha256, grader_sha256=inp.grader.sha256,
+                        data_sha256=inp.val_ds.sha256, grader_sha256=_grader_sha(inp.grader),
                         path=run.dir / "eval_baseline.json")
-    run.event(f"Baseline accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": 0, "baseline_eval": rep.summary()})
-    ctx.log(f"baseline accuracy {rep.accuracy.mean:.3f} [{rep.accuracy.low:.3f}, {rep.accuracy.high:.3f}] ({rep.seconds:.1f}s)")
+    run.event(f"Baseline {_headline(summary)}", type="metrics", data={"step": 0, "baseline_eval": summary})
+    ctx.log(f"baseline {_headline(summary, ci=True)} ({summary['seconds']:.1f}s)")
     if inp.guard_ds is not None:
         g = run_eval(parts.engine, inp.guard_ds, inp.guard_grader, job, inp.values, step=0, model_name=job.model)
         st.guard_baseline = _report_dict(g, inp.guard_grader)
@@ -443,15 +497,49 @@ def _baseline(ctx: _Ctx, parts: TrainParts, st: LoopState) -> None:
 
 
 def _run_steps(ctx: _Ctx, parts: TrainParts, st: LoopState, cursor: DataCursor) -> None:
+    """The steps, from a StepRunner (rft.train.step: one process or Ray, rollouts overlapped or not) that is
+    closed however the loop ends (its rollout thread, Ray actors and any Ray instance it started stop)."""
+    state_every = ctx.job.rft.checkpoint.state_interval or parts.values.eval_interval
+    if ctx.method.step is not None:  # supervised, dpo: the method's own step on the cursor's rows
+        _steps(ctx, parts, st, cursor, _MethodRunner(ctx.method, parts, cursor))
+        return
+    with StepRunner(parts, cursor, state_every=state_every, total=parts.values.total_steps,
+                    cluster_factory=lambda p: start_cluster(p, log=ctx.log, event=ctx.run.event),
+                    step_fn=lambda *a, **k: train_step(*a, **k)) as runner:  # looked up per call: tests wrap it
+        _steps(ctx, parts, st, cursor, _RlRunner(runner, parts))
+
+
+class _RlRunner:
+    """A reinforcement StepRunner whose steps come out as StepOutcome (what `_log_step` logs)."""
+
+    def __init__(self, runner: StepRunner, parts: TrainParts):
+        self.runner, self.parts = runner, parts
+
+    def next(self, step: int) -> StepOutcome:
+        return rl_outcome(self.runner.next(step), self.parts)
+
+
+class _MethodRunner:
+    """Supervised and DPO steps: each takes the next batch_size rows from the data cursor."""
+
+    def __init__(self, method: FineTuningMethod, parts: TrainParts, cursor: DataCursor):
+        self.method, self.parts, self.cursor = method, parts, cursor
+
+    def next(self, step: int) -> StepOutcome:
+        rows = [self.parts.inputs.train_ds.rows[i] for i in self.cursor.take(self.parts.values.prompts_per_step)]
+        return self.method.step(step, rows, self.parts, None)
+
+
+def _steps(ctx: _Ctx, parts: TrainParts, st: LoopState, cursor: DataCursor, runner) -> None:
     """The loop: a step, its log line, the stop rules, evaluation and checkpoint at intervals, state saves,
     pause and cancel requests at each step boundary."""
     job, run, reg, values = ctx.job, ctx.run, ctx.reg, parts.values
     total = values.total_steps
     state_every = job.rft.checkpoint.state_interval or values.eval_interval
     for step in range(st.step + 1, total + 1):
-        rows = [parts.inputs.train_ds.rows[i] for i in cursor.take(values.prompts_per_step)]
-        # dynamic sampling draws its extra prompts from the same cursor, so a resume continues after them
-        res = train_step(step, rows, parts, draw=lambda k: [parts.inputs.train_ds.rows[i] for i in cursor.take(k)])
+        # the step's rows from the cursor (dynamic sampling draws its extra prompts from it too, so a resume
+        # continues after them), its rollout (prefetched when overlapping), the update
+        res = runner.next(step)
         m = _log_step(ctx, parts, st, res, epoch=cursor.epoch)
         pause_reasons = _alarms(ctx, ctx.monitor.observe_step(step, m) if ctx.monitor is not None else [])
         is_last = step == total
@@ -474,12 +562,12 @@ def _run_steps(ctx: _Ctx, parts: TrainParts, st: LoopState, cursor: DataCursor) 
         fault("after_step", step)
 
 
-def _log_step(ctx: _Ctx, parts: TrainParts, st: LoopState, res: StepStats, *, epoch: int) -> dict:
+def _log_step(ctx: _Ctx, parts: TrainParts, st: LoopState, res: StepOutcome, *, epoch: int) -> dict:
     """Count the step into the loop state, write its metrics, samples and event; stop the run (RftError) after
     too many non-finite steps in a row or when the grader fails on too many samples. Returns the metrics row."""
     job, run, reg = ctx.job, ctx.run, ctx.reg
-    step, total = res.step, parts.values.total_steps
-    m = step_metrics(res, parts.grader.name) | {"epoch": epoch}
+    step, total = res.metrics["step"], parts.values.total_steps
+    m = res.metrics | {"epoch": epoch}
     if res.nonfinite is not None:
         st.skipped_steps += 1
         st.nonfinite_streak += 1
@@ -487,20 +575,21 @@ def _log_step(ctx: _Ctx, parts: TrainParts, st: LoopState, res: StepStats, *, ep
         st.nonfinite_streak = 0
     m["skipped_steps"] = st.skipped_steps
     st.t_train += m["time/step"]
-    st.trained_tokens += int(m["tokens_per_second"] * m["time/step"])
+    st.trained_tokens += res.tokens
     st.step = step
     run.metrics(m)
     reg.add_metrics(run.job_id, step, m)
     ctx.trackers.log_metrics(step, m)
-    if job.rft.train.log_samples:
-        run.samples(step, sample_rows(res))
-    run.event(f"Step {step}/{total}: reward {m['reward']:.3f}", type="metrics",
-              data={"step": step, "total_steps": total, "train_mean_reward": m["reward"],
-                    "timing": {"step": {"sampling": m["time/sampling"], "training": m["time/training"],
+    if job.rft.train.log_samples and res.samples is not None:
+        run.samples(step, res.samples)
+    run.event(f"Step {step}/{total}: {res.headline}", type="metrics",
+              data={"step": step, "total_steps": total, "train_mean_reward": m.get("reward"),
+                    "train_loss": m.get("train_loss"),
+                    "timing": {"step": {"sampling": m.get("time/sampling", 0.0), "training": m["time/training"],
                                         "full_iteration": m["time/step"]}}})
     st.last = m
-    if ctx.progress:
-        ctx.progress(step, total, m)
+    if ctx.progress:  # the CLI's bar shows "reward": supervised and dpo steps have none (NaN)
+        ctx.progress(step, total, m if "reward" in m else m | {"reward": float("nan")})
     if res.nonfinite is not None:
         run.event(f"Step {step}: {res.nonfinite}; the update was skipped (weights and optimizer unchanged; "
                   f"{st.nonfinite_streak} in a row, {st.skipped_steps} in all)", level="warn",
@@ -513,7 +602,7 @@ def _log_step(ctx: _Ctx, parts: TrainParts, st: LoopState, res: StepStats, *, ep
                 "and training state are intact",
                 hint="lower the learning rate, use rft.train.dtype=float32, or check the grader's rewards; "
                      f"continue with `rft jobs resume {run.job_id}`")
-    if m["unscored_frac"] > job.rft.train.max_unscored_frac:
+    if res.unscored_frac > job.rft.train.max_unscored_frac:
         raise RftError(
             f"step {step}: {m['unscored_frac']:.0%} of samples were unscored (limit "
             f"{job.rft.train.max_unscored_frac:.0%}); the grader is failing: "
@@ -528,22 +617,25 @@ def _interval_eval(ctx: _Ctx, parts: TrainParts, st: LoopState, step: int, m: di
     rft.checkpoint.at_eval. Returns the reasons to pause (monitor alarms)."""
     job, run, inp = ctx.job, ctx.run, parts.inputs
     name = f"{job.model}@step{step}"
-    rep = run_eval(parts.engine, inp.val_ds, inp.grader, job, inp.values, step=step, model_name=name)
-    st.evals.append(rep.summary())
-    ctx.trackers.log_eval(step, "interval", rep.summary())
-    run.event(f"Step {step}: validation accuracy {rep.accuracy.mean:.3f}", type="metrics",
-              data={"step": step, "valid_eval": rep.summary(), "full_valid_mean_reward": rep.accuracy.mean})
+    report, summary = _evaluate(ctx, parts, step=step, model_name=name)
+    st.evals.append(summary)
+    ctx.trackers.log_eval(step, "interval", summary)
+    run.event(f"Step {step}: validation {_headline(summary)}", type="metrics",
+              data={"step": step, "valid_eval": summary, "full_valid_mean_reward": summary["accuracy"]})
     if ctx.progress:
-        ctx.progress(step, parts.values.total_steps, m | {"val_accuracy": rep.accuracy.mean})
+        shown = {"val_accuracy": summary["accuracy"]} if summary["accuracy"] is not None else {}
+        if "valid_loss" in summary:
+            shown["valid_loss"] = summary["valid_loss"]
+        ctx.progress(step, parts.values.total_steps, (m if "reward" in m else m | {"reward": float("nan")}) | shown)
     guard = None
     if inp.guard_ds is not None:
         guard = _report_dict(run_eval(parts.engine, inp.guard_ds, inp.guard_grader, job, inp.values, step=step,
                                       model_name=name), inp.guard_grader)
     reasons = []
     if ctx.monitor is not None:
-        reasons = _alarms(ctx, ctx.monitor.observe_eval(step, rep.accuracy.mean, guard["accuracy"] if guard else None))
+        reasons = _alarms(ctx, ctx.monitor.observe_eval(step, summary["accuracy"], guard["accuracy"] if guard else None))
     if job.rft.checkpoint.at_eval:
-        _checkpoint(ctx, parts.model, parts.tokenizer, step, _report_dict(rep, inp.grader), guard, st, is_final=False)
+        _checkpoint(ctx, parts.model, parts.tokenizer, step, report, guard, st, is_final=False)
     return reasons
 
 
@@ -554,12 +646,11 @@ def _final_eval(ctx: _Ctx, parts: TrainParts, st: LoopState) -> tuple[dict | Non
     final = None
     if inp.val_ds is not None and job.rft.eval.final:
         ctx.log("final evaluation ...")
-        rep = run_eval(parts.engine, inp.val_ds, inp.grader, job, inp.values, step=total, model_name=name)
-        final = _report_dict(rep, inp.grader)
-        st.evals.append(rep.summary())
+        final, summary = _evaluate(ctx, parts, step=total, model_name=name)
+        st.evals.append(summary)
         run.write_json("eval_final.json", final)
         ctx.trackers.log_eval(total, "final", final)
-        run.event(f"Final accuracy {rep.accuracy.mean:.3f}", type="metrics", data={"step": total, "final_eval": rep.summary()})
+        run.event(f"Final {_headline(summary)}", type="metrics", data={"step": total, "final_eval": summary})
     final_guard = None
     if inp.guard_ds is not None and job.rft.eval.final:
         final_guard = _report_dict(run_eval(parts.engine, inp.guard_ds, inp.guard_grader, job, inp.values, step=total,
@@ -573,8 +664,8 @@ def _report(ctx: _Ctx, st: LoopState, final: dict | None, final_guard: dict | No
     """The finished job object: report.json, report.md, curves.png and job.json (each a warning if it fails)."""
     job, run = ctx.job, ctx.run
     baseline = st.baseline
-    comparison = _compare(baseline, final) if baseline and final and \
-        baseline.get("dataset_sha256") == final.get("dataset_sha256") else None
+    comparison = _compare(baseline, final) if baseline and final and _has_accuracy(baseline) and \
+        _has_accuracy(final) and baseline.get("dataset_sha256") == final.get("dataset_sha256") else None
     improved = comparison.get("improved", []) if comparison else []
     regressed = comparison.get("regressed", []) if comparison else []
     summ = lambda r: {k: v for k, v in r.items() if k != "items"} if r else None  # noqa: E731
@@ -601,10 +692,29 @@ def _report(ctx: _Ctx, st: LoopState, final: dict | None, final_guard: dict | No
     }
     job_obj["result_files"] = [job_obj["paths"]["report_json"], job_obj["paths"]["metrics"]]
     _report_step(ctx, "report.json", lambda: run.write_json("report.json", job_obj))
-    _report_step(ctx, "report.md", lambda: write_markdown(job_obj, run.dir / "report.md"))
+    _report_step(ctx, "report.md", lambda: _write_markdown(job_obj, run.dir / "report.md"))
     _report_step(ctx, "job.json", lambda: run.write_json("job.json", job_obj))
     run.event("The job has successfully completed", data={"final_eval": job_obj["final_eval"]})
     return job_obj
+
+
+def _write_markdown(job_obj: dict, path: Path) -> None:
+    """report.md; a loss-only job (no grader) gets its validation losses and the gates' "not applicable" note
+    in place of the accuracy table's empty cells and a verdict."""
+    b, f = job_obj.get("baseline_eval"), job_obj.get("final_eval")
+    if _has_accuracy(b) or _has_accuracy(f) or not (b or f):
+        write_markdown(job_obj, path)
+        return
+    write_markdown(job_obj | {"final_verdict": None}, path)
+    loss = lambda r: f"{r['valid_loss']:.4f}" if r and r.get("valid_loss") is not None else "-"  # noqa: E731
+    lines = ["", "## Validation loss (no grader: it stands in for accuracy)", "", "| | validation loss |", "|---|---|",
+             f"| baseline | {loss(b)} |", f"| final | {loss(f)} |", ""]
+    lines += [f"| step {e.get('step')} | {loss(e)} |" for e in job_obj.get("evals") or []]
+    v = job_obj.get("final_verdict") or {}
+    if v.get("reason"):
+        lines += ["", f"Quality gates: not applicable. {v['reason']}.", ""]
+    with open(path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 def _report_step(ctx: _Ctx, what: str, fn: Callable):
@@ -738,12 +848,20 @@ def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: di
     out = {"id": cid, "path": str(path), "step": step}
     if report is not None:
         rid = reg.add_eval_report("final" if is_final else "checkpoint", report, job_id=run.job_id, checkpoint_id=cid,
-                                  model_ref=f"ckpt:{cid}", data_sha256=ctx.inputs.val_ds.sha256, grader_sha256=ctx.inputs.grader.sha256)
+                                  model_ref=f"ckpt:{cid}", data_sha256=ctx.inputs.val_ds.sha256,
+                                  grader_sha256=_grader_sha(ctx.inputs.grader))
         reg.update_checkpoint(cid, eval_report_id=rid)
         if guard is not None:
             reg.add_eval_report("guard", guard, job_id=run.job_id, checkpoint_id=cid, model_ref=f"ckpt:{cid}",
                                 data_sha256=ctx.inputs.guard_ds.sha256, grader_sha256=ctx.inputs.guard_grader.sha256)
-        if st.baseline and st.baseline.get("dataset_sha256") != report.get("dataset_sha256"):
+        if st.baseline and not (_has_accuracy(st.baseline) and _has_accuracy(report)):
+            out["verdict"] = {"passed": None, "applicable": False, "step": step, "checkpoint_id": cid,
+                              "reason": "no grader: evaluations report the validation loss, and the gates compare "
+                                        "graded accuracy, so they do not apply (give method."
+                                        f"{job.method.type}.grader to gate this job)"}
+            run.event(f"Checkpoint {cid} (step {step}): gates not applicable (no grader; validation loss "
+                      f"{report.get('valid_loss', float('nan')):.4f})", type="gates", data=out["verdict"])
+        elif st.baseline and st.baseline.get("dataset_sha256") != report.get("dataset_sha256"):
             run.event(f"Checkpoint {cid}: the validation data changed since the baseline was measured (resumed with "
                       "--allow-config-change); no comparison or gate verdict", level="warn")
         elif st.baseline:
@@ -751,8 +869,13 @@ def _checkpoint(ctx: _Ctx, model, tok, step: int, report: dict | None, guard: di
 
             comp = _compare(st.baseline, report)
             gcomp = _compare(st.guard_baseline, guard) if guard is not None and st.guard_baseline else None
+            from rft.registry.reviews import measured_disagreement
+
+            review = (measured_disagreement(reg, run.job_id) if job.rft.gates.max_grader_disagreement is not None
+                      else None)  # people's verdicts so far (rft review); the gate holds without enough of them
             verdict = evaluate_gates(job.rft.gates, comp, guard_comparison=gcomp, candidate_report=report,
-                                     baseline_report=st.baseline, guard_required=ctx.inputs.guard_ds is not None)
+                                     baseline_report=st.baseline, guard_required=ctx.inputs.guard_ds is not None,
+                                     grader_review=review)
             verdict = dict(verdict) | {"step": step, "checkpoint_id": cid}
             vid = reg.add_verdict(cid, verdict)
             out["verdict"] = verdict | {"id": vid}
