@@ -23,7 +23,7 @@ import logging
 import pytest
 import torch
 
-from conftest import char_tokenizer
+from tests.conftest import char_tokenizer
 from rft import algo, models
 from rft.config import parse_job
 from rft.data import load_dataset
