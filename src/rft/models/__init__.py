@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,13 @@ def embedded_dir(name: str) -> Path:
     return cache_dir() / "models" / name
 
 
-def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=print) -> Path:
-    """Convert the embedded GGUF to safetensors once; return the cached directory."""
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare_embedded(name: str = DEFAULT_MODEL, *, force: bool = False, log=_stderr) -> Path:
+    """Convert the embedded GGUF to safetensors once; return the cached directory. Progress goes to stderr by
+    default: a first `rft train --json` on a fresh machine must still print only JSON on stdout."""
     out = embedded_dir(name)
     if (out / "rft_model.json").exists() and not force:
         return out
