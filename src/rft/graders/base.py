@@ -221,6 +221,9 @@ def validate(spec: Any, where: str = "grader", *, context: GraderContext | None 
     gtype = spec.get("type")
     if gtype is None:
         return [Problem(f"missing 'type' (one of: {', '.join(sorted(GRADERS))})", field=f"{where}.type")]
+    if not isinstance(gtype, str):
+        return [Problem(f"'type' must be a string (one of: {', '.join(sorted(GRADERS))}), got {type(gtype).__name__}",
+                        field=f"{where}.type")]
     if gtype not in GRADERS:
         from rft.errors import did_you_mean
 
