@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from rft.errors import Problem, RftError
+from rft.eval.references import grader_context, reference_problems
 
 _SNIP = 300
 TRAIN_REPORT_KINDS = ("baseline", "checkpoint", "final")  # validation evaluations a training run records
@@ -88,50 +89,12 @@ def load_new_grader(grader: str | dict, *, job=None, where: str = "grader"):
     else:
         source = str(grader)
         spec = graders.load_grader_file(source)
-    context = _grader_context(job)
+    context = grader_context(job)
     problems = validate_reinforcement_grader(spec, where, context=context)
     if problems:
         problems = [Problem(p.message, file=source or p.file, line=p.line, field=p.field) for p in problems]
         raise _one_line_error(f"invalid grader{f' in {source}' if source else ''}", problems)
     return spec, source, graders.build(spec, where, source=source, context=context)
-
-
-def _grader_context(job):
-    """The job's grader context (network allowlist, sandbox limits); the same fields rft.train.setup uses."""
-    from rft import graders
-
-    if job is None:
-        return graders.GraderContext()
-    sb = job.rft.sandbox
-    return graders.GraderContext(
-        allow_private_hosts=tuple(job.rft.network.allow_private_hosts),
-        sandbox=graders.SandboxLimits(timeout_s=sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb, nproc=sb.nproc,
-                                      fsize_mb=sb.fsize_mb, isolation=sb.isolation),
-        sandbox_workers=sb.workers)
-
-
-def reference_problems(job, grader, datasets: Iterable) -> list[Problem]:
-    """Every row's reference output (`rft.train.reference_output`, a template over the row) must pass `grader`
-    (score >= 1.0), as training requires of the job's own grader. No reference output: nothing to check."""
-    from rft import graders
-    from rft.extraction import sample_from_text
-
-    tmpl = job.rft.train.reference_output
-    if not tmpl:
-        return []
-    problems: list[Problem] = []
-    for ds in datasets:
-        for i, row in enumerate(ds.rows):
-            try:
-                text = graders.render(tmpl, {}, row)
-            except graders.TemplateError as e:
-                problems.append(ds.problem(i, f"reference_output: {e}"))
-                continue
-            g = grader.grade(sample_from_text(text, job.rft.extraction), row)
-            if g.score is None or g.score < 1.0:
-                why = g.error or f"score {g.score}"
-                problems.append(ds.problem(i, f"the reference answer {text!r} does not pass the new grader ({why})"))
-    return problems
 
 
 def _threshold(grader) -> float:
@@ -425,7 +388,8 @@ def replay_job(job_id: str, grader: str | dict, *, reg=None, write: bool = True,
             if name in datasets and sha and datasets[name].sha256 != sha:
                 warnings.append(f"the {name} data changed since the job ran (sha256 {sha[:12]} -> "
                                 f"{datasets[name].sha256[:12]}); rows are matched by prompt/index")
-        probs = reference_problems(job, new, [d for k, d in datasets.items() if k in ("train", "validation")])
+        probs = reference_problems(job, new, [d for k, d in datasets.items() if k in ("train", "validation")],
+                                   what="the new grader")
         if probs:
             raise _one_line_error(f"{len(probs)} reference answer(s) fail the new grader"
                                   f"{f' ({source})' if source else ''}; fix the grader or the data", probs)

@@ -36,9 +36,8 @@ from rft.config import JobSpec, Resolved, check_context_length, resolve
 from rft.data import Dataset, load_dataset
 from rft.engine import backends
 from rft.engine.local import best_cpu_dtype
+from rft.eval.references import grader_context, reference_problems
 from rft.errors import RftError
-from rft.extraction import sample_from_text
-from rft.graders.sandbox import SandboxLimits
 
 
 @dataclass(frozen=True)
@@ -115,18 +114,6 @@ def device_for(job: JobSpec) -> str:
 
 
 # ------------------------------------------------------------------------------------------- graders, data
-def grader_context(job: JobSpec) -> graders.GraderContext:
-    """What graders are built with besides their spec: the hosts endpoint graders may reach (SSRF allowlist) and
-    the sandbox python graders run in (limits and pool size from `rft.sandbox`). Make one per job: the graders
-    built with it share its sandbox pool, which closes with the last of them."""
-    sb = job.rft.sandbox
-    return graders.GraderContext(
-        allow_private_hosts=tuple(job.rft.network.allow_private_hosts),
-        sandbox=SandboxLimits(timeout_s=sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb, nproc=sb.nproc,
-                              fsize_mb=sb.fsize_mb, isolation=sb.isolation),
-        sandbox_workers=sb.workers)
-
-
 def build_grader(job: JobSpec, context: graders.GraderContext | None = None):
     """The job's grader (`context`: the job's `grader_context`, made here if not given)."""
     return graders.build(job.grader, "method.reinforcement.grader", context=context or grader_context(job))
@@ -140,20 +127,7 @@ def load_data(job: JobSpec) -> tuple[Dataset, Dataset | None]:
 
 def reference_check(job: JobSpec, grader, ds: Dataset) -> None:
     """Every row's reference output (a template over the item) must score as passing (>= 1.0)."""
-    tmpl = job.rft.train.reference_output
-    if not tmpl:
-        return
-    problems = []
-    for i, row in enumerate(ds.rows):
-        try:
-            text = graders.render(tmpl, {}, row)
-        except graders.TemplateError as e:
-            problems.append(ds.problem(i, f"reference_output: {e}"))
-            continue
-        g = grader.grade(sample_from_text(text, job.rft.extraction), row)
-        if g.score is None or g.score < 1.0:
-            why = g.error or f"score {g.score}"
-            problems.append(ds.problem(i, f"the reference answer {text!r} does not pass the grader ({why})"))
+    problems = reference_problems(job, grader, [ds])
     if problems:
         raise RftError(f"{len(problems)} reference answer(s) fail the grader; fix the data or the grader", problems)
 
