@@ -12,6 +12,8 @@ Configurations:
     lora        rft.lora.enabled=true (rank 16, all linear layers), fp32 base
     ckpt        rft.train.gradient_checkpointing=true, otherwise fp32
     lora-bf16   LoRA on a bf16 base
+    bf16        rft.train.weights_dtype=bfloat16 with AdamW (the split fp32 master, rft.train.optim.SplitMaster)
+    lora-int8   LoRA on int8 base linears (rft.lora.quantize_base=int8, bitsandbytes' Linear8bitLt), fp32 rest
 The job: 2 prompts x 8 completions, 32 new tokens, an arithmetic prompt (~60 tokens), a fuzzy-match grader (random
 completions score differently, so every step trains; `updates` counts the optimizer steps). A child builds the parts with `setup_training` (the forecast
 runs there, before the model loads), runs --steps GRPO steps, and reports its peak RSS (VmHWM) and the forecast.
@@ -38,6 +40,8 @@ CONFIGS = {
     "lora": {"lora": {"enabled": True}},
     "ckpt": {"train": {"gradient_checkpointing": True}},
     "lora-bf16": {"lora": {"enabled": True}, "train": {"weights_dtype": "bfloat16"}},
+    "bf16": {"train": {"weights_dtype": "bfloat16"}},
+    "lora-int8": {"lora": {"enabled": True, "quantize_base": "int8"}},
 }
 QWEN05 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=896, num_hidden_layers=24,
               intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
@@ -45,10 +49,10 @@ QWEN05 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_siz
               hidden_act="silu", use_sliding_window=False)
 
 
-def _hwm() -> int:
+def _hwm(key: str = "VmHWM:") -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -109,7 +113,15 @@ def child(model: str, config: str, steps: int, max_new: int, workdir: Path, prom
     set_seed(0)
     inputs = load_inputs(job)
     fc = memory.job_forecast(job, inputs, device="cpu")
-    parts = setup_training(job, inputs, check_memory=False)
+    if job.rft.lora.quantize_base == "int8":  # the policy as setup_training builds it, int8 base layers included
+        from rft.models import quant
+        from rft.train.setup import load_policy, policy_parts
+
+        policy, tok = load_policy(job, inputs.model_ref)
+        quant.quantize_lora_base(policy)  # a no-op where load_policy already did it
+        parts = policy_parts(job, inputs, policy, tok)
+    else:
+        parts = setup_training(job, inputs, check_memory=False)
     after_setup = _hwm()
     trained = 0
     for k in range(steps):
@@ -118,7 +130,9 @@ def child(model: str, config: str, steps: int, max_new: int, workdir: Path, prom
     inputs.close()
     return {"model": model, "config": config, "forecast": fc.peak, "forecast_phase": fc.peak_phase,
             "components": fc.components, "phases": fc.phases, "measured": _hwm(), "after_setup": after_setup,
-            "updates": trained, "settings": fc.settings}
+            "updates": trained, "settings": fc.settings,
+            # file-backed resident pages at the end (clean safetensors pages the kernel can drop; in VmHWM)
+            "rss_file": _hwm("RssFile:")}
 
 
 def reforecast(path: Path, cache: Path) -> None:

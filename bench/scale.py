@@ -3,11 +3,14 @@ overlapped rollouts off and on, and the weight broadcast (Ray object store vs a 
 broadcast) for a model of the embedded model's size, printed side by side.
 
     .venv/bin/python bench/scale.py [--size small] [--steps 4] [--rounds 3] [--json]
+    python bench/scale.py --device cuda --gpus 2 --size smollm --no-broadcast      (a GPU machine, Ray installed)
 
 Models are random Llamas with a character tokenizer (no download): `tiny` (the tests' 4-layer, hidden 64),
 `small` (4 layers, hidden 256) and `smollm` (SmolLM2-135M's shape: 30 layers, hidden 576, 135M parameters;
 used for the broadcast whatever --size says). Random models never emit EOS, so every completion runs to
 max_new_tokens: tokens/s are comparable across rows. A local Ray instance is started and stopped here.
+On `--device cuda` the one-process rows run on the driver's GPU and the Ray rollout workers ask for GPUs
+(`--gpus` in all: 1 worker gets min(1, gpus), 2 workers gpus/2 each, so `--gpus 1` shares one GPU by halves).
 What bounds the numbers on a small machine: Ray workers and the driver share the same cores, so 2 workers
 only help when cores are idle; overlap only helps when sampling and training can use different cores.
 """
@@ -79,7 +82,7 @@ def with_cluster(parts, **cluster):
     return dataclasses.replace(parts, job=job)
 
 
-def rollout_throughput(parts, rounds: int) -> dict:
+def rollout_throughput(parts, rounds: int, gpus: float = 0.0) -> dict:
     """Completion tokens/s of a step's rollout: one process, 1 Ray worker, 2 Ray workers. The sources take
     turns round by round (a shared machine's load drifts; interleaving gives each the same share); median."""
     import statistics
@@ -90,7 +93,9 @@ def rollout_throughput(parts, rounds: int) -> dict:
     rows = list(parts.inputs.train_ds.rows)[: parts.values.prompts_per_step]
     srcs = {"one process": LocalRollouts(parts)}
     for w in (1, 2):
-        p = with_cluster(parts, enabled=True, rollout_workers=w, grader_workers=0, rollout={"num_cpus": 1})
+        g = min(1.0, gpus) if w == 1 else gpus / w  # per worker
+        p = with_cluster(parts, enabled=True, rollout_workers=w, grader_workers=0,
+                         rollout={"num_cpus": 1, "num_gpus": g})
         srcs[f"ray, {w} rollout worker{'s' if w > 1 else ''}"] = RayRollouts(p, {}, None)
     rates: dict[str, list[float]] = {k: [] for k in srcs}
     try:
@@ -120,7 +125,8 @@ def step_times(tmp: Path, model_dir: Path, args) -> dict:
     runs = {}
     for overlap in (False, True):
         job = make_job(tmp, model_dir, prompts=args.prompts, G=args.group, tokens=args.tokens, steps=args.steps,
-                       train={"dtype": "float32", "max_steps": args.steps, "overlap_rollouts": overlap})
+                       train={"dtype": "float32", "max_steps": args.steps, "overlap_rollouts": overlap,
+                              "device": args.device})
         parts = setup_training(job)
         runner = StepRunner(parts, DataCursor(len(parts.inputs.train_ds), job.seed), state_every=10_000,
                             total=args.steps + 1)
@@ -223,6 +229,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-broadcast", action="store_true", help="skip the broadcast comparison (135M parameters)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the driver's trainer and engine")
+    ap.add_argument("--gpus", type=float, default=0.0, help="GPUs for the Ray rollout workers in all (cuda)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -233,14 +241,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rft-scale-"))
     os.environ.setdefault("RFT_HOME", str(tmp / "home"))
     model_dir = make_model(args.size, tmp / args.size)
-    res: dict = {"size": args.size, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    res: dict = {"size": args.size, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                 "device": args.device, "gpus": args.gpus}
     res["step"] = step_times(tmp, model_dir, args)
+    gpu_kw = {"num_gpus": torch.cuda.device_count()} if args.device == "cuda" else {}
     ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", logging_level="WARNING")
+             _node_ip_address="127.0.0.1", logging_level="WARNING", **gpu_kw)
     try:
         parts = setup_training(make_job(tmp, model_dir, prompts=args.prompts, G=args.group, tokens=args.tokens,
-                                        steps=args.steps))
-        res["rollout_tokens_per_s"] = rollout_throughput(parts, args.rounds)
+                                        steps=args.steps, train={"dtype": "float32", "max_steps": args.steps,
+                                                                 "device": args.device}))
+        res["rollout_tokens_per_s"] = rollout_throughput(parts, args.rounds, args.gpus)
         parts.inputs.close()
         if not args.no_broadcast:
             res["broadcast"] = broadcast(make_model("smollm", tmp / "smollm"), args.rounds)
@@ -250,7 +261,8 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         return
     print(f"model {args.size}, {args.prompts} prompts x {args.group} completions x {args.tokens} tokens; "
-          f"{res['cpus']} CPUs, {res['torch_threads']} torch threads")
+          f"{res['cpus']} CPUs, {res['torch_threads']} torch threads; {args.device}"
+          + (f", {args.gpus:g} GPU(s) for the Ray workers" if args.device == "cuda" else ""))
     base = res["rollout_tokens_per_s"]["one process"]
     print("\nrollout throughput (completion tokens/s, median of rounds, sources interleaved)")
     for k, v in res["rollout_tokens_per_s"].items():

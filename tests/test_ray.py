@@ -1,5 +1,7 @@
 """Training on Ray (issue 16): a local Ray cluster on loopback, a job with `--ray` through the installed entry
-point, data-parallel updates against the one-process update, dead workers replaced.
+point, data-parallel updates against the one-process update, dead workers replaced, the job's actors in the
+bundles of its placement group (and an impossible request refused at once), LLM judges answered by a judge
+actor with the one-process grades, a trainer worker lost mid-update named (TrainerLost).
 
 The cluster: `ray start --head --node-ip-address=127.0.0.1` and two `ray start --address=...` worker nodes,
 each `--block` in its own subprocess (so the test stops exactly what it started: SIGTERM to each `ray start
@@ -17,7 +19,7 @@ would change a reward by > 0.01), the loss and gradient norm to 1e-4 relative, a
 atol = 2 * lr * steps: Adam's step is lr * m / (sqrt(v) + eps), so a gradient entry that is pure rounding
 noise can at worst move by 2 * lr per step in the other direction; everywhere else the difference is ~1e-9.
 
-Run: .venv/bin/python -m pytest -q tests/test_ray.py   (about a minute and a half on 2 idle cores)
+Run: .venv/bin/python -m pytest -q tests/test_ray.py   (about three minutes on 2 busy cores)
 """
 
 from __future__ import annotations
@@ -304,3 +306,167 @@ def test_ray_flag_takes_one_address(tmp_path, tiny_model_dir):
     r = run_rft("train", str(job), "--ray", "127.0.0.1:1", "10.0.0.1:2", "-o", str(tmp_path / "run"))
     assert_user_error(r, "--ray takes one ADDRESS", "127.0.0.1:1", "10.0.0.1:2")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------- placement groups (rft.cluster)
+def _live_groups() -> set[str]:
+    from ray.util import placement_group_table
+
+    return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
+
+
+def test_actors_land_in_the_jobs_placement_group_bundles(ray_cluster, tiny_model_dir, tmp_path):
+    """RayCluster.start reserves one placement group (SPREAD for `split`), every actor runs in its own bundle (Ray
+    says which group and node each runs on), the bundles lie on more than one node, and close() removes it."""
+    from ray.util import placement_group_table
+
+    from rft.train.distributed.cluster import RayCluster
+
+    parts = _parts(tmp_path, tiny_model_dir, address=ray_cluster)
+    before = _live_groups()
+    logs = []
+    cluster = RayCluster.start(parts, log=logs.append)
+    try:
+        pl = cluster.placement
+        table = placement_group_table(pl.pg)
+        assert table["state"] == "CREATED" and table["strategy"] == "SPREAD"
+        assert len(table["bundles"]) == 2 + 1 + 1  # rollout 0-1, grader 0, trainer rank 1
+        actors = {("rollout", k): a for k, a in enumerate(cluster.rollouts.workers)}
+        actors |= {("grader", k): a for k, a in enumerate(cluster.rollouts.graders)}
+        actors |= {("trainer", k): a for k, a in enumerate(cluster.dp.workers, start=1)}
+        import ray
+
+        seen = ray.get([a.where.remote() for a in actors.values()])
+        for key, w in zip(actors, seen):
+            i = pl.index[key]
+            assert w["placement_group"] == pl.pg.id.hex(), (key, w)
+            assert w["node"] == table["bundles_to_node_id"][i], (key, w, table["bundles_to_node_id"])
+        assert len({w["node"] for w in seen}) > 1  # split: spread over the nodes
+        assert any("placement group" in m for m in logs), logs
+    finally:
+        cluster.close()
+    assert _live_groups() == before  # removed on close
+
+
+def test_an_impossible_placement_fails_fast_naming_asked_and_available(ray_cluster, tiny_model_dir, tmp_path):
+    """4 GPUs for a trainer worker on this CPU cluster: an RftError at once (no group created, no timeout waited),
+    naming the resources asked and those the cluster has. A request that fits but is busy waits
+    placement_timeout_s and says what is free."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from rft.config import ClusterConfig
+    from rft.errors import RftError
+    from rft.train.distributed.placement import Placement
+
+    before = _live_groups()
+    cfg = ClusterConfig(rollout_workers=1, grader_workers=1, trainer_workers=2, rollout={"num_cpus": 0.5},
+                        grader={"num_cpus": 0.5}, trainer={"num_cpus": 0.5, "num_gpus": 4}, placement_timeout_s=600)
+    with pytest.raises(RftError) as e:
+        Placement.reserve(cfg, 0, log=lambda m: None)
+    msg = str(e.value)
+    assert "trainer 1 x {CPU 0.5, GPU 4}" in msg and "= CPU 1.5, GPU 4" in msg, msg
+    assert "the cluster has CPU 6 on 3 node(s)" in msg and "GPU 4 asked in all, the cluster has 0" in msg, msg
+    assert _live_groups() == before
+
+    # busy: another group holds 5 of the 6 CPUs; one actor of 2 CPUs fits a node but not now
+    hog = placement_group([{"CPU": 2}, {"CPU": 2}, {"CPU": 1}], strategy="SPREAD")
+    assert hog.wait(timeout_seconds=60)
+    try:
+        cfg = ClusterConfig(rollout_workers=1, grader_workers=0, rollout={"num_cpus": 2}, placement_timeout_s=1)
+        with pytest.raises(RftError) as e:
+            Placement.reserve(cfg, 0, log=lambda m: None)
+        assert "placement_timeout_s = 1 s" in str(e.value) and "free now" in str(e.value), str(e.value)
+    finally:
+        remove_placement_group(hog)
+    assert _live_groups() == before
+
+
+# ------------------------------------------------------------------------------------- LLM judges on Ray actors
+def test_model_grader_judges_run_on_the_judge_actor(ray_cluster, tiny_model_dir, tmp_path):
+    """A score_model grader with a tiny random local judge: on Ray the grader actor sends every judge request to
+    the judge actor (it served one per sample) and the grades (score, error kind, the judge's reply in the
+    details) equal the one-process grading of the same samples, where the driver's grader holds the judge."""
+    from rft.config import load_job
+    from rft.train.distributed.cluster import RayRollouts, judge_count
+    from rft.train.setup import setup_training
+    from rft.train.step import LocalRollouts
+
+    p = _job(tmp_path, tiny_model_dir, trainer_workers=1, judge_workers=1, judge={"num_cpus": 0.5})
+    spec = yaml.safe_load(p.read_text())
+    spec["method"]["reinforcement"]["grader"] = {
+        "type": "score_model", "name": "judge", "model": str(tiny_model_dir),
+        "input": [{"role": "user", "content": "Score {{sample.output_text}} against {{item.answer}}"}],
+        "sampling_params": {"temperature": 0, "max_completions_tokens": 6}}
+    p.write_text(yaml.safe_dump(spec))
+    parts = setup_training(load_job(p))
+    assert judge_count(parts.job) == 1
+    rows = list(parts.inputs.train_ds.rows)
+    here = LocalRollouts(parts).start(rows, 7).result()
+    ro = RayRollouts(parts, {}, None, judges=judge_count(parts.job))
+    try:
+        there = ro.start(rows, 7).result()
+        stats = ro.judge_stats()
+    finally:
+        ro.close()
+        parts.inputs.close()
+    n = len(rows) * parts.values.completions_per_prompt
+    assert [s["served"] for s in stats] == [n]  # every judge request went to the judge actor
+    assert [c.token_ids for c in here.completions] == [c.token_ids for c in there.completions]
+    key = lambda g: (g.score, g.error, g.details)  # noqa: E731
+    assert [key(g) for g in here.grades] == [key(g) for g in there.grades]
+    assert all(g.details for g in there.grades)  # the judge's reply is in what is compared
+    assert not any(g.error == "model_grader_server_error" for g in here.grades + there.grades)  # judges answered
+
+
+def test_a_judge_model_that_cannot_load_is_a_user_error_naming_it(ray_cluster, tiny_model_dir, tmp_path):
+    """The judge actor loads its model before the job starts: a missing one is an RftError naming the model and
+    the grader field, not a Ray traceback."""
+    from rft.config import load_job
+    from rft.errors import RftError
+    from rft.train.distributed.cluster import RayRollouts
+    from rft.train.setup import setup_training
+
+    p = _job(tmp_path, tiny_model_dir, trainer_workers=1, rollout_workers=1, judge={"num_cpus": 0.5})
+    spec = yaml.safe_load(p.read_text())
+    missing = str(tmp_path / "no-such-judge")
+    spec["method"]["reinforcement"]["grader"] = {"type": "score_model", "name": "judge", "model": missing,
+                                                 "input": [{"role": "user", "content": "{{sample.output_text}}"}]}
+    p.write_text(yaml.safe_dump(spec))
+    parts = setup_training(load_job(p))
+    try:
+        with pytest.raises(RftError) as e:
+            RayRollouts(parts, {}, None, judges=1)
+    finally:
+        parts.inputs.close()
+    assert missing in str(e.value) and "method.reinforcement.grader" in str(e.value), str(e.value)
+
+
+# --------------------------------------------------------------------- a trainer worker lost mid-update: pause
+def test_trainer_lost_after_an_optimizer_step_pauses_the_job_and_resume_finishes_it(ray_cluster, tiny_model_dir,
+                                                                                    tmp_path):
+    """Rank 1 dies at its first collective after an optimizer step (two passes per update, fault `trainer_opt:5`):
+    the update can be neither finished nor undone, so the job is PAUSED (exit 75), with an event naming the worker
+    and the step and no state saved for that step; `rft jobs resume` finishes it from the last saved state."""
+    import re
+
+    from rft.registry import Registry
+
+    job = _job(tmp_path, tiny_model_dir)
+    spec = yaml.safe_load(job.read_text())
+    spec["rft"]["algorithm"] = {"num_iterations": 2}
+    job.write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    r = run_rft("train", str(job), "-o", str(run), "--json", "-q", "--ray", ray_cluster,
+                env={"RFT_RAY_FAULT": "trainer_opt:5"})
+    assert r.returncode == 75, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    job_id = json.loads((run / "job.json").read_text())["id"]
+    reg = Registry()
+    assert reg.get_job(job_id)["status"] == "paused"
+    msgs = [e["message"] for e in reg.events(job_id)]
+    paused = [m for m in msgs if m.startswith("Job paused")]
+    assert paused and re.search(r"trainer worker rank 1 \(pid \d+ on node \w+\) was lost at step \d+, after 1 "
+                                r"optimizer step", paused[0]), msgs
+    r = run_rft("jobs", "resume", job_id, "--json", "-q")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["status"] == "succeeded" and res["trained_steps"] == STEPS

@@ -200,6 +200,16 @@ class LoraConfig(_Strict):
     alpha: int = Field(32, ge=1, le=65536)
     dropout: float = Field(0.0, ge=0, lt=1)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    # int8: the frozen base linears LoRA wraps are stored in int8 (1 byte a parameter; bitsandbytes' Linear8bitLt,
+    # `pip install 'rft[memory]'`); the adapters and everything else keep rft.train.weights_dtype. rft.models.quant
+    quantize_base: Literal["none", "int8"] = "none"
+
+    @model_validator(mode="after")
+    def _quantize_needs_lora(self):
+        if self.quantize_base != "none" and not self.enabled:
+            raise ValueError("rft.lora.quantize_base int8 stores the frozen base under LoRA adapters; it needs "
+                             "rft.lora.enabled: true")
+        return self
 
 
 class EvalConfig(_Strict):
@@ -452,12 +462,19 @@ class ClusterConfig(_Strict):
     rollout_workers: int = Field(1, ge=1, le=256)  # Ray actors holding an engine (and the rollout shards)
     grader_workers: int = Field(1, ge=0, le=256)  # Ray actors grading (0: the driver grades)
     trainer_workers: int = Field(1, ge=1, le=256)  # data-parallel ranks; the driver is rank 0
-    placement: Literal["colocated", "split"] = "colocated"  # split: Ray's SPREAD strategy across nodes
+    # None: 1 when the grader tree has a score_model/label_model with a local judge model, else 0
+    judge_workers: int | None = Field(None, ge=0, le=256)  # Ray actors holding the LLM judge
+    # one placement group per job, a bundle per actor: PACK (colocated) or SPREAD (split) across nodes
+    placement: Literal["colocated", "split"] = "colocated"
+    placement_timeout_s: float = Field(60.0, gt=0, le=3600)  # waiting for the group's resources
     rollout: RoleResources = Field(default_factory=RoleResources)
     grader: RoleResources = Field(default_factory=RoleResources)
     trainer: RoleResources = Field(default_factory=RoleResources)
+    judge: RoleResources = Field(default_factory=RoleResources)
     max_restarts: int = Field(2, ge=0, le=100)  # dead workers replaced per step before the job stops
-    collective_timeout_s: float = Field(120.0, gt=0, le=86400)  # torch.distributed (gloo) operations
+    # torch.distributed backend; auto: nccl when the trainer is on CUDA and NCCL is available, else gloo
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    collective_timeout_s: float = Field(120.0, gt=0, le=86400)  # torch.distributed operations
 
 
 class TrackersConfig(_Strict):

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from rft.engine.decoder import DecoderState
-from rft.engine.fast_llama import _unwrap, effective_bias, effective_weight
+from rft.engine.fast_llama import _unwrap, config_dims, effective_bias, effective_weight
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ class StaticDecoder:
         self.dtype = dtype
         base = _unwrap(model)
         cfg = base.config
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.n_layers = cfg.num_hidden_layers
-        self.eps = cfg.rms_norm_eps
+        self.n_heads, self.n_kv, self.head_dim, self.eps, self.n_layers = config_dims(cfg)
         self.vocab = cfg.vocab_size
         self.scale = self.head_dim**-0.5
         window = getattr(cfg, "sliding_window", None) if cfg.model_type == "mistral" else None

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 from rft.engine import archs, cpu_kernels
 from rft.engine.decoder import DecoderState
+from rft.models import quant
 
 SUPPORTED_TYPES = tuple(archs.FAST_TYPES)
 log = logging.getLogger("rft.engine")
@@ -77,6 +78,15 @@ def _unwrap(model):
     return model
 
 
+def config_dims(cfg) -> tuple[int, int, int, float, int]:
+    """(query heads, KV heads, head size, RMSNorm epsilon, layers) from a Llama-family config: what every decoder
+    here (this one and `cuda_decode.StaticDecoder`) reads the same way."""
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    return n_heads, n_kv, head_dim, cfg.rms_norm_eps, cfg.num_hidden_layers
+
+
 def _vnni_shapes_ok(base) -> bool:
     """The C GEMM packs 16 output columns x pairs of inputs: every product's out dim % 16, in dim even."""
     cfg = base.config
@@ -89,9 +99,11 @@ def _vnni_shapes_ok(base) -> bool:
 
 
 def effective_weight(linear) -> torch.Tensor:
-    """Weight of a Linear, with any active LoRA adapter merged in (without modifying the module)."""
+    """Weight of a Linear, with any active LoRA adapter merged in (without modifying the module); an int8 base
+    layer (rft.lora.quantize_base) contributes its dequantised weight (`rft.models.quant.dense_weight`)."""
     if hasattr(linear, "base_layer") and hasattr(linear, "get_delta_weight"):
-        w = linear.base_layer.weight
+        base = linear.base_layer
+        w = quant.dense_weight(base) if quant.is_int8(base) else base.weight
         if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
             return w
         for name in linear.active_adapters:
@@ -145,11 +157,7 @@ class FastDecoder:
         self.dtype = dtype
         base = _unwrap(model)
         cfg = base.config
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.eps = cfg.rms_norm_eps
-        self.n_layers = cfg.num_hidden_layers
+        self.n_heads, self.n_kv, self.head_dim, self.eps, self.n_layers = config_dims(cfg)
         self.rotary = base.model.rotary_emb
         self.windows = archs.layer_windows(cfg)  # per layer: sliding window or None
         self.window = min((w for w in self.windows if w), default=None)

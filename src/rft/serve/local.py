@@ -9,9 +9,10 @@ Routes:
   `model` may name any model reference (embedded name, model directory, `ckpt:<id>`, `alias:<name>`,
   `ft:<base>[:<suffix>]:<job id>`); it is loaded on demand into the server's bounded pool (`rft.serve.pool`,
   `max_models`); left out, the server's default model (`--model`) answers. The answer's `model` is the name asked.
-- `GET /v1/models`: OpenAI's model objects for the default model, the embedded base models, the fine-tuned
-  models of succeeded jobs (`ft:` names) and the aliases (`alias:<name>`); `GET /v1/models/{id}`: one of those
-  (or a model loaded now).
+- `GET /v1/models`: OpenAI's model objects for the default model, the embedded base models, the models in the
+  local Hugging Face hub cache (`Org/Name`, as `rft models list` shows them), the fine-tuned models of succeeded
+  jobs (`ft:` names) and the aliases (`alias:<name>`); base and hub models carry the engine they get
+  (`rft.engine`: "fast" or "transformers"); `GET /v1/models/{id}`: one of those (or a model loaded now).
 - `GET /health`: `{"status": "ok", "model": <default model or null>}`.
 - OpenAI's Files API (`rft.serve.api_files`), graders run/validate (`rft.serve.api_graders`), Batch API
   (`rft.serve.api_batches`: batches run on the model their lines name, through the same pool), fine-tuning jobs
@@ -185,8 +186,10 @@ def pool_error(e: RftError) -> ChatRequestError:
 
 
 def model_objects(pool: ModelPool, started: int) -> list[dict]:
-    """OpenAI's model objects: the default model, the embedded base models, fine-tuned models, aliases."""
+    """OpenAI's model objects: the default model, the embedded base models, the hub cache's models, fine-tuned
+    models, aliases."""
     from rft import models
+    from rft.engine.archs import with_engines
 
     out: dict[str, dict] = {}
 
@@ -196,8 +199,9 @@ def model_objects(pool: ModelPool, started: int) -> list[dict]:
 
     if pool.default_ref is not None:
         add(pool.default_ref, started, "rft", kind="default")
-    for m in models.list_models():
-        add(m["id"], _mtime(m["path"]), "rft", kind="base", status=m["status"])
+    for m in with_engines(models.list_models() + models.list_hub_models()):
+        add(m["id"], _mtime(m["path"]), "rft", kind="base" if m["kind"] == "embedded" else m["kind"],
+            status=m["status"], engine=m["engine"])
     try:
         from rft.registry import Registry
 

@@ -17,6 +17,7 @@ import torch
 
 from rft.fsutil import fsync_dir, fsync_file, save_error, write_atomic
 from rft.hashing import file_entries
+from rft.models import quant
 
 
 def save_model_checkpoint(model, tokenizer, out: Path, meta: dict, *, dtype: str = "float32") -> dict:
@@ -60,7 +61,9 @@ def _write_checkpoint(model, tokenizer, tmp: Path, meta: dict, dtype: str) -> No
     to_save = model
     if hasattr(model, "peft_config"):
         model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        to_save = copy.deepcopy(model).merge_and_unload()
+        to_save = copy.deepcopy(model)
+        quant.dequantize_lora_base(to_save)  # int8 base layers back to dense first: the merge is W~ + B A
+        to_save = to_save.merge_and_unload()
     target_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     if next(to_save.parameters()).dtype != target_dtype:
         to_save = copy.deepcopy(to_save).to(target_dtype)

@@ -53,7 +53,7 @@ from rft.train.methods import FineTuningMethod, StepOutcome, method_for, rl_outc
 from rft.train.runlog import RunLog
 from rft.train.setup import TrainInputs, TrainParts, set_seed, setup_training
 from rft.train.state import LoopState, fault, find_latest_state, load_state, save_state
-from rft.train.distributed import start_cluster
+from rft.train.distributed import TrainerLost, start_cluster
 from rft.train.step import StepRunner, train_step
 from rft.train.trackers import Trackers, tracking
 from rft.types import ERROR_KINDS, EvalReport
@@ -539,7 +539,12 @@ def _steps(ctx: _Ctx, parts: TrainParts, st: LoopState, cursor: DataCursor, runn
     for step in range(st.step + 1, total + 1):
         # the step's rows from the cursor (dynamic sampling draws its extra prompts from it too, so a resume
         # continues after them), its rollout (prefetched when overlapping), the update
-        res = runner.next(step)
+        try:
+            res = runner.next(step)
+        except TrainerLost as e:  # part of the step's update is applied: pause without saving this step's state
+            raise JobStopped("paused", f"{e.worker} was lost at step {step}, after {e.updates} optimizer step(s) of "
+                                       f"its update; the last saved state is intact; continue with "
+                                       f"`rft jobs resume {run.job_id}`") from e
         m = _log_step(ctx, parts, st, res, epoch=cursor.epoch)
         pause_reasons = _alarms(ctx, ctx.monitor.observe_step(step, m) if ctx.monitor is not None else [])
         is_last = step == total

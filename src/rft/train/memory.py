@@ -8,7 +8,8 @@
                                                           naming the settings that would fit, each with its forecast
 
 What is counted (bytes; w = weights dtype size, c = compute dtype size, Nt = trainable parameters):
-  persistent   weights (N x w, tied embeddings once), LoRA adapters (fp32), gradients (Nt x its dtype; they
+  persistent   weights (N x w, tied embeddings once; with rft.lora.quantize_base int8 the base linears LoRA wraps
+               at 1 B a parameter + a 4 B scale a row), LoRA adapters (fp32), gradients (Nt x its dtype; they
                live from one step's backward to the next step's zero_grad), optimizer state (AdamW 8 B; 8-bit
                AdamW 2 B + an fp32 scale per 256 values a moment; tensors under 4096 elements fp32; bf16 weights
                + 2 B for the fp32 master's remainder), the engine's packed compute-dtype copy (fast decoder:
@@ -22,8 +23,10 @@ What is counted (bytes; w = weights dtype size, c = compute dtype size, Nt = tra
     training   one micro-batch: per-layer saved activations (prompt pass on unique prompts + completion pass
                with the prompt cache repeated G times), or with gradient checkpointing each layer's input for the
                whole sequence plus one layer recomputed; the LM-head stage (logits, log-softmax, its gradient);
-               autocast's compute-dtype copy of the weights (weights dtype != compute dtype); and, full
+               autocast's compute-dtype copy of the weights (weights dtype != compute dtype; not of int8 ones,
+               whose one-layer dequantised transient is counted instead); and, full
                fine-tuning, the embedding's and head's dense gradients before they are summed
+    load       (int8 base only) the full-precision base linears, read while their int8 copies are made
     optimizer  the step's temporaries (foreach AdamW: one fp32 buffer over all trainable parameters; the split
                master and bitsandbytes step one tensor at a time: bytes per element of the largest tensor, the
                8-bit one measured, see SPLIT_8BIT_STEP)
@@ -55,11 +58,14 @@ BNB_BLOCK = 256  # bitsandbytes' blockwise quantisation: one fp32 absmax per blo
 BNB_MIN_8BIT = 4096  # bitsandbytes keeps fp32 moments for smaller tensors
 # Bytes per element of the largest tensor that one optimizer step's temporaries take. Split master + 8-bit AdamW:
 # from the measured peaks of bench/memory.py on CPU (2026-12-02: 34-36 B on both SmolLM2-135M and a Qwen2.5-0.5B
-# shape: the fp32 master and gradient, the bit-splitting's int32 temporaries, bitsandbytes' dequantised moments).
-# The other two are counted, not measured: split master + AdamW (master 4, gradient 4, split 12, AdamW 8);
-# bitsandbytes on fp32 weights (the 36 B less the split master's 20).
+# shape: the fp32 master and gradient, bitsandbytes' dequantised moments and its own buffers; one step on one
+# 64M-element tensor alone measures 28 B, with the split's buffers built in place or not). Split master + AdamW:
+# the fp32 master built in place (4), the fp32 gradient (4), AdamW's one buffer (4); the split afterwards reuses
+# the master and one int32 buffer (rft.train.optim.SplitMaster._step_one): 12 B, measured the same on one
+# 64M-element tensor (it was 20 B with out-of-place joins and splits). Bitsandbytes on fp32 weights: counted, not
+# measured.
 SPLIT_8BIT_STEP = 36
-SPLIT_ADAMW_STEP = 28
+SPLIT_ADAMW_STEP = 12
 BNB_STEP = 16
 
 
@@ -168,6 +174,12 @@ def _lora_params(shape: ModelShape, rank: int, targets: list[str]) -> tuple[int,
     return sum(rank * (i + o) for i, o in hit), sum(i * o for i, o in hit)
 
 
+def _int8_params(shape: ModelShape, targets: list[str]) -> tuple[int, int]:
+    """(parameters, output rows) of the base linears LoRA wraps, which rft.lora.quantize_base stores in int8."""
+    hit = [(i, o) for n, i, o in shape.linears if n in targets]
+    return sum(i * o for i, o in hit), sum(o for _, o in hit)
+
+
 def _adam8bit_bytes(tensors) -> int:
     out = 0
     for n in tensors:
@@ -202,6 +214,10 @@ def forecast(job: JobSpec, shape: ModelShape, *, prompt_tokens: int, device: str
 
     # persistent --------------------------------------------------------------------------------------
     comp: dict[str, int] = {"weights": s.n_params * w}
+    n_int8 = 0  # base parameters stored in int8 (rft.lora.quantize_base)
+    if lc.enabled and lc.quantize_base == "int8":  # 1 byte each, plus bitsandbytes' fp32 absmax per output row
+        n_int8, rows_int8 = _int8_params(s, lc.targets)
+        comp["weights"] = (s.n_params - n_int8) * w + n_int8 + 4 * rows_int8
     if lc.enabled:
         n_lora, _ = _lora_params(s, lc.rank, lc.targets)
         trainable = [n_lora]  # counted as one tensor: adapters are small, the 8-bit rule is moot
@@ -228,7 +244,7 @@ def forecast(job: JobSpec, shape: ModelShape, *, prompt_tokens: int, device: str
     comp["reference"] = s.n_params * c if (a.beta > 0 and not lc.enabled) else 0
     overlap = bool(getattr(t, "overlap_rollouts", False))
     # overlapped rollouts (rft.train.step.ThreadRollouts): a second policy copy (LoRA included) with its own engine
-    comp["rollout_copy"] = (s.n_params * w + comp.get("lora", 0) + comp["engine_weights"]) if overlap else 0
+    comp["rollout_copy"] = (comp["weights"] + comp.get("lora", 0) + comp["engine_weights"]) if overlap else 0
     comp["runtime"] = RUNTIME_CUDA if device == "cuda" else RUNTIME_CPU
 
     # phases ------------------------------------------------------------------------------------------
@@ -252,7 +268,9 @@ def forecast(job: JobSpec, shape: ModelShape, *, prompt_tokens: int, device: str
     head = b * Lc * s.vocab * (12 + c)  # logits, log-softmax, its gradient (fp32), head output
     training = layers_b + head
     if c != w:  # autocast keeps a compute-dtype copy of every weight it casts until the backward has used it
-        training += s.n_params * c
+        training += (s.n_params - n_int8) * c  # (not of int8 ones: dequantised per matmul, not a leaf it caches)
+    if n_int8:  # each int8 matmul dequantises its weight into a transient (forward and backward), one at a time
+        training += max(i * o for n, i, o in s.linears if n in lc.targets) * 4
     if not lc.enabled:  # the embedding's dense gradient and the head's, summed (tied) and cast: transient
         training += s.vocab * s.hidden * (4 + c)
     if a.beta > 0:  # the reference's forward runs (no grad) before the policy's: its logits stage can peak alone
@@ -267,8 +285,10 @@ def forecast(job: JobSpec, shape: ModelShape, *, prompt_tokens: int, device: str
     if overlap:  # the next step's rollout runs while this one trains
         training += rollout
     phases = {"rollout": rollout, "training": training, "optimizer": optimizer}
+    if n_int8:  # converting: the full-precision base linears are read (resident) next to their int8 copies
+        phases["load"] = n_int8 * w
     settings = {"weights_dtype": t.weights_dtype, "compute_dtype": "bfloat16" if c == 2 else "float32",
-                "optimizer": o.name, "lora": lc.enabled, "gradient_checkpointing": t.gradient_checkpointing,
+                "optimizer": o.name, "lora": lc.enabled, "int8_base": bool(n_int8), "gradient_checkpointing": t.gradient_checkpointing,
                 "micro_batch_sequences": b, "rollout_rows": rows, "prompt_tokens": P, "completion_tokens": Lc,
                 "prompts_per_step": N, "group": G, "reference": comp["reference"] > 0 or (a.beta > 0 and lc.enabled)}
     return Forecast(device=device, components=comp, phases=phases, settings=settings)
@@ -318,6 +338,10 @@ def _variants(job: JobSpec, group: int) -> list[tuple[str, dict]]:
         out.append(("rft.train.gradient_checkpointing: true", {"train": {"gradient_checkpointing": True}}))
     if not job.rft.lora.enabled:
         out.append(("rft.lora.enabled: true", {"lora": {"enabled": True}}))
+    if job.rft.lora.quantize_base != "int8":
+        label = "rft.lora.quantize_base: int8" if job.rft.lora.enabled else \
+            "rft.lora.enabled: true + rft.lora.quantize_base: int8"
+        out.append((label, {"lora": {"enabled": True, "quantize_base": "int8"}}))
     if t.weights_dtype != "bfloat16":
         out.append(("rft.train.weights_dtype: bfloat16", {"train": {"weights_dtype": "bfloat16"}}))
     if job.rft.optimizer.name != "adamw_8bit":

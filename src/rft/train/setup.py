@@ -168,7 +168,8 @@ def load_policy(job: JobSpec, model_ref: models.ResolvedModel):
     backends.check(job.rft.engine, device_for(job))  # before the weights load: vllm needs CUDA and the package
     if job.rft.engine.backend == "vllm" and job.rft.train.overlap_rollouts:
         raise RftError("rft.train.overlap_rollouts samples with a second local engine; it cannot be combined with "
-                       "rft.engine.backend: vllm", field="rft.train.overlap_rollouts")
+                       "rft.engine.backend: vllm", hint="set rft.train.overlap_rollouts: false, or use "
+                       "rft.engine.backend: local")
     model, tok = models.load(model_ref, dtype=weights_dtype_for(job), device=device_for(job))
     if job.rft.lora.enabled:
         from rft.train.optim import quiet_bitsandbytes
@@ -179,6 +180,14 @@ def load_policy(job: JobSpec, model_ref: models.ResolvedModel):
         lc = job.rft.lora
         model = get_peft_model(model, LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                                  target_modules=lc.targets, task_type="CAUSAL_LM"))
+        if lc.quantize_base == "int8":  # the frozen base linears in int8 (rft.models.quant)
+            from rft.models import quant
+
+            if job.rft.engine.backend == "vllm":
+                raise RftError("rft.lora.quantize_base: int8 cannot run with rft.engine.backend: vllm (vLLM is sent "
+                               "dense weights by name)",
+                               hint="use rft.engine.backend: local, or rft.lora.quantize_base: none")
+            quant.quantize_lora_base(model)
     if job.rft.train.gradient_checkpointing:
         enable_checkpointing(model)
     model.train()

@@ -1,6 +1,7 @@
 """Connecting to Ray and running a job's actors: `RayCluster.start(parts)` -> .rollouts (RayRollouts, the
-rft.train.step rollout-source interface: start / push_weights / close) and .dp (DataParallel or None).
-See the package docstring for what runs where and how faults are handled.
+rft.train.step rollout-source interface: start / push_weights / close), .dp (DataParallel or None) and
+.placement (the job's placement group, rft.train.distributed.placement). `choose_backend` picks the
+torch.distributed backend. See the package docstring for what runs where and how faults are handled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Callable
 import torch
 
 from rft.engine.local import render_prompt
-from rft.errors import RftError
+from rft.errors import Problem, RftError
+from rft.train.distributed.faults import TrainerLost
+from rft.train.distributed.placement import NoPlacement, Placement, plan_bundles, totals
 from rft.train.step import (
     Rollout,
     UpdateFailed,
@@ -26,7 +29,52 @@ from rft.train.step import (
     update_policy,
 )
 
-FAULT_ENV = "RFT_RAY_FAULT"  # tests: "<rollout|grader|trainer>:<call>" kills that role's first worker at that call
+# tests: "<rollout|grader|judge|trainer>:<call>" kills that role's first worker at that call of its main method;
+# "trainer_opt:<k>" kills trainer rank 1 at its first collective after its k-th optimizer step (mid-update)
+FAULT_ENV = "RFT_RAY_FAULT"
+
+
+def choose_backend(setting: str, device_type: str, nccl_available: bool, *, trainer_workers: int = 1,
+                   trainer_gpus: float = 0.0) -> str:
+    """The torch.distributed backend for `rft.cluster.backend` (auto | gloo | nccl) and the driver's trainer
+    device: auto is nccl on CUDA when NCCL is available, else gloo; an explicit nccl that cannot run is an
+    RftError naming the field (CPU trainer, no NCCL in this torch, or trainer workers without a GPU)."""
+    if setting == "gloo":
+        return "gloo"
+    if setting == "auto":
+        return "nccl" if device_type == "cuda" and nccl_available else "gloo"
+    why = None
+    if device_type != "cuda":
+        why = f"the trainer runs on {device_type} (rft.train.device); NCCL only reduces CUDA tensors"
+    elif not nccl_available:
+        why = "this torch was built without NCCL (torch.distributed.is_nccl_available() is false)"
+    elif trainer_workers > 1 and trainer_gpus <= 0:
+        why = "the trainer workers ask for no GPU (rft.cluster.trainer.num_gpus is 0)"
+    if why:
+        raise RftError("rft.cluster.backend is nccl, which cannot run for this job",
+                       [Problem(why, field="rft.cluster.backend")],
+                       hint="use rft.cluster.backend=auto (nccl on GPUs, gloo otherwise) or gloo")
+    return "nccl"
+
+
+def job_backend(parts) -> str:
+    import torch.distributed as dist
+
+    cfg = parts.job.rft.cluster
+    dev = next(parts.model.parameters()).device.type
+    return choose_backend(cfg.backend, dev, dist.is_available() and dist.is_nccl_available(),
+                          trainer_workers=cfg.trainer_workers, trainer_gpus=cfg.trainer.num_gpus)
+
+
+def judge_count(job) -> int:
+    """Judge actors of the job: `rft.cluster.judge_workers`, or 1 when it is unset and the grader tree has a local
+    judge model; 0 whenever there is no local judge model or no grader actor (the driver grades with its own)."""
+    from rft.train.distributed.actors import judge_models
+
+    cfg = job.rft.cluster
+    if not cfg.grader_workers or not judge_models(job.grader):
+        return 0
+    return 1 if cfg.judge_workers is None else cfg.judge_workers
 
 
 def _ray():
@@ -53,15 +101,14 @@ def _dead_errors(ray) -> tuple:
                                            "ActorUnavailableError", "OwnerDiedError") if hasattr(ex, n))
 
 
-def connect(cfg, log: Callable[[str], None]) -> bool:
+def connect(cfg, log: Callable[[str], None], judges: int = 0) -> bool:
     """Ray initialised for this process; True when this call started or connected it (close() undoes it)."""
     ray = _ray()
     if ray.is_initialized():
         return False
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
     if cfg.address is None:
-        need = cfg.rollout_workers * cfg.rollout.num_cpus + cfg.grader_workers * cfg.grader.num_cpus + \
-            (cfg.trainer_workers - 1) * cfg.trainer.num_cpus
+        need = totals([b for _, _, b in plan_bundles(cfg, judges)]).get("CPU", 0.0)  # the placement group's
         # logical CPUs: enough for the job's actors on one machine (Ray does not pin them to cores)
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), _node_ip_address="127.0.0.1",
                  **kw)
@@ -77,30 +124,27 @@ def connect(cfg, log: Callable[[str], None]) -> bool:
     return True
 
 
-def _options(res, placement: str) -> dict:
-    o = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": 0}
-    if placement == "split":
-        o["scheduling_strategy"] = "SPREAD"
-    return o
-
-
 class RayCluster:
-    def __init__(self, rollouts, dp, started: bool):
+    def __init__(self, rollouts, dp, started: bool, placement=None):
         self.rollouts, self.dp, self.started = rollouts, dp, started
+        self.placement = placement or NoPlacement()
 
     @classmethod
     def start(cls, parts, *, log: Callable[[str], None] = print, event: Callable | None = None) -> "RayCluster":
         cfg = parts.job.rft.cluster
-        started = connect(cfg, log)
-        rollouts = dp = None
+        backend = job_backend(parts)  # before connecting: a backend that cannot run is the user's to fix
+        judges = judge_count(parts.job)
+        started = connect(cfg, log, judges)
+        rollouts = dp = placement = None
         try:
+            placement = Placement.reserve(cfg, judges, log=log)
             faults = _faults()
-            rollouts = RayRollouts(parts, faults, event)
+            rollouts = RayRollouts(parts, faults, event, placement=placement, judges=judges)
             if cfg.trainer_workers > 1:
-                dp = DataParallel(parts, faults, event)
-            return cls(rollouts, dp, started)
+                dp = DataParallel(parts, faults, event, placement=placement, backend=backend)
+            return cls(rollouts, dp, started, placement)
         except BaseException:
-            for x in (rollouts, dp):
+            for x in (rollouts, dp, placement):
                 if x is not None:
                     x.close()
             if started:
@@ -112,6 +156,7 @@ class RayCluster:
             if self.dp is not None:
                 self.dp.close()
             self.rollouts.close()
+            self.placement.close()
         finally:
             if self.started:
                 _ray().shutdown()
@@ -173,33 +218,56 @@ class _GradeHere:
 class RayRollouts:
     """Rollout shards on Ray actors (rft.train.step's rollout-source interface)."""
 
-    def __init__(self, parts, faults: dict, event):
-        from rft.train.distributed.actors import GraderWorker, RolloutWorker
+    def __init__(self, parts, faults: dict, event, *, placement=None, judges: int = 0):
+        from rft.train.distributed.actors import GraderWorker, JudgeWorker, RolloutWorker, judge_models
 
         ray = _ray()
         self.parts, self.event = parts, event
         cfg = parts.job.rft.cluster
         self.cfg, self.max_restarts = cfg, cfg.max_restarts
+        self.placement = placement or NoPlacement()
         self.G = parts.values.completions_per_prompt
-        self._Rollout = ray.remote(RolloutWorker).options(**_options(cfg.rollout, cfg.placement))
-        self._Grader = ray.remote(GraderWorker).options(**_options(cfg.grader, cfg.placement))
+        self._Rollout, self._Grader = ray.remote(RolloutWorker), ray.remote(GraderWorker)
+        self.faults = dict(faults)
+        # the judge pool first: the grader actors get its handles (and a judge model that fails to load fails here)
+        models = judge_models(parts.job.grader) if judges else []
+        fault = self.faults.pop("judge", None)
+        self.judges = [ray.remote(JudgeWorker).options(**self.placement.options("judge", k, cfg.judge))
+                       .remote(models, fault if k == 0 else None) for k in range(judges if models else 0)]
+        if self.judges:
+            try:
+                ray.get([j.ready.remote() for j in self.judges])
+            except _dead_errors(ray) + (ray.exceptions.RayTaskError,) as e:
+                for j in self.judges:
+                    ray.kill(j)
+                raise RftError(f"a Ray judge actor could not load the judge model(s) {', '.join(models)}: "
+                               f"{str(e).strip().splitlines()[-1][:500]}",
+                               [Problem("a score_model/label_model `model` the judge actors load",
+                                        field=parts.job.grader_field)],
+                               hint="check the model reference (`rft models list`), or set "
+                                    "rft.cluster.judge_workers=0 to judge in the grader actors") from e
         model = parts.model if next(parts.model.parameters()).device.type == "cpu" else _cpu_copy(parts.model)
         self.model_ref = ray.put(model)
         self.tok_ref = ray.put(parts.tokenizer)
         self.version = 0
         self.weights: dict[int, object] = {}  # version -> ObjectRef of its trainable weights (the last two)
-        self.faults = dict(faults)
         self.workers = [self._new_rollout(i) for i in range(cfg.rollout_workers)]
         self.graders = [self._new_grader(i) for i in range(cfg.grader_workers)]
         ray.get([w.ready.remote() for w in self.workers] + [g.ready.remote() for g in self.graders])
 
     def _new_rollout(self, i: int):
         fault = self.faults.pop("rollout", None) if i == 0 else None
-        return self._Rollout.remote(self.parts.job, self.model_ref, self.tok_ref, self.parts.compute_dtype, fault)
+        return self._Rollout.options(**self.placement.options("rollout", i, self.cfg.rollout)).remote(
+            self.parts.job, self.model_ref, self.tok_ref, self.parts.compute_dtype, fault)
 
     def _new_grader(self, i: int):
         fault = self.faults.pop("grader", None) if i == 0 else None
-        return self._Grader.remote(self.parts.job, fault)
+        return self._Grader.options(**self.placement.options("grader", i, self.cfg.grader)).remote(
+            self.parts.job, fault, self.judges or None)
+
+    def judge_stats(self) -> list[dict]:
+        """{served, pid} of each judge actor (tests: the judge pool answered the model graders)."""
+        return _ray().get([j.stats.remote() for j in self.judges])
 
     def submit(self, i: int, rows, prompt_ids, seed: int):
         gen = self.workers[i].generate.remote(prompt_ids, self.G, shard_seed(seed, i))
@@ -247,12 +315,12 @@ class RayRollouts:
 
     def close(self) -> None:
         ray = _ray()
-        for a in self.workers + self.graders:
+        for a in self.workers + self.graders + self.judges:
             try:
                 ray.kill(a)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.workers, self.graders = [], []
+        self.workers, self.graders, self.judges = [], [], []
 
 
 def _cpu_copy(model):
@@ -289,17 +357,20 @@ def dp_shards(n_prompts: int, world: int) -> list[tuple[int, int]]:
 
 
 class DataParallel:
-    """The driver as rank 0 of a gloo group with `trainer_workers - 1` Ray trainer actors."""
+    """The driver as rank 0 of a torch.distributed group (`backend`: gloo or nccl, see choose_backend) with
+    `trainer_workers - 1` Ray trainer actors."""
 
-    def __init__(self, parts, faults: dict, event):
+    def __init__(self, parts, faults: dict, event, *, placement=None, backend: str = "gloo"):
         from rft.train.distributed.actors import TrainerWorker
 
         ray = _ray()
         self.parts, self.event, self.faults = parts, event, dict(faults)
         cfg = parts.job.rft.cluster
-        self.cfg, self.world = cfg, cfg.trainer_workers
-        self._Trainer = ray.remote(TrainerWorker).options(**_options(cfg.trainer, cfg.placement))
+        self.cfg, self.world, self.backend = cfg, cfg.trainer_workers, backend
+        self.placement = placement or NoPlacement()
+        self._Trainer = ray.remote(TrainerWorker)
         self.workers: list = []
+        self.names: list[str] = []  # "trainer worker rank k (pid P on node N)" of each worker
         self._build()
 
     def _build(self) -> None:
@@ -308,22 +379,27 @@ class DataParallel:
         ray = _ray()
         parts = self.parts
         ip = _driver_node_ip(ray)
-        ifname = "lo" if ip.startswith("127.") else os.environ.get("GLOO_SOCKET_IFNAME")
+        var = "GLOO_SOCKET_IFNAME" if self.backend == "gloo" else "NCCL_SOCKET_IFNAME"
+        ifname = "lo" if ip.startswith("127.") else os.environ.get(var)
         if ifname:
-            os.environ["GLOO_SOCKET_IFNAME"] = ifname
+            os.environ[var] = ifname
         init = f"tcp://{ip}:{_free_port(ip)}"
         model = parts.model if next(parts.model.parameters()).device.type == "cpu" else _cpu_copy(parts.model)
         mref, oref = ray.put(model), ray.put(parts.optimizer.state_dict())
         ref = parts.reference if isinstance(parts.reference, torch.nn.Module) else None
         rref = ray.put(ref)
         fault = self.faults.pop("trainer", None)
-        self.workers = [self._Trainer.remote(parts.job, mref, rref, oref, parts.compute_dtype, fault if k == 1 else None)
-                        for k in range(1, self.world)]
-        joins = [w.join.remote(init, k, self.world, self.cfg.collective_timeout_s, ifname)
+        opt_fault = self.faults.pop("trainer_opt", None)
+        self.workers = [self._Trainer.options(**self.placement.options("trainer", k, self.cfg.trainer)).remote(
+            parts.job, mref, rref, oref, parts.compute_dtype, fault if k == 1 else None,
+            opt_fault if k == 1 else None) for k in range(1, self.world)]
+        joins = [w.join.remote(init, k, self.world, self.cfg.collective_timeout_s, ifname, self.backend)
                  for k, w in enumerate(self.workers, start=1)]
-        dist.init_process_group("gloo", init_method=init, rank=0, world_size=self.world,
+        dist.init_process_group(self.backend, init_method=init, rank=0, world_size=self.world,
                                 timeout=datetime.timedelta(seconds=self.cfg.collective_timeout_s))
         ray.get(joins)
+        self.names = [f"trainer worker rank {k} (pid {w['pid']} on node {w['node'][:12]})"
+                      for k, w in enumerate(ray.get([w.where.remote() for w in self.workers]), start=1)]
 
     def sum_(self, t: torch.Tensor) -> None:
         import torch.distributed as dist
@@ -342,10 +418,16 @@ class DataParallel:
             try:
                 out = update_policy(parts, batch.prompts(a0, b0), norm, plan, reduce=self)
             except UpdateFailed as e:
-                if e.updates or attempt == self.cfg.max_restarts:
-                    raise RftError(f"a data-parallel trainer worker was lost during the update ({e}) after "
-                                   f"{e.updates} optimizer step(s) of this step; stopping. The last saved state "
-                                   "is intact", hint="check the cluster (`ray status`), then `rft jobs resume JOB`") from e
+                if e.updates:  # part of the update is applied on the driver: pause (the loop), resume from the state
+                    who = self._lost()
+                    _say(self.event, f"Data-parallel {who} was lost after {e.updates} optimizer step(s) of this "
+                                     "step's update; the job pauses (its last saved state is intact)",
+                         worker=who, updates=e.updates)
+                    raise TrainerLost(who, e.updates, str(e)) from e
+                if attempt == self.cfg.max_restarts:
+                    raise RftError(f"a data-parallel trainer worker was lost during the update ({e}) "
+                                   f"{attempt + 1} times in this step; stopping. The last saved state is intact",
+                                   hint="check the cluster (`ray status`), then `rft jobs resume JOB`") from e
                 _say(self.event, f"A data-parallel trainer worker was lost ({e}); the group is rebuilt and the update "
                                  "retried from the same rollouts", attempt=attempt + 1)
                 self._rebuild()
@@ -357,6 +439,17 @@ class DataParallel:
                 self._rebuild()
             return out
         raise AssertionError("unreachable")
+
+    def _lost(self) -> str:
+        """The names of the workers that no longer answer (all of them if none can be told apart)."""
+        ray = _ray()
+        gone = []
+        for w, name in zip(self.workers, self.names):
+            try:
+                ray.get(w.ready.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - dead, unreachable or stuck: lost either way
+                gone.append(name)
+        return " and ".join(gone or self.names)
 
     def _rebuild(self) -> None:
         self.close()
