@@ -65,6 +65,9 @@ def _summary(s: dict) -> None:
     t.add_row("requests", f"{rc['total']} total, {rc['completed']} completed, {rc['failed']} failed"
               + (f", {s['pending']} pending" if s.get("pending") else ""))
     t.add_row("model", s["model"] + (f" ({s['remote_model'] or s.get('body_model')})" if s["executor"] == "remote" else ""))
+    if (s.get("config") or {}).get("strategy"):
+        t.add_row("strategy", escape(f"{s['config']['strategy']} (lines without their own \"rft\" object; "
+                                     "completion tokens count every sample and phase)"))
     u = s["usage"]
     t.add_row("tokens", f"{u['prompt_tokens']} prompt + {u['completion_tokens']} completion")
     t.add_row("wall time", f"{s['wall_seconds']:.1f} s, {s['throughput']['completion_tokens_per_second']:.1f} "
@@ -109,6 +112,18 @@ def _run(fn, *args, as_json: bool, quiet: bool, **kw) -> None:
     _finish(state, as_json)
 
 
+def _check_strategy_option(text: str) -> None:
+    """`--strategy` parsed as `rft eval --strategy` parses it (same messages, naming --strategy), plus the one
+    thing a batch cannot do: a selector that reads reference answers."""
+    from rft.errors import RftError
+    from rft.eval.inference import parse_strategy
+
+    spec = parse_strategy(text, param="--strategy")
+    if spec.uses_reference:
+        raise RftError(f"--strategy: selector '{spec.selector}' grades the samples against reference answers, "
+                       "which batch requests do not have", hint="use selector=majority")
+
+
 @batch_app.command("run")
 def run_cmd(
     input: Path = typer.Argument(..., help="Input JSONL: {custom_id, method: POST, url: /v1/chat/completions, body}."),
@@ -128,6 +143,11 @@ def run_cmd(
     price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="USD per hour of machine time (local models). Default 0.10."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var with the remote API key. Default OPENAI_API_KEY."),
     completion_window: str = typer.Option("24h", "--completion-window", help="Unfinished requests expire after this."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help=(
+        "Inference strategy for every request whose body has no \"rft\" object of its own (local models "
+        "only; overrides the config's strategy): best_of_n:n=4,selector=majority (n samples, the most common "
+        "answer, compared whitespace-stripped, wins; usage counts every sample) or reasoning:budget=64 (think "
+        "within 64 tokens, then answer). selector=grader is refused: batch requests have no reference answers.")),
     as_json: bool = typer.Option(False, "--json", help="Print the final batch object as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
 ):
@@ -138,11 +158,13 @@ def run_cmd(
     """
     from rft.batch import create_batch, load_config, run_batch
 
+    if strategy is not None:
+        _check_strategy_option(strategy)
     cfg = load_config(config, {
         "concurrency": concurrency, "batch_size": batch_size, "max_cost": max_cost, "api_key_env": api_key_env,
         "retry.max_attempts": max_attempts, "retry.request_deadline_s": request_deadline,
         "retry.attempt_timeout_s": attempt_timeout, "retry.circuit_breaker_threshold": breaker,
-        "prices.local_per_hour": price_per_hour,
+        "prices.local_per_hour": price_per_hour, "strategy": strategy,
     })
     state = create_batch(input, model=model, remote_model=remote_model, output=output, config=cfg,
                          completion_window=completion_window)

@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable, Sequence
 from rft.errors import RftError
 from rft.eval.inference import StrategyContext, StrategySpec, check_spec, run_strategy
 from rft.strategies.cost import Prices, inference_cost, training_cost
-from rft.strategies.stats import paired_difference, pareto_front, percentile, recommend
+from rft.strategies.stats import cost_key, paired_difference, pareto_front, percentile, recommend
 
 ROW_KINDS = ("base", "reasoning", "best_of_n", "sft", "dpo", "grpo")
 SELECTORS = ("majority", "grader")
@@ -425,7 +425,8 @@ def run_strategies(job_path: str, overrides: Sequence[str] = (), *, only: str | 
             r.setdefault(k, float("nan"))
         r.setdefault("latency", {"p50_s": float("nan"), "p95_s": float("nan"), "n": 0})
     dep = [r for r in ok if not r.get("upper_bound")]
-    front = [dep[i]["label"] for i in pareto_front([(r["usd_per_1k"], r["accuracy"]) for r in dep])]
+    key = cost_key(ok)  # the plot's x axis: USD, or tokens when every price is 0
+    front = [dep[i]["label"] for i in pareto_front([(r[key], r["accuracy"]) for r in dep])]
     from rft.config import config_sha256
 
     table = {

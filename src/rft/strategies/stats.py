@@ -9,7 +9,10 @@
   highest accuracy among the deployable rows (a row marked `upper_bound`, best-of-N with the grader selector,
   reads the reference answers and cannot be deployed, so it is neither best nor recommended). "Within the CI"
   means accuracy >= the best row's CI lower bound. "Cheapest" is the lowest `usd_per_1k`; ties go to fewer
-  tokens per 1,000 requests, then to the row listed first (the table lists base first).
+  tokens per 1,000 requests (a row without that measurement last), then to the row listed first (the table
+  lists base first).
+- `cost_key(rows)`: the cost axis of the front and the plot: USD per 1,000 requests, or tokens per 1,000 when
+  every USD cost is 0 (then the recommendation's tie-break on tokens decides, consistently with the plot).
 
 Simplified: the rule compares each row's point estimate with the best row's interval, not the rows' paired
 difference (the paired CI is in the table for the reader); training cost is a one-off and is not part of
@@ -61,6 +64,13 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def cost_key(rows: Sequence[dict]) -> str:
+    """The cost the Pareto front and the plot use: `usd_per_1k`, or `tokens_per_1k` when every finished row's USD
+    cost is 0 (a price table of zeros makes every row equally cheap in USD; tokens still tell them apart)."""
+    usd = [r.get("usd_per_1k") for r in rows if r.get("status", "ok") == "ok" and _finite(r.get("usd_per_1k"))]
+    return "tokens_per_1k" if usd and all(u == 0 for u in usd) else "usd_per_1k"
+
+
 def recommend(rows: Sequence[dict]) -> dict[str, Any] | None:
     """The cheapest deployable row whose accuracy is within the best deployable row's 95% CI (see the module
     docstring). Rows need `label`, `accuracy`, `accuracy_ci95`, `upper_bound`, `usd_per_1k`, `tokens_per_1k`;
@@ -74,10 +84,19 @@ def recommend(rows: Sequence[dict]) -> dict[str, Any] | None:
     if not _finite(floor):
         floor = best["accuracy"]
     within = [(i, r) for i, r in ok if r["accuracy"] >= floor]
-    ri, rec = min(within, key=lambda t: (t[1]["usd_per_1k"], t[1].get("tokens_per_1k") or 0.0, t[0]))
+    ri, rec = min(within, key=lambda t: (t[1]["usd_per_1k"], _tokens(t[1]), t[0]))
+    tok = _tokens(rec)
+    tok_text = f", {tok:.0f} tokens" if _finite(tok) else ""
     return {"label": rec["label"], "best": best["label"], "best_accuracy": best["accuracy"], "threshold": floor,
             "within_ci": [r["label"] for _, r in within],
             "rule": "the cheapest deployable strategy (USD per 1,000 requests) whose accuracy is at least the lower "
                     "95% CI bound of the most accurate deployable strategy; upper-bound rows are excluded",
             "reason": f"{rec['label']}: accuracy {rec['accuracy']:.3f} >= {floor:.3f} (the CI lower bound of the best, "
-                      f"{best['label']} at {best['accuracy']:.3f}), at ${rec['usd_per_1k']:.4f} per 1,000 requests"}
+                      f"{best['label']} at {best['accuracy']:.3f}), at ${rec['usd_per_1k']:.4f}{tok_text} per 1,000 "
+                      "requests"}
+
+
+def _tokens(row: dict) -> float:
+    """The tie-break after USD: tokens per 1,000 requests; a row without a measurement sorts last."""
+    t = row.get("tokens_per_1k")
+    return t if _finite(t) else math.inf
