@@ -63,3 +63,37 @@ def test_a_table_with_zero_prices_stores_the_token_front(tmp_path):
     assert table["recommendation"]["label"] == "reasoning_5"
     saved = json.loads(Path(table["paths"]["json"]).read_text())
     assert saved["pareto_front"] == ["base", "reasoning_5"]
+
+
+def test_answer_spread_flags_one_answer_to_everything_but_not_a_task_whose_answers_are_one():
+    from rft.strategies.stats import answer_spread
+
+    refs = ["1"] * 21 + [str(k) for k in range(2, 41)]  # 60 items, the most common reference "1" covers 35%
+    const = answer_spread(["1"] * 60, refs)
+    assert const == {"top": "1", "top_count": 60, "top_frac": 1.0, "distinct": 1, "n": 60,
+                     "reference_top_frac": 0.35, "collapsed": True}
+    # 0.8 exactly and 30 points above the references' top: collapsed; one answer fewer: not
+    assert answer_spread(["1"] * 8 + ["2", "3"], ["1"] * 5 + ["2"] * 5)["collapsed"] is True
+    assert answer_spread(["1"] * 7 + ["2", "3", "4"], ["1"] * 5 + ["2"] * 5)["collapsed"] is False
+    # a task whose references are mostly one answer: answering it is right, not collapsed
+    assert answer_spread(["yes"] * 20, ["yes"] * 18 + ["no"] * 2)["collapsed"] is False
+    # fewer than 10 answered items never count; None and blank answers are not answers
+    assert answer_spread(["1"] * 9 + [None, " "], [])["collapsed"] is False
+    assert answer_spread([" 1 "] * 10, [])["top"] == "1"
+
+
+def test_a_collapsed_row_is_neither_best_nor_recommended_and_the_table_says_why():
+    from rft.strategies.report import table_markdown
+
+    rows = [_row("base", 0.22, [0.14, 0.30], 0.04), _row("grpo", 0.22, [0.15, 0.29], 0.003),
+            _row("sft", 0.35, [0.24, 0.48], 0.002)]
+    rows[2]["answers"] = {"top": "1", "top_count": 60, "n": 60, "reference_top_frac": 0.35, "collapsed": True}
+    rec = recommend(rows)
+    assert rec["best"] == "base" and rec["label"] == "grpo", rec  # sft would have been both
+    assert len(rec["excluded"]) == 1 and rec["excluded"][0].startswith("sft answers '1' to 60 of 60 items")
+    table = {"id": "t", "job": "j.yaml", "n_items": 60, "validation_file": "v", "model": "m", "grader": "g",
+             "wall_seconds": 1.0, "prices": {"per_million_generated_tokens": 0, "per_machine_hour": 0.1},
+             "rows": [dict(r, kind="trained", tokens_per_request=2.0, seconds_per_1k=60.0,
+                           latency={"p50_s": 0.1, "p95_s": 0.1}) for r in rows], "recommendation": rec, "settings": {}}
+    md = table_markdown(table)
+    assert "**Collapsed:** sft answers '1' to 60 of 60 items" in md

@@ -127,12 +127,13 @@ def train(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = ()
 
 
 def pairs(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = (), *, out_path: PathLike,
-          samples_per_prompt: int = 8, min_gap: float = 0.1, seed: int = 0,
+          samples_per_prompt: int = 8, min_gap: float = 0.1, seed: int = 0, preferred: str = "best",
           log: Callable[[str], None] | None = None) -> dict:
     """DPO preference pairs from a reinforcement job's grader (`rft pairs JOB.yaml -o pairs.jsonl`): the base
     model samples `samples_per_prompt` completions per training prompt (the job's sampling settings), the job's
     grader scores them, and each prompt whose best and worst scores differ by at least `min_gap` gives one
-    OpenAI DPO row (ties and unscored samples excluded). Writes `out_path`; returns the counts
+    OpenAI DPO row (ties and unscored samples excluded); `preferred="reference"` prefers the job's reference
+    answer (rft.train.reference_output) to the worst sample instead. Writes `out_path`; returns the counts
     (`rft.train.pairs.build_pairs`)."""
     from rft.train.pairs import build_pairs
     from rft.userinput import check_output_file
@@ -140,7 +141,7 @@ def pairs(job: PathLike | Mapping[str, Any] | JobSpec, overrides: Overrides = ()
     spec = load_job(job, overrides)
     check_output_file(out_path, "pairs file")
     return build_pairs(spec, out_path=out_path, samples_per_prompt=samples_per_prompt, min_gap=min_gap, seed=seed,
-                       log=log)
+                       preferred=preferred, log=log)
 
 
 def resume(job_id: str, overrides: Sequence[str] = (), *, config: PathLike | None = None,

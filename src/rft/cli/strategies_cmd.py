@@ -216,6 +216,8 @@ def register(app: typer.Typer) -> None:
         rec = res.get("recommendation")
         out.print(f"recommended: {rec['reason']}" if rec else "recommended: none (no deployable row finished)",
                   markup=False, highlight=False)
+        for note in (rec or {}).get("excluded") or []:
+            out.print(f"collapsed: {note}", markup=False, highlight=False)
         for k in ("markdown", "json", "plot"):
             if res["paths"].get(k):
                 out.print(f"{k}: {res['paths'][k]}", markup=False, highlight=False)

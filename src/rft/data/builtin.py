@@ -32,6 +32,9 @@ class BuiltinRequest:
     split: str  # "train" | "validation"
     n: int | None
     seed: int | None
+    # Further `key=value` query options, in the order given; only families registered with `options=True`
+    # (reasoning_gym: the task's config fields) get any, and their generator validates them.
+    options: tuple[tuple[str, str], ...] = ()
 
 
 # A generator returns (rows, resolved n, resolved seed); the resolved values go into Dataset.source.
@@ -41,12 +44,15 @@ BUILTINS: Registry = Registry("built-in dataset")
 TASK_LISTERS: dict[str, Callable[[], list[str]]] = {}
 # name -> function(task or None) -> a one-line description (`rft data list`); absent: the generator's docstring.
 DESCRIBERS: dict[str, Callable[[str | None], str]] = {}
+# names whose generators accept further `key=value` query options (BuiltinRequest.options).
+TAKES_OPTIONS: set[str] = set()
 
 
 def register_builtin(name: str, *, tasks: Callable[[], list[str]] | None = None,
-                     describe: Callable[[str | None], str] | None = None):
+                     describe: Callable[[str | None], str] | None = None, options: bool = False):
     """Register a generator as `builtin:<name>`; `tasks` makes it a family addressed as `builtin:<name>/<task>`;
-    `describe(task)` gives the one-line description `rft data list` shows (default: the docstring's first line)."""
+    `describe(task)` gives the one-line description `rft data list` shows (default: the docstring's first line);
+    `options=True`: query keys other than split/n/seed go to the generator (`BuiltinRequest.options`)."""
 
     def deco(fn: Generator) -> Generator:
         BUILTINS.register(name)(fn)
@@ -54,6 +60,8 @@ def register_builtin(name: str, *, tasks: Callable[[], list[str]] | None = None,
             TASK_LISTERS[name] = tasks
         if describe is not None:
             DESCRIBERS[name] = describe
+        if options:
+            TAKES_OPTIONS.add(name)
         return fn
 
     return deco
@@ -110,8 +118,16 @@ def parse_ref(ref: str, *, split: str = "train", n: int | None = None, seed: int
         raise RftError(f"'{ref}' is not a built-in dataset reference (they start with '{PREFIX}')")
     body, _, query = ref[len(PREFIX):].partition("?")
     seen: set[str] = set()
+    extra: list[tuple[str, str]] = []
+    takes_options = body.partition("/")[0] in TAKES_OPTIONS
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
+        if takes_options and eq and key and key not in OPTIONS:
+            if key in seen:
+                raise RftError(f"{ref}: option '{key}' is given twice")
+            seen.add(key)
+            extra.append((key, value))
+            continue
         if key not in OPTIONS or not eq:
             raise RftError(
                 f"{ref}: bad option '{item}'{did_you_mean(key, OPTIONS)}; options are written key=value, "
@@ -138,7 +154,8 @@ def parse_ref(ref: str, *, split: str = "train", n: int | None = None, seed: int
         )
     if name not in TASK_LISTERS and slash:
         raise RftError(f"{ref}: '{name}' takes no '/<task>' part; write {PREFIX}{name}")
-    return BuiltinRequest(name=name, task=task or None, split=normalize_split(split), n=n, seed=seed)
+    return BuiltinRequest(name=name, task=task or None, split=normalize_split(split), n=n, seed=seed,
+                          options=tuple(extra))
 
 
 def _unknown(name: str) -> RftError:
@@ -160,7 +177,8 @@ def load_builtin(ref: str, *, split: str = "train", n: int | None = None, seed: 
         name=ref,
         rows=tuple(rows),
         sha256=fingerprint(rows),
-        source=f"{PREFIX}{name}?split={req.split}&n={n_used}&seed={seed_used}",
+        source=f"{PREFIX}{name}?split={req.split}&n={n_used}&seed={seed_used}"
+        + "".join(f"&{k}={v}" for k, v in sorted(req.options)),
         line_numbers=tuple(range(1, len(rows) + 1)),
     )
 

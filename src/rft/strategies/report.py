@@ -208,6 +208,8 @@ def table_markdown(table: dict) -> str:
     rec = table.get("recommendation")
     lines.append(f"**Recommendation:** {rec['reason']}.\n\nRule: {rec['rule']}.\n" if rec
                  else "**Recommendation:** none (no deployable row finished).\n")
+    for note in (rec or {}).get("excluded") or []:
+        lines.append(f"**Collapsed:** {note}.\n")
     if any(r.get("upper_bound") for r in table["rows"]):
         lines.append("Rows marked *(upper bound)* pick among samples with the grader, which reads the reference "
                      "answers: no deployment can do that; they show how much better selection could get.\n")

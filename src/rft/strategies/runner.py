@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable, Sequence
 from rft.errors import RftError
 from rft.eval.inference import StrategyContext, StrategySpec, check_spec, run_strategy
 from rft.strategies.cost import Prices, inference_cost, training_cost
-from rft.strategies.stats import cost_key, paired_difference, pareto_front, percentile, recommend
+from rft.strategies.stats import answer_spread, cost_key, paired_difference, pareto_front, percentile, recommend
 
 ROW_KINDS = ("base", "reasoning", "best_of_n", "sft", "dpo", "grpo")
 SELECTORS = ("majority", "grader")
@@ -130,6 +130,16 @@ def _response_format(job) -> dict | None:
     if rf is None and getattr(job.method, "reinforcement", None) is not None:
         rf = job.method.reinforcement.response_format
     return rf
+
+
+def _final_answer(completion: str | None, extraction) -> str | None:
+    """The answer a row's item gave: the extraction pattern's match when the job has one, else the whole text."""
+    from rft.extraction import extract
+
+    if completion is None:
+        return None
+    got = extract(completion, extraction) if extraction.pattern else completion
+    return got if got is None else got.strip()
 
 
 def _safe(label: str) -> str:
@@ -226,12 +236,15 @@ class _Table:
             report["registry_id"] = rid
             self.eval_ids.append(rid)
         lat = self.latency(engine, spec)
+        answers = answer_spread([_final_answer(it.get("completion"), self.job.rft.extraction)
+                                 for it in report["items"] if not it.get("error")],
+                                [it.get("answer") for it in report["items"]])
         tokens = sum(it.get("tokens_generated") or 0 for it in report["items"])
         cost = inference_cost(tokens, timed.seconds, len(report["items"]), self.prices)
         row = {"label": label, "kind": kind, "status": "ok", "strategy": spec.text(), "model": model_ref,
                "upper_bound": spec.uses_reference, "accuracy": report["accuracy"],
                "accuracy_ci95": report["accuracy_ci95"], "n": report["n"], "unscored_frac": report["unscored_frac"],
-               **cost, "engine_seconds": timed.seconds, "latency": lat,
+               **cost, "engine_seconds": timed.seconds, "latency": lat, "answers": answers,
                "eval_id": report.get("registry_id") or eid, "eval_report": report["paths"]["json"]}
         if self.base_report is None:
             self.base_report = report
@@ -323,9 +336,13 @@ class _Table:
 
         pjob = parse_job(copy.deepcopy(src), f"{self.job_path} (dpo pairs)")
         path = self.out / "data" / "dpo_pairs.jsonl"
-        self.log("[dpo] building preference pairs from the base model's graded samples ...")
+        # the reference answer against the worst sample when the job makes one known (the data SFT trains on;
+        # best-vs-worst pairs are mostly ties when the base model rarely passes), else best against worst
+        preferred = "best" if sft_rows(self.job, self.train_ds.rows[:1])[1] else "reference"
+        self.log(f"[dpo] building preference pairs from the base model's graded samples ({preferred} vs worst) ...")
         t0 = self.clock()
-        info = build_pairs(pjob, out_path=path, seed=self.job.seed, log=lambda s: self.log(f"[dpo] {s}"))
+        info = build_pairs(pjob, out_path=path, seed=self.job.seed, preferred=preferred,
+                           log=lambda s: self.log(f"[dpo] {s}"))
         pair_seconds = self.clock() - t0
         n_pairs = (info or {}).get("pairs", (info or {}).get("n_pairs"))
         if n_pairs == 0:

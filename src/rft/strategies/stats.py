@@ -11,6 +11,11 @@
   means accuracy >= the best row's CI lower bound. "Cheapest" is the lowest `usd_per_1k`; ties go to fewer
   tokens per 1,000 requests (a row without that measurement last), then to the row listed first (the table
   lists base first).
+- `answer_spread(answers, references)`: how concentrated a row's answers are. A row is `collapsed` when at least
+  10 items were answered, one answer covers >= 80% of them, and that is >= 30 points more than the most common
+  reference answer covers: the model says one thing whatever it is asked (a fine-tuned model that learnt the most
+  common answer). Its accuracy is what a constant scores, so `recommend` leaves collapsed rows out of both "best"
+  and "recommended", and says so.
 - `cost_key(rows)`: the cost axis of the front and the plot: USD per 1,000 requests, or tokens per 1,000 when
   every USD cost is 0 (then the recommendation's tie-break on tokens decides, consistently with the plot).
 
@@ -46,6 +51,35 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+COLLAPSE_MIN_ITEMS, COLLAPSE_TOP_FRAC, COLLAPSE_MARGIN = 10, 0.8, 0.3
+
+
+def answer_spread(answers: Sequence[str | None], references: Sequence[str | None] = ()) -> dict[str, Any]:
+    """{top, top_count, top_frac, distinct, n, reference_top_frac, collapsed} over the items' final answers
+    (None: no answer; compared whitespace-stripped). `references` (may be empty) are the items' reference answers."""
+    from collections import Counter
+
+    got = [a.strip() for a in answers if a is not None and a.strip()]
+    refs = [r.strip() for r in references if r is not None and str(r).strip()]
+    n = len(got)
+    top, top_count = (Counter(got).most_common(1)[0] if got else (None, 0))
+    top_frac = top_count / n if n else 0.0
+    ref_top = Counter(refs).most_common(1)[0][1] / len(refs) if refs else 0.0
+    collapsed = n >= COLLAPSE_MIN_ITEMS and top_frac >= COLLAPSE_TOP_FRAC and top_frac >= ref_top + COLLAPSE_MARGIN
+    return {"top": top, "top_count": top_count, "top_frac": top_frac, "distinct": len(set(got)), "n": n,
+            "reference_top_frac": ref_top, "collapsed": collapsed}
+
+
+def collapse_note(row: dict) -> str | None:
+    """One sentence for a collapsed row (None otherwise)."""
+    a = row.get("answers") or {}
+    if not a.get("collapsed"):
+        return None
+    return (f"{row['label']} answers {a['top']!r} to {a['top_count']} of {a['n']} items (the most common reference "
+            f"answer covers {a['reference_top_frac']:.0%}): its accuracy is what a constant answer scores, so it is "
+            "left out of the recommendation")
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x) and not math.isinf(x)
 
@@ -76,7 +110,8 @@ def recommend(rows: Sequence[dict]) -> dict[str, Any] | None:
     docstring). Rows need `label`, `accuracy`, `accuracy_ci95`, `upper_bound`, `usd_per_1k`, `tokens_per_1k`;
     rows with a NaN accuracy or cost (skipped, failed) are ignored. None when no row qualifies."""
     ok = [(i, r) for i, r in enumerate(rows) if not r.get("upper_bound") and _finite(r.get("accuracy"))
-          and _finite(r.get("usd_per_1k"))]
+          and _finite(r.get("usd_per_1k")) and not (r.get("answers") or {}).get("collapsed")]
+    excluded = [n for n in (collapse_note(r) for r in rows) if n]
     if not ok:
         return None
     bi, best = max(ok, key=lambda t: (t[1]["accuracy"], -t[0]))
@@ -88,9 +123,10 @@ def recommend(rows: Sequence[dict]) -> dict[str, Any] | None:
     tok = _tokens(rec)
     tok_text = f", {tok:.0f} tokens" if _finite(tok) else ""
     return {"label": rec["label"], "best": best["label"], "best_accuracy": best["accuracy"], "threshold": floor,
-            "within_ci": [r["label"] for _, r in within],
+            "within_ci": [r["label"] for _, r in within], "excluded": excluded,
             "rule": "the cheapest deployable strategy (USD per 1,000 requests) whose accuracy is at least the lower "
-                    "95% CI bound of the most accurate deployable strategy; upper-bound rows are excluded",
+                    "95% CI bound of the most accurate deployable strategy; upper-bound rows are excluded, and so are "
+                    "rows that give one answer to nearly every item (collapsed)",
             "reason": f"{rec['label']}: accuracy {rec['accuracy']:.3f} >= {floor:.3f} (the CI lower bound of the best, "
                       f"{best['label']} at {best['accuracy']:.3f}), at ${rec['usd_per_1k']:.4f}{tok_text} per 1,000 "
                       "requests"}

@@ -1,6 +1,7 @@
 """Preference pairs from a grader: `rft pairs JOB.yaml -o pairs.jsonl` writes OpenAI-format DPO rows.
 
-    build_pairs(job, out_path=..., samples_per_prompt=8, min_gap=0.1, seed=0, log=None, engine=None) -> dict
+    build_pairs(job, out_path=..., samples_per_prompt=8, min_gap=0.1, seed=0, preferred="best", log=None,
+                engine=None) -> dict
 
 For every training prompt of a reinforcement job, the base model (`job.model`) samples `samples_per_prompt`
 completions with the job's sampling settings (rft.sampling: temperature, top_p, top_k, max_new_tokens, stop;
@@ -11,10 +12,19 @@ pair when fewer than two of its samples were scored (`unscored`), when every sco
 (`same_text`). Ties between equally scored samples are broken by sample order (the first best, the first
 worst), so the file is a function of (job, seed).
 
+`preferred="reference"` (`rft pairs --preferred reference`): the preferred output is the job's reference answer
+instead of a sample, rendered from the row by `rft.train.reference_output` (else the template
+`rft.train.learnability.reference_template` finds: rft.warm_start.reference_output or an exact-match string_check's
+reference), and graded like a sample; the non-preferred one is the worst-scoring sample. This is the on-policy
+half of a pair (the rejected text is what the base model really writes) with an off-policy target: sampled pairs
+need the model to get the prompt right at least once, reference pairs don't. Exclusions as above, compared with
+the reference's score (the reference must score at least `min_gap` above the worst sample), plus `no_reference`
+(the template rendered nothing for the row) and `unscored` when the reference itself was not scored.
+
 Each row: {"input": {"messages": <the prompt>, "tools"?}, "preferred_output": [{"role": "assistant",
 "content": best}], "non_preferred_output": [...]} plus the training row's other top-level fields (its
 reference fields), so a DPO job on the file can be evaluated with the same grader (`method.dpo.grader`).
-The returned counts: prompts, samples, unscored samples, pairs, excluded by reason, seconds, path.
+The returned counts: prompts, samples, unscored samples, pairs, excluded by reason, preferred, seconds, path.
 
 Simplified: one process; the whole training file is sampled (limit it with `builtin:...?n=` or a shorter file).
 """
@@ -32,6 +42,13 @@ from rft.fsutil import write_atomic
 from rft.train.setup import load_inputs
 
 PROMPTS_PER_BATCH = 16
+
+
+def _render_reference(graders, tmpl: str, row: dict) -> str | None:
+    try:
+        return graders.render(tmpl, {}, row) or None
+    except graders.TemplateError:
+        return None
 
 
 def pick_pair(scores: list[float | None], texts: list[str], min_gap: float) -> tuple[int, int] | str:
@@ -52,6 +69,29 @@ def pick_pair(scores: list[float | None], texts: list[str], min_gap: float) -> t
     return b, w
 
 
+def pick_reference_pair(scores: list[float | None], texts: list[str], min_gap: float) -> tuple[int, int] | str:
+    """(reference index, worst sample index) where the LAST entry is the reference answer and the others are
+    the prompt's samples, or why it gives no pair."""
+    ref_score, ref_text = scores[-1], texts[-1]
+    scored = [(s, i) for i, s in enumerate(scores[:-1]) if s is not None]
+    if ref_score is None or not scored:
+        return "unscored"
+    worst = min(s for s, _ in scored)
+    if ref_score == worst:
+        return "tie"
+    if ref_score - worst < min_gap:  # also a reference scoring below a sample
+        return "below_gap"
+    w = next(i for s, i in scored if s == worst)
+    if texts[w] == ref_text:
+        return "same_text"
+    return len(scores) - 1, w
+
+
+# --preferred NAME -> how one prompt's scored group (with the reference appended for "reference") becomes a pair
+PICKERS: dict[str, Callable[[list[float | None], list[str], float], "tuple[int, int] | str"]] = {
+    "best": pick_pair, "reference": pick_reference_pair}
+
+
 def pair_row(row: dict, best: str, worst: str) -> dict:
     """An OpenAI DPO row for a reinforcement training row (its reference fields kept)."""
     out = {"input": {"messages": row["messages"]} | ({"tools": row["tools"]} if row.get("tools") else {}),
@@ -62,11 +102,17 @@ def pair_row(row: dict, best: str, worst: str) -> dict:
 
 
 def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int = 8, min_gap: float = 0.1,
-                seed: int = 0, log: Callable[[str], None] | None = None, engine=None) -> dict:
+                seed: int = 0, preferred: str = "best", log: Callable[[str], None] | None = None,
+                engine=None) -> dict:
     """Sample, grade and pair (see the module docstring); writes `out_path` atomically and returns the counts.
+    `preferred`: "best" (the best sample) or "reference" (the job's reference answer).
     `engine`: an InferenceEngine to sample from (default: the job's base model on the local engine)."""
+    from rft import graders
     from rft.engine.local import render_prompt
+    from rft.errors import did_you_mean
+    from rft.train.learnability import reference_template
     from rft.train.step import grade_groups, sampling_params
+    from rft.types import Completion
 
     if job.method.type != "reinforcement":
         raise RftError(f"rft pairs needs a reinforcement job (its training prompts and grader); this one is "
@@ -75,6 +121,17 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
         raise RftError(f"samples_per_prompt must be in [2, 256], got {samples_per_prompt}")
     if not min_gap >= 0:
         raise RftError(f"min_gap must be >= 0, got {min_gap}")
+    if preferred not in PICKERS:
+        raise RftError(f"unknown preferred-output source '{preferred}'{did_you_mean(preferred, list(PICKERS))}; "
+                       f"valid: {', '.join(PICKERS)}")
+    pick_fn = PICKERS[preferred]
+    tmpl = None
+    if preferred == "reference":
+        tmpl = job.rft.train.reference_output or reference_template(job)
+        if not tmpl:
+            raise RftError("--preferred reference needs the job's reference answer: this job makes none known",
+                           hint="set rft.train.reference_output to a template over the row, e.g. "
+                                "'{{item.answer}}' (every row's reference must then pass the grader)")
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     inputs = load_inputs(job)
@@ -91,18 +148,27 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
         rows = list(inputs.train_ds.rows)
         out_rows: list[dict] = []
         excluded = {"unscored": 0, "tie": 0, "below_gap": 0, "same_text": 0}
+        if tmpl is not None:
+            excluded["no_reference"] = 0
         n_unscored = 0
         for start in range(0, len(rows), PROMPTS_PER_BATCH):
             batch = rows[start:start + PROMPTS_PER_BATCH]
             prompt_ids = [render_prompt(tok, r["messages"], r.get("tools")) for r in batch]
             groups = engine.generate_ids(prompt_ids, sampling_params(job, samples_per_prompt, seed * 100_003 + start))
+            G = samples_per_prompt
+            refs: list[str | None] = [None] * len(batch)
+            if tmpl is not None:  # the reference answer joins each group as its last member, graded like a sample
+                refs = [_render_reference(graders, tmpl, r) for r in batch]
+                groups = [[*g, Completion(text=ref or "", token_ids=(), logprobs=(), finish_reason="stop")]
+                          for g, ref in zip(groups, refs)]
+                G += 1
             flat, grades = grade_groups(job, inputs.grader, batch, groups)  # [n*G], [n*G]
             for j, row in enumerate(batch):
-                sl = slice(j * samples_per_prompt, (j + 1) * samples_per_prompt)
+                sl = slice(j * G, (j + 1) * G)
                 scores = [g.score for g in grades[sl]]
                 texts = [c.text for c in flat[sl]]
-                n_unscored += sum(s is None for s in scores)
-                pick = pick_pair(scores, texts, min_gap)
+                n_unscored += sum(s is None for s in scores[:samples_per_prompt])
+                pick = "no_reference" if tmpl is not None and not refs[j] else pick_fn(scores, texts, min_gap)
                 if isinstance(pick, str):
                     excluded[pick] += 1
                 else:
@@ -112,7 +178,7 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
     finally:
         inputs.close()
     res = {"object": "rft.pairs", "path": str(out_path), "model": job.model, "training_file": job.training_file,
-           "grader": inputs.grader.name, "prompts": len(rows), "samples_per_prompt": samples_per_prompt,
+           "grader": inputs.grader.name, "preferred": preferred, "prompts": len(rows), "samples_per_prompt": samples_per_prompt,
            "samples": len(rows) * samples_per_prompt, "unscored_samples": n_unscored, "pairs": len(out_rows),
            "excluded": excluded, "min_gap": min_gap, "seed": seed, "seconds": time.perf_counter() - t0}
     say(f"pairs: {res['pairs']} pairs from {res['prompts']} prompts written to {out_path} "
