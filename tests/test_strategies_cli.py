@@ -1,5 +1,5 @@
 """`rft strategies` through the installed entry point: a small table on the tiny random Llama (base,
-best-of-2 with both selectors and SFT for one step; the other rows share these code paths and are run by
+best-of-2 with both selectors, SFT and DPO for one step each; the other rows share these code paths and are run by
 tests/test_strategies.py on a scripted engine and by the demonstration), and the
 mistakes a user can make (exit 2, one error line, nothing run)."""
 
@@ -16,12 +16,12 @@ from jobspecs import tiny_job_file
 def test_tiny_table_end_to_end(tmp_path, tiny_model_dir):
     job = tiny_job_file(tmp_path, tiny_model_dir, learnability={"enabled": False})
     out = tmp_path / "table"
-    r = run_rft("strategies", str(job), "--only", "best_of_n,sft", "--n", "2", "--latency-items", "1",
+    r = run_rft("strategies", str(job), "--only", "best_of_n,sft,dpo", "--n", "2", "--latency-items", "1",
                 "--train-steps", "1", "--train-rows", "4", "-o", str(out), "--json", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads(r.stdout)
     rows = {x["label"]: x for x in table["rows"]}
-    assert list(rows) == ["base", "best_of_2/majority", "best_of_2/grader", "sft"]
+    assert list(rows) == ["base", "best_of_2/majority", "best_of_2/grader", "sft", "dpo"]
     for x in rows.values():
         assert x["status"] == "ok", x
         assert 0.0 <= x["accuracy"] <= 1.0 and x["n"] == 4 and x["latency"]["n"] == 1
@@ -30,6 +30,13 @@ def test_tiny_table_end_to_end(tmp_path, tiny_model_dir):
     assert rows["best_of_2/majority"]["tokens_per_request"] <= 2 * 4  # two samples of at most 4 tokens
     sft = rows["sft"]
     assert sft["job_id"] in table["job_ids"] and sft["training"]["steps"] == 1 and sft["model"].startswith("ckpt:")
+    # the job makes its reference answers known (the grader's reference), so the DPO pairs prefer them to the
+    # base model's worst sample: a pair for every prompt, though the random model never passes
+    dpo = rows["dpo"]
+    assert dpo["training"]["pairs"]["preferred"] == "reference" and dpo["training"]["pairs"]["pairs"] == 4, dpo
+    pairs = [json.loads(x) for x in (out / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert pairs[0]["preferred_output"] == [{"role": "assistant", "content": "red"}]
+    assert dpo["job_id"] in table["job_ids"] and dpo["training"]["steps"] == 1
     assert Path(table["paths"]["plot"]).stat().st_size > 1000
     assert (out / "table.md").read_text().startswith("# Strategies for")
     assert [json.loads(x)["messages"][-1] for x in (out / "data" / "sft_train.jsonl").read_text().splitlines()][0] == \
