@@ -219,3 +219,42 @@ def test_three_steps_train_save_load_and_serve(mt, model_dirs, learnable, tmp_pa
         assert torch.equal(p.detach(), trained[n]), n
     [[c]] = eng.generate([[{"role": "user", "content": "Say red"}]], SamplingParams(temperature=0, max_new_tokens=5))
     assert c.token_ids and c.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("mt", ["gemma2", "qwen2_moe"])
+def test_transformers_path_in_bf16_runs_a_bf16_copy_that_sync_refreshes(mt):
+    """The transformers decoder asked for bf16 on an fp32 model decodes with a bf16 copy (not autocast, which
+    re-cast every weight each forward): its greedy tokens equal transformers' generate on the model cast to bf16;
+    after the trainer's weights change, `sync_weights()` makes the copy follow (the same tokens as a fresh engine
+    on the changed model), and the trainer's own model stays fp32."""
+    import copy
+
+    model, tok = _model(mt)
+    prompts = _prompt_ids(tok)
+    greedy = SamplingParams(temperature=0, max_new_tokens=10)
+    eng = LocalEngine(model, tok, compute_dtype=torch.bfloat16)
+    dec = eng.decoder
+    assert dec.model is not model and all(p.dtype == torch.bfloat16 for p in dec.model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+    def ids(e):
+        return [list(c[0].token_ids) for c in e.generate_ids(prompts, greedy)]
+
+    def hf(m):
+        L = max(len(p) for p in prompts)
+        inp = torch.tensor([[tok.pad_token_id] * (L - len(p)) + p for p in prompts])  # [3, L] left-padded
+        attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])  # [3, L]
+        with torch.no_grad():
+            out = copy.deepcopy(m).to(torch.bfloat16).generate(input_ids=inp, attention_mask=attn, do_sample=False,
+                                                                max_new_tokens=10)  # [3, L+10]
+        return [r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r for r in out[:, L:].tolist()]
+
+    before = ids(eng)
+    assert before == hf(model)
+    with torch.no_grad():  # an "optimizer step" that changes what the model says
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    assert ids(eng) == before  # the copy is stale until synced
+    eng.sync_weights()
+    after = ids(eng)
+    assert after == ids(LocalEngine(model, tok, compute_dtype=torch.bfloat16)) and after != before

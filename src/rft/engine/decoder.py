@@ -10,10 +10,17 @@ steps) and `rewind(state, n)` for predicted outputs. Both decoders keep their po
 Backends: `fast_llama.FastDecoder` for Llama-family models; `HFDecoder` (transformers forward + DynamicCache)
 for every other architecture. Simplified: one device; the fallback has no verify (a multi-token transformers
 forward rounds differently from single steps, so predicted requests decode plainly there).
+
+The fallback in a lower dtype than the model's (bf16 rollouts of an fp32 policy) runs a copy of the model whose
+parameters are in that dtype, refreshed by `sync()` after each optimizer step: autocast would cast every weight
+on every forward, which made bf16 decoding slower than fp32 (0.68x of transformers' own bf16 generate at batch
+16 on this CPU, bench/architectures.py). Buffers (rotary frequencies) stay as they are. It costs one copy of the
+weights in that dtype, which the memory forecast counts (`engine_weights`).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,14 +68,29 @@ class HFDecoder:
     exact_verify = False
 
     def __init__(self, model, dtype):
-        self.model = model
+        self.source = model  # the trainer's model; `self.model` is what runs (a lower-dtype copy, or the same)
         self.dtype = dtype
         # transformers 5.x renamed `past_key_values` to `cache`
         params = inspect.signature(type(model).forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        src = next(model.parameters()).dtype
+        self.model = model
+        if dtype != src and dtype.itemsize < src.itemsize:
+            self.model = copy.deepcopy(model)
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+                if p.is_floating_point():  # int8 base weights (rft.models.quant) stay int8
+                    p.data = p.data.to(dtype)
+            self.model.eval()
+        # only what trains can change (LoRA: the adapters), so only that is copied on sync
+        self._pairs = ([(d, s) for d, s in zip(self.model.parameters(), model.parameters()) if s.requires_grad]
+                       if self.model is not model else [])
 
+    @torch.no_grad()
     def sync(self):
-        pass
+        """Copy the trainer's trainable parameters into the running copy (nothing to do when there is none)."""
+        for dst, src in self._pairs:
+            dst.copy_(src)
 
     def _ctx(self):
         if next(self.model.parameters()).dtype != self.dtype:

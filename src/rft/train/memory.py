@@ -239,8 +239,8 @@ def forecast(job: JobSpec, shape: ModelShape, *, prompt_tokens: int, device: str
                                                  + 2 * s.hidden * s.intermediate) * c
         if device == "cpu" and c == 2:  # bf16 on CPU: the matmuls' packed layout (VNNI or oneDNN), head included
             comp["engine_weights"] += (layer_linears + s.vocab * s.hidden) * c
-    else:
-        comp["engine_weights"] = 0
+    else:  # the transformers decoder runs a copy of the weights in the compute dtype when it is narrower
+        comp["engine_weights"] = (s.n_params + (n_lora if lc.enabled else 0)) * c if c < w else 0
     comp["reference"] = s.n_params * c if (a.beta > 0 and not lc.enabled) else 0
     overlap = bool(getattr(t, "overlap_rollouts", False))
     # overlapped rollouts (rft.train.step.ThreadRollouts): a second policy copy (LoRA included) with its own engine
