@@ -246,9 +246,19 @@ def test_verify_on_kernels_equals_single_steps_bit_for_bit(model80, gemm):
         torch.set_num_threads(n)
 
 
-def test_decoder_uses_gemm_where_the_cpu_has_it(model80, kern):
+def test_decoder_uses_gemm_where_the_cpu_has_it(model80, kern, monkeypatch):
+    """The C GEMM by default on an AVX512-BF16 CPU without AMX; with AMX tiles oneDNN's products are faster
+    (bench/README.md), so they stay in oneDNN; RFT_CPU_GEMM=1 / 0 forces either."""
+    from rft.engine.fast_llama import cpu_has_amx
+
+    monkeypatch.delenv("RFT_CPU_GEMM", raising=False)
     dec = FastDecoder(model80, torch.bfloat16)
-    assert dec.gemm == kern.has_gemm
+    assert dec.gemm == (kern.has_gemm and not cpu_has_amx())
+    monkeypatch.setenv("RFT_CPU_GEMM", "1")
+    assert FastDecoder(model80, torch.bfloat16).gemm == kern.has_gemm
+    monkeypatch.setenv("RFT_CPU_GEMM", "0")
+    assert FastDecoder(model80, torch.bfloat16).gemm is False
+    dec = FastDecoder(model80, torch.bfloat16, gemm=True)
     if dec.gemm:
         assert "head_vnni" in dec.packed and "wqkv_vnni" in dec.layers[0]
     else:  # a CPU without AVX512-BF16: the glue runs in C, the products in oneDNN

@@ -86,6 +86,7 @@ def backends(dtype):
     os.environ["RFT_CPU_KERNELS"] = "1"  # load() answers None while it is "0"
     kern = cpu_kernels.load()
     if dtype == torch.bfloat16 and kern is not None and kern.has_gemm:
+        out.append(("fast_cgemm", {"fast": True}, "1", {"gemm": True}))  # the default only on CPUs without AMX
         out.append(("fast_onednn", {"fast": True}, "1", {"gemm": False}))
     out.append(("hf", {"fast": False}, "1", None))
     return out
