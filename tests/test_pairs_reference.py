@@ -106,3 +106,39 @@ def test_cli_reference_pairs_on_the_tiny_model(tmp_path, tiny_model_dir):
     assert r.returncode == 0 and "the reference answer" in r.stdout, r.stdout + r.stderr[-2000:]
     assert_user_error(run_rft("pairs", str(job), "-o", str(tmp_path / "u.jsonl"), "--preferred", "worst"),
                       "unknown preferred-output source 'worst'")
+
+
+def test_pick_auto_pair_uses_the_samples_where_they_differ_else_the_reference():
+    from rft.train.pairs import pick_auto_pair
+
+    t = ["a", "b", "c", "REF"]  # the last entry is the reference
+    assert pick_auto_pair([1.0, 0.0, 0.5, 1.0], t, 0.1) == (0, 1)  # samples differ: best vs worst, both sampled
+    assert pick_auto_pair([0.0, 0.0, 0.0, 1.0], t, 0.1) == (3, 0)  # all tie: the reference vs the worst
+    assert pick_auto_pair([0.5, 0.45, 0.5, 1.0], t, 0.1) == (3, 1)  # below the gap among samples: the reference
+    assert pick_auto_pair([1.0, 1.0, 1.0, 1.0], t, 0.1) == "tie"  # nothing to prefer anywhere
+    assert pick_auto_pair([None, None, 0.0, None], t, 0.1) == "unscored"
+
+
+def test_auto_pairs_from_a_scripted_engine(tmp_path, tiny_model_dir):
+    """The scripted groups of test_reference_pairs_from_a_scripted_engine with preferred="auto": red's samples
+    differ (red 1.0, blue 0.0) and so do gold's: on-policy pairs; blue's are all "no": the reference pair; green
+    ties everywhere."""
+    from transformers import AutoTokenizer
+
+    job = load_job(_with(_job(tmp_path, tiny_model_dir), reference_output="{{item.answer}}"))
+    engine = ScriptedEngine(AutoTokenizer.from_pretrained(tiny_model_dir))
+    out = tmp_path / "pairs.jsonl"
+    res = build_pairs(job, out_path=out, samples_per_prompt=4, min_gap=0.5, seed=3, preferred="auto", engine=engine)
+    rows = {r["input"]["messages"][0]["content"]: (r["preferred_output"][0]["content"],
+                                                    r["non_preferred_output"][0]["content"])
+            for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["Say red"] == ("red", "blue") and rows["Say blue"] == ("blue", "no") and "Say green" not in rows
+    assert res["preferred"] == "auto" and res["pairs"] == len(rows)
+    assert rows["Say gold"] == ("gold", "GOLD")  # exact match: gold 1, GOLD 0, x 0: the samples differ
+    assert res["pairs_preferring_reference"] == 1  # blue's alone
+    # without a known reference (a python grader makes none known), auto is best-vs-worst
+    (tmp_path / "p").mkdir()
+    plain = load_job(_job(tmp_path / "p", tiny_model_dir, grader=PY_GRADER))
+    res2 = build_pairs(plain, out_path=tmp_path / "p2.jsonl", samples_per_prompt=4, min_gap=0.5, seed=3,
+                       preferred="auto", engine=ScriptedEngine(AutoTokenizer.from_pretrained(tiny_model_dir)))
+    assert res2["preferred"] == "best" and res2["pairs_preferring_reference"] == 0

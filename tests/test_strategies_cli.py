@@ -30,10 +30,11 @@ def test_tiny_table_end_to_end(tmp_path, tiny_model_dir):
     assert rows["best_of_2/majority"]["tokens_per_request"] <= 2 * 4  # two samples of at most 4 tokens
     sft = rows["sft"]
     assert sft["job_id"] in table["job_ids"] and sft["training"]["steps"] == 1 and sft["model"].startswith("ckpt:")
-    # the job makes its reference answers known (the grader's reference), so the DPO pairs prefer them to the
-    # base model's worst sample: a pair for every prompt, though the random model never passes
+    # the random model never passes, so no prompt's samples differ; the job makes its reference answers known
+    # (the grader's reference), so the DPO pairs prefer them to the base model's worst sample: a pair a prompt
     dpo = rows["dpo"]
-    assert dpo["training"]["pairs"]["preferred"] == "reference" and dpo["training"]["pairs"]["pairs"] == 4, dpo
+    info = dpo["training"]["pairs"]
+    assert info["preferred"] == "auto" and info["pairs"] == 4 and info["pairs_preferring_reference"] == 4, dpo
     pairs = [json.loads(x) for x in (out / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
     assert pairs[0]["preferred_output"] == [{"role": "assistant", "content": "red"}]
     assert dpo["job_id"] in table["job_ids"] and dpo["training"]["steps"] == 1

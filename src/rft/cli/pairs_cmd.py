@@ -4,7 +4,8 @@ A thin wrapper over `rft.api.pairs` (rft.train.pairs.build_pairs): the base mode
 training prompt with the job's sampling settings, the job's grader scores them, and each prompt whose best and
 worst scores differ by at least --min-gap gives one pair (ties and unscored samples excluded). With
 `--preferred reference` the preferred output is the job's reference answer (rft.train.reference_output) and the
-rejected one the worst of the samples. Prints the counts (or the JSON with --json); progress lines go to stderr
+rejected one the worst of the samples; with `--preferred auto`, best against worst where the samples differ and
+the reference answer against the worst elsewhere. Prints the counts (or the JSON with --json); progress lines go to stderr
 unless -q.
 
 How to run:
@@ -40,7 +41,8 @@ def register(app: typer.Typer) -> None:
                                       "best-scored sample) or 'reference' (the job's reference answer, rendered "
                                       "from rft.train.reference_output and graded like a sample; the rejected "
                                       "output is then the worst sample, and it must score at least --min-gap "
-                                      "below the reference)."),
+                                      "below the reference) or 'auto' (the best sample where the samples differ "
+                                      "by --min-gap, else the reference answer)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
         as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
     ):
@@ -61,7 +63,8 @@ def register(app: typer.Typer) -> None:
             ("samples (per prompt)", f"{res['samples']} ({res['samples_per_prompt']})"),
             ("unscored samples", str(res["unscored_samples"])),
             ("pairs", str(res["pairs"])),
-            ("preferred output", "the reference answer" if res["preferred"] == "reference" else "the best sample"),
+            ("preferred output", {"reference": "the reference answer", "best": "the best sample"}.get(
+                res["preferred"], f"the best sample, else the reference ({res['pairs_preferring_reference']} pairs)")),
             ("no pair: tie / below gap / unscored / same text",
              f"{ex['tie']} / {ex['below_gap']} / {ex['unscored']} / {ex['same_text']}"),
             *([("no pair: no reference answer", str(ex["no_reference"]))] if "no_reference" in ex else []),

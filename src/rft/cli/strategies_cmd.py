@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
                              train_rows=train_rows, latency_items=latency_items,
                              budgets=_ints(budgets, "--budgets"), ns=_ints(ns, "--n"),
                              prices=str(prices) if prices else None, output_dir=output,
-                             log=lambda s: err.print(s, markup=False, highlight=False))
+                             log=lambda s: err.print(s, markup=False, highlight=False, soft_wrap=True))
         if as_json:
             print_json(res)
             return

@@ -336,10 +336,11 @@ class _Table:
 
         pjob = parse_job(copy.deepcopy(src), f"{self.job_path} (dpo pairs)")
         path = self.out / "data" / "dpo_pairs.jsonl"
-        # the reference answer against the worst sample when the job makes one known (the data SFT trains on;
-        # best-vs-worst pairs are mostly ties when the base model rarely passes), else best against worst
-        preferred = "best" if sft_rows(self.job, self.train_ds.rows[:1])[1] else "reference"
-        self.log(f"[dpo] building preference pairs from the base model's graded samples ({preferred} vs worst) ...")
+        # best against worst sample where a prompt's samples differ (both sides on-policy), else the reference
+        # answer against the worst when the job makes one known: best-vs-worst pairs are mostly ties when the base
+        # model rarely passes (rft.train.pairs, preferred="auto")
+        preferred = "auto"
+        self.log("[dpo] building preference pairs from the base model's graded samples ...")
         t0 = self.clock()
         info = build_pairs(pjob, out_path=path, seed=self.job.seed, preferred=preferred,
                            log=lambda s: self.log(f"[dpo] {s}"))

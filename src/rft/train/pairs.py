@@ -21,6 +21,10 @@ need the model to get the prompt right at least once, reference pairs don't. Exc
 the reference's score (the reference must score at least `min_gap` above the worst sample), plus `no_reference`
 (the template rendered nothing for the row) and `unscored` when the reference itself was not scored.
 
+`preferred="auto"`: per prompt, best against worst sample where they differ by `min_gap` (both sides on-policy),
+else the reference answer against the worst sample; without a known reference it is "best". The counts say how
+many pairs prefer the reference (`pairs_preferring_reference`). `rft strategies` builds its DPO row this way.
+
 Each row: {"input": {"messages": <the prompt>, "tools"?}, "preferred_output": [{"role": "assistant",
 "content": best}], "non_preferred_output": [...]} plus the training row's other top-level fields (its
 reference fields), so a DPO job on the file can be evaluated with the same grader (`method.dpo.grader`).
@@ -87,9 +91,17 @@ def pick_reference_pair(scores: list[float | None], texts: list[str], min_gap: f
     return len(scores) - 1, w
 
 
-# --preferred NAME -> how one prompt's scored group (with the reference appended for "reference") becomes a pair
+def pick_auto_pair(scores: list[float | None], texts: list[str], min_gap: float) -> tuple[int, int] | str:
+    """Both sides on-policy where the prompt's samples differ enough (best against worst); else the reference
+    answer (the LAST entry) against the worst sample, or why it gives no pair."""
+    got = pick_pair(scores[:-1], texts[:-1], min_gap)
+    return got if not isinstance(got, str) else pick_reference_pair(scores, texts, min_gap)
+
+
+# --preferred NAME -> how one prompt's scored group (with the reference appended for "reference" and "auto")
+# becomes a pair
 PICKERS: dict[str, Callable[[list[float | None], list[str], float], "tuple[int, int] | str"]] = {
-    "best": pick_pair, "reference": pick_reference_pair}
+    "best": pick_pair, "reference": pick_reference_pair, "auto": pick_auto_pair}
 
 
 def pair_row(row: dict, best: str, worst: str) -> dict:
@@ -105,7 +117,8 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
                 seed: int = 0, preferred: str = "best", log: Callable[[str], None] | None = None,
                 engine=None) -> dict:
     """Sample, grade and pair (see the module docstring); writes `out_path` atomically and returns the counts.
-    `preferred`: "best" (the best sample) or "reference" (the job's reference answer).
+    `preferred`: "best" (the best sample), "reference" (the job's reference answer) or "auto" (the best sample
+    where the samples differ, else the reference).
     `engine`: an InferenceEngine to sample from (default: the job's base model on the local engine)."""
     from rft import graders
     from rft.engine.local import render_prompt
@@ -124,14 +137,16 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
     if preferred not in PICKERS:
         raise RftError(f"unknown preferred-output source '{preferred}'{did_you_mean(preferred, list(PICKERS))}; "
                        f"valid: {', '.join(PICKERS)}")
-    pick_fn = PICKERS[preferred]
     tmpl = None
-    if preferred == "reference":
+    if preferred in ("reference", "auto"):
         tmpl = job.rft.train.reference_output or reference_template(job)
-        if not tmpl:
+        if not tmpl and preferred == "auto":  # no reference known: best against worst, both sampled
+            preferred = "best"
+        elif not tmpl:
             raise RftError("--preferred reference needs the job's reference answer: this job makes none known",
                            hint="set rft.train.reference_output to a template over the row, e.g. "
                                 "'{{item.answer}}' (every row's reference must then pass the grader)")
+    pick_fn = PICKERS[preferred]
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     inputs = load_inputs(job)
@@ -150,7 +165,7 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
         excluded = {"unscored": 0, "tie": 0, "below_gap": 0, "same_text": 0}
         if tmpl is not None:
             excluded["no_reference"] = 0
-        n_unscored = 0
+        n_unscored = n_from_reference = 0
         for start in range(0, len(rows), PROMPTS_PER_BATCH):
             batch = rows[start:start + PROMPTS_PER_BATCH]
             prompt_ids = [render_prompt(tok, r["messages"], r.get("tools")) for r in batch]
@@ -168,10 +183,14 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
                 scores = [g.score for g in grades[sl]]
                 texts = [c.text for c in flat[sl]]
                 n_unscored += sum(s is None for s in scores[:samples_per_prompt])
-                pick = "no_reference" if tmpl is not None and not refs[j] else pick_fn(scores, texts, min_gap)
+                if tmpl is not None and not refs[j]:  # the template rendered nothing for this row
+                    pick = pick_pair(scores[:-1], texts[:-1], min_gap) if preferred == "auto" else "no_reference"
+                else:
+                    pick = pick_fn(scores, texts, min_gap)
                 if isinstance(pick, str):
                     excluded[pick] += 1
                 else:
+                    n_from_reference += int(tmpl is not None and pick[0] == G - 1)
                     out_rows.append(pair_row(row, texts[pick[0]], texts[pick[1]]))
             say(f"pairs: {min(start + len(batch), len(rows))}/{len(rows)} prompts, {len(out_rows)} pairs")
         write_atomic(Path(out_path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows).encode())
@@ -180,6 +199,7 @@ def build_pairs(job: JobSpec, *, out_path: str | Path, samples_per_prompt: int =
     res = {"object": "rft.pairs", "path": str(out_path), "model": job.model, "training_file": job.training_file,
            "grader": inputs.grader.name, "preferred": preferred, "prompts": len(rows), "samples_per_prompt": samples_per_prompt,
            "samples": len(rows) * samples_per_prompt, "unscored_samples": n_unscored, "pairs": len(out_rows),
+           "pairs_preferring_reference": n_from_reference,
            "excluded": excluded, "min_gap": min_gap, "seed": seed, "seconds": time.perf_counter() - t0}
     say(f"pairs: {res['pairs']} pairs from {res['prompts']} prompts written to {out_path} "
         f"(excluded: {', '.join(f'{k} {v}' for k, v in excluded.items())})")
