@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from fastapi.testclient import TestClient
 
 from rft.serve import create_app
 from tests.clitools import run_rft
-from tests.test_hub_cache import REPO, make_entry
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("HF_HOME", raising=False)
-    return cache
+from tests.test_hub_cache import REPO, hub, make_entry  # noqa: F401 - `hub`: the empty-cache fixture
 
 
 def test_a_hub_cache_model_is_listed_and_served(hub, tiny_model_dir, tmp_path):
