@@ -25,3 +25,21 @@ def tiny_job_file(tmp_path: Path, model_dir: Path, *, eval_interval: int = 1, **
     p = tmp_path / "job.yaml"
     p.write_text(yaml.safe_dump(spec))
     return p
+
+
+def fuzzy_job_file(tmp_path: Path, model_dir: Path, *, lr: float, **rft) -> Path:
+    """The tiny job with a grader that gives a random model varied rewards (fuzzy match), 2 epochs (4 steps),
+    evaluation and state every 2 steps, 4 completions of up to 6 tokens at temperature 1, `lr`, 2 eval items;
+    `rft` entries are added to the job's `rft:` section (the learnability check is off)."""
+    p = tiny_job_file(tmp_path, model_dir, eval_interval=2, learnability={"enabled": False},
+                      checkpoint={"state_interval": 2}, **rft)
+    spec = yaml.safe_load(p.read_text())
+    spec["method"]["reinforcement"]["grader"] = {
+        "type": "text_similarity", "name": "sim", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+        "evaluation_metric": "fuzzy_match"}
+    spec["method"]["reinforcement"]["hyperparameters"]["n_epochs"] = 2
+    spec["rft"]["sampling"] = {"n": 4, "max_new_tokens": 6, "temperature": 1.0}
+    spec["rft"]["optimizer"] = {"lr": lr}
+    spec["rft"]["eval"] = {"max_items": 2}
+    p.write_text(yaml.safe_dump(spec))
+    return p

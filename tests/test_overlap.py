@@ -16,27 +16,15 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from jobspecs import tiny_job_file
+from jobspecs import fuzzy_job_file
 
 STEPS = 4
 
 
 def _job(tmp_path: Path, model_dir: Path, **train) -> Path:
-    p = tiny_job_file(tmp_path, model_dir, eval_interval=2, learnability={"enabled": False},
-                      checkpoint={"state_interval": 2}, train={"dtype": "float32", "overlap_rollouts": True, **train})
-    spec = yaml.safe_load(p.read_text())
-    spec["method"]["reinforcement"]["grader"] = {
-        "type": "text_similarity", "name": "sim", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
-        "evaluation_metric": "fuzzy_match"}
-    spec["method"]["reinforcement"]["hyperparameters"]["n_epochs"] = 2
-    spec["rft"]["sampling"] = {"n": 4, "max_new_tokens": 6, "temperature": 1.0}
-    spec["rft"]["optimizer"] = {"lr": 1e-2}
-    spec["rft"]["eval"] = {"max_items": 2}
-    p.write_text(yaml.safe_dump(spec))
-    return p
+    return fuzzy_job_file(tmp_path, model_dir, lr=1e-2, train={"dtype": "float32", "overlap_rollouts": True, **train})
 
 
 def test_old_logprobs_are_the_sampling_policys_not_recomputed(tmp_path, tiny_model_dir, monkeypatch):

@@ -42,7 +42,7 @@ import yaml
 from safetensors.torch import load_file
 
 from clitools import run_rft
-from jobspecs import tiny_job_file
+from jobspecs import fuzzy_job_file
 
 RAY = str(Path(sys.executable).with_name("ray"))
 STEPS = 4  # 4 rows, 2 prompts per step, 2 epochs
@@ -141,23 +141,12 @@ def ray_cluster():
 
 
 def _job(tmp_path: Path, model_dir: Path, **cluster) -> Path:
-    """The tiny job with a grader that gives a random model varied rewards (fuzzy match), 4 steps, state saved
-    every 2, sharded rollouts and two data-parallel ranks."""
-    p = tiny_job_file(tmp_path, model_dir, eval_interval=2, learnability={"enabled": False},
-                      checkpoint={"state_interval": 2},
-                      cluster={"rollout_workers": 2, "grader_workers": 1, "trainer_workers": 2, "placement": "split",
-                               "rollout": {"num_cpus": 0.5}, "grader": {"num_cpus": 0.5},
-                               "trainer": {"num_cpus": 0.5}, **cluster})
-    spec = yaml.safe_load(p.read_text())
-    spec["method"]["reinforcement"]["grader"] = {
-        "type": "text_similarity", "name": "sim", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
-        "evaluation_metric": "fuzzy_match"}
-    spec["method"]["reinforcement"]["hyperparameters"]["n_epochs"] = 2
-    spec["rft"]["sampling"] = {"n": 4, "max_new_tokens": 6, "temperature": 1.0}
-    spec["rft"]["optimizer"] = {"lr": 1e-3}
-    spec["rft"]["eval"] = {"max_items": 2}
-    p.write_text(yaml.safe_dump(spec))
-    return p
+    """The tiny fuzzy-reward job (tests/jobspecs.py), 4 steps, state saved every 2, sharded rollouts and two
+    data-parallel ranks."""
+    return fuzzy_job_file(tmp_path, model_dir, lr=1e-3,
+                          cluster={"rollout_workers": 2, "grader_workers": 1, "trainer_workers": 2, "placement": "split",
+                                   "rollout": {"num_cpus": 0.5}, "grader": {"num_cpus": 0.5},
+                                   "trainer": {"num_cpus": 0.5}, **cluster})
 
 
 def _metrics(run: Path) -> list[dict]:

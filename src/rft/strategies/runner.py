@@ -314,49 +314,43 @@ class _Table:
         if why:
             return {"label": "sft", "kind": "trained", "status": "skipped", "reason": why}
         path = _write_jsonl(self.out / "data" / "sft_train.jsonl", rows)
+        return self.trained_row("sft", self._method_raw("supervised", path),
+                                extra={"training_file": str(path), "rows": len(rows)})
+
+    def _method_raw(self, method: str, training_file: Path) -> dict:
+        """The job as a one-epoch `method` job (supervised or dpo) on `training_file`, with the job's batch size
+        and learning-rate multiplier, no validation file and no reinforcement-only settings."""
         raw = copy.deepcopy(self.raw)
         hp = self.job.hp
-        raw["method"] = {"type": "supervised", "supervised": {"hyperparameters": {
+        raw["method"] = {"type": method, method: {"hyperparameters": {
             "n_epochs": 1, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}}}
-        raw |= {"training_file": str(path), "validation_file": None}
+        raw |= {"training_file": str(training_file), "validation_file": None}
         _drop_rl_only(raw)
-        return self.trained_row("sft", raw, extra={"training_file": str(path), "rows": len(rows)})
+        return raw
 
     def dpo(self) -> dict:
-        try:
-            from rft.train.pairs import build_pairs
-        except ImportError:
-            return {"label": "dpo", "kind": "trained", "status": "skipped",
-                    "reason": "this rft has no preference-pair builder (rft.train.pairs) yet"}
+        from rft.jobcheck import parse_job
+        from rft.train.pairs import build_pairs
+
         src = copy.deepcopy(self.raw)
         if self.train_rows:  # build pairs on a bounded number of training prompts
             p = _write_jsonl(self.out / "data" / "pair_prompts.jsonl", list(self.train_ds.rows[: self.train_rows]))
             src["training_file"] = str(p)
-        from rft.jobcheck import parse_job
-
-        pjob = parse_job(copy.deepcopy(src), f"{self.job_path} (dpo pairs)")
+        pjob = parse_job(src, f"{self.job_path} (dpo pairs)")
         path = self.out / "data" / "dpo_pairs.jsonl"
         # best against worst sample where a prompt's samples differ (both sides on-policy), else the reference
         # answer against the worst when the job makes one known: best-vs-worst pairs are mostly ties when the base
         # model rarely passes (rft.train.pairs, preferred="auto")
-        preferred = "auto"
         self.log("[dpo] building preference pairs from the base model's graded samples ...")
         t0 = self.clock()
-        info = build_pairs(pjob, out_path=path, seed=self.job.seed, preferred=preferred,
+        info = build_pairs(pjob, out_path=path, seed=self.job.seed, preferred="auto",
                            log=lambda s: self.log(f"[dpo] {s}"))
         pair_seconds = self.clock() - t0
-        n_pairs = (info or {}).get("pairs", (info or {}).get("n_pairs"))
-        if n_pairs == 0:
+        if info["pairs"] == 0:
             return {"label": "dpo", "kind": "trained", "status": "skipped",
-                    "reason": "no prompt gave two samples whose grader scores differ enough to make a pair",
-                    "pairs": info}
-        raw = copy.deepcopy(self.raw)
-        hp = self.job.hp
-        raw["method"] = {"type": "dpo", "dpo": {"hyperparameters": {
-            "n_epochs": 1, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}}}
-        raw |= {"training_file": str(path), "validation_file": None}
-        _drop_rl_only(raw)
-        return self.trained_row("dpo", raw, extra_seconds=pair_seconds,
+                    "reason": "no prompt gave a pair: its samples scored alike and no reference answer scored "
+                              "above them", "pairs": info}
+        return self.trained_row("dpo", self._method_raw("dpo", path), extra_seconds=pair_seconds,
                                 extra={"pair_seconds": pair_seconds, "pairs": info, "training_file": str(path)})
 
     def grpo(self) -> dict:
